@@ -1,0 +1,30 @@
+"""`python -m harness [-m] key=value ...`: run one cell, or a sweep with -m (Hydra multirun)."""
+
+import os
+import sys
+
+# Before any Hugging Face import: no telemetry threads phoning the hub from a sweep.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from harness import config  # noqa: E402, F401  (registers the schema)
+from harness.run import OUTCOME, run_from_hydra  # noqa: E402
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_from_hydra(cfg)
+
+
+if __name__ == "__main__":
+    main()
+    done = OUTCOME
+    print(
+        f"tunebench: {len(done.completed)} completed, {len(done.skipped)} skipped, {len(done.failed)} failed "
+        "(ledger: results/runs.jsonl; table: python -m harness.leaderboard)",
+        file=sys.stderr,
+    )
+    sys.exit(1 if done.failed else 0)

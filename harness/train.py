@@ -1,0 +1,185 @@
+"""Training methods, registered by name: a method config's `trainer` key picks one.
+
+Adding a method is one YAML under conf/method/ and, when it trains differently, one function here
+decorated with `@register_trainer("name")` that takes a `TrainContext` and returns a `TrainResult`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import PrinterCallback, TrainerCallback
+
+from harness.config import ConfigError, RunConfig
+from harness.data import Dataset, prompt_messages
+from harness.models import LoadedModel, _gradient_checkpointing
+from harness.progress import progress_bar
+
+
+@dataclass
+class TrainContext:
+    cfg: RunConfig
+    loaded: LoadedModel
+    dataset: Dataset
+    output_dir: Path
+
+
+@dataclass
+class TrainResult:
+    model: object  # the trained model (base + adapter), ready for generation
+    adapter_dir: Path
+    train_s: float
+    steps: int
+    # Non-padding tokens the trainer consumed (TRL counts the attention mask).
+    train_tokens: int
+    trainable_params: int
+    total_params: int
+    losses: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.train_tokens / self.train_s if self.train_s > 0 else 0.0
+
+    @property
+    def first_loss(self) -> float | None:
+        return self.losses[0][1] if self.losses else None
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.losses[-1][1] if self.losses else None
+
+
+Trainer = Callable[[TrainContext], TrainResult]
+TRAINERS: dict[str, Trainer] = {}
+
+
+def register_trainer(name: str) -> Callable[[Trainer], Trainer]:
+    def decorator(fn: Trainer) -> Trainer:
+        if name in TRAINERS:
+            raise ValueError(f"trainer {name!r} is already registered")
+        TRAINERS[name] = fn
+        return fn
+
+    return decorator
+
+
+def get_trainer(name: str) -> Trainer:
+    if name not in TRAINERS:
+        raise ConfigError(f"method.trainer: unknown trainer {name!r}; known: {', '.join(sorted(TRAINERS))}")
+    return TRAINERS[name]
+
+
+def sft_config(ctx: TrainContext, **overrides):
+    """The TRL arguments every method shares, from the qlora and hardware groups."""
+    from trl import SFTConfig
+
+    q, hw, loaded = ctx.cfg.qlora, ctx.cfg.hardware, ctx.loaded
+    on_cuda = loaded.device == "cuda"
+    args = dict(
+        output_dir=str(ctx.output_dir / "trainer"),
+        per_device_train_batch_size=q.batch_size,
+        gradient_accumulation_steps=q.grad_accum,
+        learning_rate=q.lr,
+        num_train_epochs=q.epochs,
+        max_steps=q.max_steps,
+        max_length=q.max_length,
+        warmup_steps=q.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
+        weight_decay=q.weight_decay,
+        lr_scheduler_type=q.lr_scheduler,
+        seed=q.seed,
+        data_seed=q.seed,
+        logging_steps=q.logging_steps,
+        activation_checkpointing=_gradient_checkpointing(hw, q),
+        bf16=on_cuda and hw.supports_bf16,
+        fp16=on_cuda and not hw.supports_bf16,
+        use_cpu=not on_cuda,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    args.update(overrides)
+    return SFTConfig(**args)
+
+
+def lora_config(ctx: TrainContext):
+    from peft import LoraConfig
+
+    q = ctx.cfg.qlora
+    return LoraConfig(
+        r=q.r,
+        lora_alpha=q.alpha,
+        lora_dropout=q.dropout,
+        target_modules=list(q.target_modules or ctx.cfg.model.lora_target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def run_sft(ctx: TrainContext, train_dataset, args) -> TrainResult:
+    """Train a LoRA adapter with TRL's SFTTrainer, save it, and collect the figures a run reports."""
+    import datasets
+    from trl import SFTTrainer
+
+    datasets.disable_progress_bars()  # TRL's tokenizing passes take well under a second here
+    trainer = SFTTrainer(
+        model=ctx.loaded.model,
+        args=args,
+        train_dataset=train_dataset,
+        processing_class=ctx.loaded.tokenizer,
+        peft_config=lora_config(ctx),
+    )
+    # Our progress bar replaces the printer that dumps every log dict to stdout when tqdm is off.
+    trainer.remove_callback(PrinterCallback)
+    callback = _ProgressCallback()
+    trainer.add_callback(callback)
+    start = time.perf_counter()
+    with progress_bar("train", total=None, unit="step", enabled=ctx.cfg.progress) as advance:
+        callback.advance = advance
+        trainer.train()
+    train_s = time.perf_counter() - start
+    adapter_dir = ctx.output_dir / "adapter"
+    trainer.model.save_pretrained(adapter_dir)
+    history = trainer.state.log_history
+    losses = [(h["step"], float(h["loss"])) for h in history if "loss" in h]
+    tokens = max((int(h["num_tokens"]) for h in history if "num_tokens" in h), default=0)
+    trainable, total = trainer.model.get_nb_trainable_parameters()
+    model = trainer.model
+    model.eval()
+    return TrainResult(model, adapter_dir, train_s, trainer.state.global_step, tokens, trainable, total, losses)
+
+
+class _ProgressCallback(TrainerCallback):
+    """Feeds the rich progress bar from the trainer; the total is known only once training starts."""
+
+    advance: Callable[..., None] = staticmethod(lambda n=1, **fields: None)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.advance(0, total=state.max_steps)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.advance(0, loss=f"{logs['loss']:.3f}", step=f"{state.global_step}/{state.max_steps}")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.advance(1)
+
+
+@register_trainer("instruct")
+def train_instruct(ctx: TrainContext) -> TrainResult:
+    """SFT on prompt/completion pairs: TRL masks the prompt, so the loss is on the answer only."""
+    from datasets import Dataset as HFDataset
+
+    data, cfg = ctx.dataset, ctx.cfg
+    rows = [
+        {
+            "prompt": prompt_messages(record, cfg.data, cfg.model),
+            "completion": [{"role": "assistant", "content": record.answer}],
+        }
+        for record in data.train
+    ]
+    args = sft_config(ctx, completion_only_loss=True)
+    return run_sft(ctx, HFDataset.from_list(rows), args)

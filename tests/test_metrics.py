@@ -1,0 +1,114 @@
+"""Metric family tests: values must match the reference implementations exactly, offline."""
+
+import os
+
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
+    os.environ.setdefault(_var, "1")
+
+import pytest
+import sacrebleu
+from rouge_score import rouge_scorer
+
+from harness.metrics import METRICS, MetricResult, get_metric, register_metric, score_all
+
+PREDICTIONS = [
+    "the cat sat on the mat while the dog slept by the door",
+    "a quick brown fox jumps over the lazy dog",
+    "",
+    "machine learning models need careful evaluation on held out data",
+    "it rained heavily in the city all afternoon yesterday",
+]
+REFERENCES = [
+    "the cat sat on the mat while the dog slept by the door",
+    "the quick brown fox jumped over a sleepy dog",
+    "this reference has no matching prediction at all",
+    "models trained with machine learning require careful evaluation",
+    "it rained heavily in the city all afternoon yesterday",
+]
+TOL = 1e-9
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, MetricResult]:
+    return score_all(["bleu", "rouge", "ngram"], PREDICTIONS, REFERENCES)
+
+
+def test_bleu_matches_sacrebleu(results):
+    bleu = results["bleu"]
+    assert bleu.values["bleu"] == pytest.approx(sacrebleu.corpus_bleu(PREDICTIONS, [REFERENCES]).score / 100, abs=TOL)
+    expected = [sacrebleu.sentence_bleu(p, [r]).score / 100 for p, r in zip(PREDICTIONS, REFERENCES)]
+    assert bleu.per_sample["bleu"] == pytest.approx(expected, abs=TOL)
+    assert bleu.per_sample["bleu"][2] == 0.0
+    assert 0.0 < bleu.values["bleu"] < 1.0
+
+
+def test_rouge_matches_rouge_score_mean_f1(results):
+    rouge = results["rouge"]
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    scores = [scorer.score(r, p) for p, r in zip(PREDICTIONS, REFERENCES)]
+    for key in ("rouge1", "rouge2", "rougeL"):
+        f1 = [s[key].fmeasure for s in scores]
+        assert rouge.values[key] == pytest.approx(sum(f1) / len(f1), abs=TOL)
+        assert rouge.per_sample[key] == pytest.approx(f1, abs=TOL)
+        assert rouge.per_sample[key][2] == 0.0
+    assert set(rouge.values) == {"rouge1", "rouge2", "rougeL"}
+
+
+def test_ngram_matches_sacrebleu_chrf(results):
+    ngram = results["ngram"]
+    chrf = sacrebleu.CHRF()
+    assert ngram.values["chrf"] == pytest.approx(chrf.corpus_score(PREDICTIONS, [REFERENCES]).score / 100, abs=TOL)
+    expected = [chrf.sentence_score(p, [r]).score / 100 for p, r in zip(PREDICTIONS, REFERENCES)]
+    assert ngram.per_sample["chrf"] == pytest.approx(expected, abs=TOL)
+    assert ngram.per_sample["chrf"][2] == 0.0
+
+
+def test_per_sample_lengths_match_inputs(results):
+    for result in results.values():
+        assert result.per_sample
+        for scores in result.per_sample.values():
+            assert len(scores) == len(PREDICTIONS)
+
+
+def test_identical_inputs_score_one():
+    refs = [r for r in REFERENCES if r]
+    results = score_all(["bleu", "rouge"], refs, refs)
+    assert results["bleu"].values["bleu"] == pytest.approx(1.0, abs=TOL)
+    for key in ("rouge1", "rouge2", "rougeL"):
+        assert results["rouge"].values[key] == pytest.approx(1.0, abs=TOL)
+
+
+def test_all_empty_predictions_score_zero():
+    results = score_all(["bleu", "rouge", "ngram"], ["", ""], REFERENCES[:2])
+    for result in results.values():
+        assert all(v == 0.0 for v in result.values.values())
+
+
+def test_unknown_metric_lists_known_names():
+    with pytest.raises(KeyError) as excinfo:
+        get_metric("no-such-metric")
+    message = str(excinfo.value)
+    assert "no-such-metric" in message
+    for name in ("bleu", "rouge", "ngram"):
+        assert name in message
+
+
+def test_length_mismatch_is_rejected():
+    with pytest.raises(ValueError, match="3 predictions but 2 references"):
+        score_all(["bleu"], ["a", "b", "c"], ["a", "b"])
+
+
+def test_empty_input_is_rejected():
+    with pytest.raises(ValueError, match="empty"):
+        score_all(["bleu"], [], [])
+
+
+def test_duplicate_registration_raises():
+    before = dict(METRICS)
+    with pytest.raises(ValueError, match="bleu"):
+
+        @register_metric("bleu")
+        class _Duplicate:
+            pass
+
+    assert METRICS == before
