@@ -22,9 +22,9 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     main()
     done = OUTCOME
+    where = f" (ledger: {done.ledger}; table: python -m harness.leaderboard --ledger {done.ledger})" if done.ledger else ""
     print(
-        f"tunebench: {len(done.completed)} completed, {len(done.skipped)} skipped, {len(done.failed)} failed "
-        "(ledger: results/runs.jsonl; table: python -m harness.leaderboard)",
+        f"tunebench: {len(done.completed)} completed, {len(done.skipped)} skipped, {len(done.failed)} failed{where}",
         file=sys.stderr,
     )
     sys.exit(1 if done.failed else 0)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.ledger import COMPLETED, Ledger
@@ -163,23 +164,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = build(args)
     except LeaderboardError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
     header, body, verdict, out = report
     table = Table(title=f"tunebench leaderboard ({args.ledger})")
     for name in header:
         table.add_column(name, justify="right" if name not in ("model", "method", "status", "run key") else "left")
     for cells in body:
-        table.add_row(*cells)
+        table.add_row(*map(escape, cells))
     console.print(table)
     if verdict is not None:
         if verdict.pick:
-            console.print(f"[bold green]cheapest adequate:[/bold green] {_label(verdict.pick)} "
+            console.print(f"[bold green]cheapest adequate:[/bold green] {escape(_label(verdict.pick))} "
                           f"at {_cost(verdict.pick, args.cost)} ({args.cost})")
         else:
             console.print("[bold red]no completed run meets every floor[/bold red]")
         for row, reason in verdict.rejected:
-            console.print(f"  not picked: {_label(row)}: {reason}")
+            console.print(escape(f"  not picked: {_label(row)}: {reason}"))
     console.print(f"written: {out}")
     return 0
 

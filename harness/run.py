@@ -38,6 +38,7 @@ class SweepOutcome:
     completed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    ledger: Path | None = None
 
 
 OUTCOME = SweepOutcome()
@@ -63,6 +64,7 @@ def run_from_hydra(cfg: DictConfig) -> RunRecord | None:
 def run_cell(cfg: RunConfig, config: dict) -> RunRecord | None:
     results = Path(cfg.results_dir)
     ledger = Ledger(results / "runs.jsonl")
+    OUTCOME.ledger = ledger.path
     dataset = load_dataset(cfg.data)
     key_config = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
     key = run_key(key_config, dataset.file_hashes, harness.__version__)

@@ -1,0 +1,45 @@
+"""Shared test setup: no hub access, no telemetry, tiny models, Hydra composition helper."""
+
+import os
+
+# Before any Hugging Face import anywhere in the test session.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["WANDB_SILENT"] = "true"
+
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parent.parent
+CONF = REPO / "conf"
+
+
+@pytest.fixture
+def compose_cfg():
+    """Compose the real config tree with overrides, as `python -m harness key=value ...` would."""
+
+    def _compose(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+
+    return _compose
+
+
+@pytest.fixture
+def run_harness(tmp_path):
+    """Run `python -m harness` in a subprocess, as a user would; results land in tmp_path."""
+    import subprocess
+
+    def _run(*args: str, results_dir: Path | None = None, env: dict | None = None, timeout: int = 600):
+        results = results_dir or tmp_path / "results"
+        cmd = [sys.executable, "-m", "harness", *args, f"results_dir={results}"]
+        return subprocess.run(
+            cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+        )
+
+    return _run

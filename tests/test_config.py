@@ -1,0 +1,102 @@
+"""Every config in every group composes into the typed schema; bad values fail naming the key."""
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from harness.config import ConfigError, RunConfig, resolve_data_dir, to_run_config
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
+OPTIONS = [(group, yaml.stem) for group in GROUPS for yaml in sorted((CONF / group).glob("*.yaml"))]
+
+
+def test_every_group_of_the_design_exists():
+    assert {"model", "method", "data", "hardware", "tracker", "qlora", "eval"} <= set(GROUPS)
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_and_validates(compose_cfg, group, option):
+    cfg = compose_cfg(f"{group}={option}")
+    run_cfg = to_run_config(cfg)
+    assert isinstance(run_cfg, RunConfig)
+    section = getattr(run_cfg, group)
+    if hasattr(section, "name"):
+        assert section.name == option, f"conf/{group}/{option}.yaml must set name: {option}"
+
+
+def test_default_is_the_embedded_model_on_the_sample(compose_cfg):
+    cfg = to_run_config(compose_cfg())
+    assert (cfg.model.name, cfg.method.name, cfg.data.name, cfg.hardware.name) == (
+        "smollm2_135m", "base", "hr_handbook", "cpu")
+    assert resolve_data_dir(cfg.data).joinpath("train.jsonl").is_file()
+
+
+def test_real_targets_name_hub_ids_and_lora_targets(compose_cfg):
+    expected = {
+        "llama3_8b": "meta-llama/Meta-Llama-3-8B-Instruct",
+        "mistral_7b_v02": "mistralai/Mistral-7B-Instruct-v0.2",
+        "mistral_7b_v03": "mistralai/Mistral-7B-Instruct-v0.3",
+        "gemma_2b": "google/gemma-2b-it",
+        "phi_2": "microsoft/phi-2",
+        "phi3_mini": "microsoft/Phi-3-mini-4k-instruct",
+        "llama2_7b_chat": "meta-llama/Llama-2-7b-chat-hf",
+    }
+    for name, hf_id in expected.items():
+        model = to_run_config(compose_cfg(f"model={name}")).model
+        assert model.hf_id == hf_id
+        assert 1.0 < model.params_b < 9.0
+        assert model.lora_target_modules
+    assert "qkv_proj" in to_run_config(compose_cfg("model=phi3_mini")).model.lora_target_modules
+    assert not to_run_config(compose_cfg("model=gemma_2b")).model.supports_system_role
+    assert not to_run_config(compose_cfg("model=phi_2")).model.has_chat_template
+
+
+def test_sweepable_hyperparameters_override(compose_cfg):
+    cfg = to_run_config(compose_cfg("qlora.r=64", "qlora.lr=1e-4", "eval.max_new_tokens=16"))
+    assert (cfg.qlora.r, cfg.qlora.lr, cfg.eval.max_new_tokens) == (64, 1e-4, 16)
+
+
+def test_wrong_type_fails_at_compose_naming_the_key(compose_cfg):
+    with pytest.raises((ValidationError, ConfigCompositionException)) as info:
+        compose_cfg("qlora.r=eight")
+    assert "qlora.r" in str(info.value) or "r" in str(info.value.__cause__)
+
+
+def test_unknown_key_fails_at_compose(compose_cfg):
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_cfg("qlora.rank=8")
+    assert "rank" in str(info.value)
+
+
+def test_unknown_option_fails_at_compose(compose_cfg):
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_cfg("model=gpt5")
+    assert "model" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("qlora.r=0", "qlora.r"),
+        ("qlora.lr=-1", "qlora.lr"),
+        ("qlora.dropout=1.5", "qlora.dropout"),
+        ("qlora.bnb_4bit_quant_type=int3", "qlora.bnb_4bit_quant_type"),
+        ("eval.batch_size=0", "eval.batch_size"),
+        ("data.prompt_template='{nope}'", "data.prompt_template"),
+        ("hardware.usd_per_hour=-2", "hardware.usd_per_hour"),
+        ("fail_at=everywhere", "fail_at"),
+    ],
+)
+def test_out_of_range_values_name_the_key(compose_cfg, override, key):
+    with pytest.raises(ConfigError) as info:
+        to_run_config(compose_cfg(override))
+    assert str(info.value).startswith(key)
+
+
+def test_enum_fields_reject_unknown_values(compose_cfg):
+    with pytest.raises((ValidationError, ConfigCompositionException)) as info:
+        compose_cfg("hardware.accelerator=tpu")
+    assert "accelerator" in str(info.value) or "accelerator" in str(info.value.__cause__)

