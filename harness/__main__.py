@@ -7,11 +7,19 @@ import sys
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 
+import logging  # noqa: E402
+
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from harness import config  # noqa: E402, F401  (registers the schema)
 from harness.run import OUTCOME, run_from_hydra  # noqa: E402
+
+
+# bitsandbytes warns on CPU that its optional 4-bit CPU kernels are absent (CPU cells never use 4-bit), and
+# rouge-score logs its tokenizer choice at INFO for every call: neither helps a user reading a sweep's log.
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -96,13 +96,13 @@ class MethodConfig:
 
 @dataclass
 class QLoraConfig:
-    r: int = 8
-    alpha: int = 16
+    r: int = 16
+    alpha: int = 32
     dropout: float = 0.05
     # None: the model config's lora_target_modules.
     target_modules: list[str] | None = None
     lr: float = 2e-4
-    epochs: float = 1.0
+    epochs: float = 3.0
     # > 0 overrides epochs.
     max_steps: int = -1
     batch_size: int = 4

@@ -10,7 +10,8 @@ from harness.config import ConfigError, RunConfig, resolve_data_dir, to_run_conf
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
-OPTIONS = [(group, yaml.stem) for group in GROUPS for yaml in sorted((CONF / group).glob("*.yaml"))]
+# `tuning` holds per-model presets selected by the model choice, not a section of RunConfig.
+OPTIONS = [(g, yaml.stem) for g in GROUPS if g != "tuning" for yaml in sorted((CONF / g).glob("*.yaml"))]
 
 
 def test_every_group_of_the_design_exists():
@@ -100,3 +101,15 @@ def test_enum_fields_reject_unknown_values(compose_cfg):
     with pytest.raises((ValidationError, ConfigCompositionException)) as info:
         compose_cfg("hardware.accelerator=tpu")
     assert "accelerator" in str(info.value) or "accelerator" in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "tuning").glob("*.yaml")))
+def test_every_tuning_preset_belongs_to_a_model_and_composes(compose_cfg, preset):
+    assert (CONF / "model" / f"{preset}.yaml").is_file(), f"conf/tuning/{preset}.yaml names no model"
+    assert isinstance(to_run_config(compose_cfg(f"model={preset}")), RunConfig)
+
+
+def test_model_specific_tuning_layers_over_qlora_and_the_cli_wins(compose_cfg):
+    assert to_run_config(compose_cfg("model=smollm2_135m")).qlora.lr == 1e-3
+    assert to_run_config(compose_cfg("model=llama3_8b")).qlora.lr == 2e-4
+    assert to_run_config(compose_cfg("model=smollm2_135m", "qlora.lr=5e-4")).qlora.lr == 5e-4
