@@ -13,9 +13,12 @@ Two paths train the same LoRA adapter on the same base weights and the same samp
   adapter save, scoring, ledger write).
 
 harness.models is used only to locate/build the weights (gguf_safetensors_cache for smollm2_135m,
-build_tiny_random for tiny_random), so both paths train on identical weights. The hyperparameters
-are read from conf/qlora/default.yaml, conf/model/<m>.yaml and conf/data/hr_handbook.yaml, with the
-command-line options below overriding steps, batch size, max length, r and lr in both paths.
+build_tiny_random for tiny_random), so both paths train on identical weights. The bare path's
+hyperparameters come from the harness's own config files, composed by Hydra with the same overrides the
+subprocess gets (conf/qlora/default.yaml, the optional conf/tuning/<m>.yaml, conf/model/<m>.yaml for
+the LoRA target modules, conf/data/hr_handbook.yaml for the system prompt), so a preset that changes
+alpha or the target modules changes both paths; the options below (steps, batch size, max length, r,
+lr) are passed to both. The script checks the ledger's config against what the bare path used.
 
 Run (from the repo root; the first smollm2 run converts the GGUF once, outside the timings):
 
@@ -47,6 +50,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import psutil  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
@@ -56,14 +60,13 @@ from peft import LoraConfig  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
-from harness.config import ModelConfig  # noqa: E402
+from harness.config import DataConfig, ModelConfig, RunConfig, resolve_data_dir  # noqa: E402
 from harness.models import build_tiny_random, gguf_safetensors_cache, locate_gguf  # noqa: E402
 
 BARE_IMPORT_S = time.perf_counter() - _T_START  # torch, transformers, peft, trl, datasets (+ harness.models)
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
-CACHE_DIR = Path("~/.cache/tunebench").expanduser()  # the harness's default cache_dir (conf/config.yaml)
 
 
 def parse_args() -> argparse.Namespace:
@@ -79,38 +82,66 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def model_config(name: str) -> ModelConfig:
-    merged = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(CONF / "model" / f"{name}.yaml"))
-    return OmegaConf.to_object(merged)
+def overrides(args) -> list[str]:
+    """The Hydra overrides both paths get (the subprocess adds results_dir and the thread count)."""
+    return [
+        f"model={args.model}", "method=instruct", "tracker=none", "progress=false", "force=true",
+        f"qlora.max_steps={args.steps}",
+        f"qlora.batch_size={args.batch_size}",
+        f"qlora.max_length={args.max_length}",
+        f"qlora.r={args.r}",
+        f"qlora.lr={args.lr!r}",
+        "eval.num_examples=1",
+        "eval.max_new_tokens=1",
+    ]  # fmt: skip
 
 
-def train_rows(model_cfg: ModelConfig) -> list[dict]:
+def compose_config(args) -> RunConfig:
+    """The config `python -m harness <overrides>` would run with: the bare path reads its settings here."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides(args))
+    return OmegaConf.to_object(cfg)
+
+
+def train_rows(data: DataConfig, model_cfg: ModelConfig) -> list[dict]:
     """The same prompt/completion rows harness.train.train_instruct builds."""
-    data = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "hr_handbook.yaml"))
-    folder = REPO / "harness" / "samples" / data["dir"].removeprefix("samples:")
-    records = [json.loads(line) for line in (folder / data["train_file"]).read_text("utf-8").splitlines() if line.strip()]
-    if data.get("max_train_examples") is not None:
-        records = records[: data["max_train_examples"]]
+    path = resolve_data_dir(data) / data.train_file
+    records = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+    if data.max_train_examples is not None:
+        records = records[: data.max_train_examples]
     rows = []
     for r in records:
-        user = data["prompt_template"].format(question=r["question"], context="")
-        if not data["system_prompt"]:
+        user = data.prompt_template.format(question=r["question"], context="")
+        if not data.system_prompt:
             prompt = [{"role": "user", "content": user}]
         elif model_cfg.supports_system_role:
-            prompt = [{"role": "system", "content": data["system_prompt"]}, {"role": "user", "content": user}]
+            prompt = [{"role": "system", "content": data.system_prompt}, {"role": "user", "content": user}]
         else:
-            prompt = [{"role": "user", "content": f"{data['system_prompt']}\n\n{user}"}]
+            prompt = [{"role": "user", "content": f"{data.system_prompt}\n\n{user}"}]
         rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": r["answer"]}]})
     return rows
 
 
-def run_bare(args, model_cfg: ModelConfig, weights: Path | None, q: dict) -> dict:
+def lora_summary(q, target_modules) -> dict:
+    """The settings that must match between the paths; compared against the ledger's config."""
+    return {
+        "r": q["r"], "alpha": q["alpha"], "dropout": q["dropout"], "target_modules": sorted(target_modules),
+        "lr": q["lr"], "max_steps": q["max_steps"], "batch_size": q["batch_size"], "grad_accum": q["grad_accum"],
+        "max_length": q["max_length"], "warmup_ratio": q["warmup_ratio"], "weight_decay": q["weight_decay"],
+        "lr_scheduler": q["lr_scheduler"], "seed": q["seed"],
+    }  # fmt: skip
+
+
+def run_bare(args, cfg: RunConfig, weights: Path | None) -> dict:
+    q, model_cfg = cfg.qlora, cfg.model
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="overhead-bare-") as tmp:
         t0 = time.perf_counter()
         if weights is None:
-            model, tokenizer = build_tiny_random(model_cfg, q["seed"])
+            model, tokenizer = build_tiny_random(model_cfg, q.seed)
         else:
             tokenizer = AutoTokenizer.from_pretrained(weights)
             model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
@@ -118,31 +149,35 @@ def run_bare(args, model_cfg: ModelConfig, weights: Path | None, q: dict) -> dic
             tokenizer.pad_token = tokenizer.eos_token
         t_load = time.perf_counter()
 
-        train_dataset = Dataset.from_list(train_rows(model_cfg))
+        train_dataset = Dataset.from_list(train_rows(cfg.data, model_cfg))
         peft_config = LoraConfig(
-            r=args.r,
-            lora_alpha=q["alpha"],
-            lora_dropout=q["dropout"],
-            target_modules=list(q["target_modules"] or model_cfg.lora_target_modules),
+            r=q.r,
+            lora_alpha=q.alpha,
+            lora_dropout=q.dropout,
+            target_modules=list(q.target_modules or model_cfg.lora_target_modules),
             bias="none",
             task_type="CAUSAL_LM",
         )
         sft_args = SFTConfig(
             output_dir=str(Path(tmp) / "trainer"),
-            per_device_train_batch_size=args.batch_size,
-            gradient_accumulation_steps=q["grad_accum"],
-            learning_rate=args.lr,
-            num_train_epochs=q["epochs"],
-            max_steps=args.steps,
-            max_length=args.max_length,
-            warmup_steps=q["warmup_ratio"],
-            weight_decay=q["weight_decay"],
-            lr_scheduler_type=q["lr_scheduler"],
-            seed=q["seed"],
-            data_seed=q["seed"],
-            logging_steps=1,
+            per_device_train_batch_size=q.batch_size,
+            gradient_accumulation_steps=q.grad_accum,
+            learning_rate=q.lr,
+            num_train_epochs=q.epochs,
+            max_steps=q.max_steps,
+            max_length=q.max_length,
+            warmup_steps=q.warmup_ratio,  # as the harness passes it: a float < 1 is a ratio
+            weight_decay=q.weight_decay,
+            lr_scheduler_type=q.lr_scheduler,
+            seed=q.seed,
+            data_seed=q.seed,
+            logging_steps=q.logging_steps,
             activation_checkpointing=False,
             use_cpu=True,
+            # SFTConfig defaults to bf16=True even with use_cpu; the harness trains fp32 on CPU (hardware
+            # presets with supports_bf16: false), so the bare path must say so too or it runs bf16 autocast.
+            bf16=False,
+            fp16=False,
             save_strategy="no",
             report_to=[],
             disable_tqdm=True,
@@ -174,6 +209,7 @@ def run_bare(args, model_cfg: ModelConfig, weights: Path | None, q: dict) -> dic
             "steps": trainer.state.global_step,
             "final_loss": losses[-1] if losses else None,
             "threads": torch.get_num_threads(),
+            "lora": lora_summary(vars(q), peft_config.target_modules),
         }
     del trainer, model
     gc.collect()
@@ -182,18 +218,7 @@ def run_bare(args, model_cfg: ModelConfig, weights: Path | None, q: dict) -> dic
 
 def run_harness(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="overhead-harness-") as tmp:
-        cmd = [
-            sys.executable, "-m", "harness",
-            f"model={args.model}", "method=instruct", "tracker=none", "progress=false", "force=true",
-            f"results_dir={tmp}",
-            f"qlora.max_steps={args.steps}",
-            f"qlora.batch_size={args.batch_size}",
-            f"qlora.max_length={args.max_length}",
-            f"qlora.r={args.r}",
-            f"qlora.lr={args.lr!r}",
-            "eval.num_examples=1",
-            "eval.max_new_tokens=1",
-        ]  # fmt: skip
+        cmd = [sys.executable, "-m", "harness", *overrides(args), f"results_dir={tmp}"]
         if args.threads:
             cmd.append(f"hardware.num_threads={args.threads}")
         t0 = time.perf_counter()
@@ -217,6 +242,10 @@ def run_harness(args) -> dict:
         "steps": int(train["steps"]),
         "final_loss": float(losses[-1][1]) if losses else None,
         "threads": record["config"]["hardware"].get("num_threads"),
+        "lora": lora_summary(
+            record["config"]["qlora"],
+            record["config"]["qlora"]["target_modules"] or record["config"]["model"]["lora_target_modules"],
+        ),
     }
 
 
@@ -232,24 +261,30 @@ def fmt(value, spec: str = ".2f") -> str:
 def main() -> None:
     args = parse_args()
     datasets.disable_progress_bars()
-    model_cfg = model_config(args.model)
-    q = OmegaConf.to_container(OmegaConf.load(CONF / "qlora" / "default.yaml"))
+    cfg = compose_config(args)
+    model_cfg, q = cfg.model, cfg.qlora
 
     weights, locate_s = None, None
     if args.model != "tiny_random":
-        weights = gguf_safetensors_cache(model_cfg, CACHE_DIR)  # converts once; not timed
+        cache_dir = Path(cfg.cache_dir).expanduser()
+        weights = gguf_safetensors_cache(model_cfg, cache_dir)  # converts once; not timed
         t = time.perf_counter()
-        gguf_safetensors_cache(model_cfg, CACHE_DIR)  # what the harness's load_s pays to find the cache
+        gguf_safetensors_cache(model_cfg, cache_dir)  # what the harness's load_s pays to find the cache
         locate_s = time.perf_counter() - t
         print(f"weights: {weights} (from {locate_gguf(model_cfg).name})")
 
     print(
-        f"model={args.model} steps={args.steps} batch={args.batch_size} max_length={args.max_length} "
-        f"r={args.r} alpha={q['alpha']} lr={args.lr} threads={args.threads or 'default'} repeats={args.repeats}"
+        f"model={args.model} steps={q.max_steps} batch={q.batch_size} max_length={q.max_length} r={q.r} "
+        f"alpha={q.alpha} lr={q.lr} targets={','.join(q.target_modules or model_cfg.lora_target_modules)} "
+        f"threads={args.threads or 'default'} repeats={args.repeats}"
     )
+    busy = psutil.cpu_percent(interval=1.0)  # system-wide, over 1 s while this process sleeps
+    if busy > 20:
+        print(f"WARNING: the CPU is {busy:.0f}% busy before starting: another process is using it, "
+              "so every timing below is inflated and noisy (thread oversubscription can slow training 5-10x).")
     bare_runs, harness_runs = [], []
     for i in range(args.repeats):
-        bare_runs.append(run_bare(args, model_cfg, weights, q))
+        bare_runs.append(run_bare(args, cfg, weights))
         harness_runs.append(run_harness(args))
         b, h = bare_runs[-1], harness_runs[-1]
         print(
@@ -260,6 +295,9 @@ def main() -> None:
     for b, h in zip(bare_runs, harness_runs, strict=True):
         if b["steps"] != h["steps"]:
             print(f"WARNING: optimizer steps differ: bare {b['steps']} vs harness {h['steps']}")
+        if b["lora"] != h["lora"]:
+            diff = {k: (b["lora"][k], h["lora"][k]) for k in b["lora"] if b["lora"][k] != h["lora"].get(k)}
+            print(f"WARNING: the paths trained with different settings (bare, harness): {diff}")
     print(
         f"optimizer steps: bare {bare_runs[-1]['steps']}, harness {harness_runs[-1]['steps']} | "
         f"train tokens: bare {bare_runs[-1]['tokens']}, harness {harness_runs[-1]['tokens']} | "
@@ -282,7 +320,8 @@ def main() -> None:
         table[name] = row
         print(
             f"{name:<8} {fmt(row['load_s']):>7} {fmt(row['train_s']):>8} {fmt(row['load_train_s']):>10} "
-            f"{fmt(row['eval_s']):>7} {fmt(row['other_s']):>8} {fmt(row['total_s']):>8} {fmt(row['tokens_per_s'], '.0f'):>11}"
+            f"{fmt(row['eval_s']):>7} {fmt(row['other_s']):>8} {fmt(row['total_s']):>8} "
+            f"{fmt(row['tokens_per_s'], '.0f'):>11}"
         )
     b, h = table["bare"], table["harness"]
     print(
