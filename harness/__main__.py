@@ -8,6 +8,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 
 import logging  # noqa: E402
+import warnings  # noqa: E402
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
@@ -20,6 +21,8 @@ from harness.run import OUTCOME, run_from_hydra  # noqa: E402
 # rouge-score logs its tokenizer choice at INFO for every call: neither helps a user reading a sweep's log.
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 logging.getLogger("absl").setLevel(logging.WARNING)
+# peft still calls the old name of transformers' activation checkpointing API; nothing for a user to do.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -125,7 +125,7 @@ def table_rows(rows: list[dict], metrics: list[str], cost_key: str) -> tuple[lis
             *[f"{m[name]:.4f}" if name in m else "-" for name in metrics],
             _cost(row, cost_key),
             _cost(row, "usd_total"),
-            f"{c['train_s']:.1f}" if "train_s" in c else "-",
+            f"{c['train_s']:.1f}" if trained and "train_s" in c else "-",
             f"{c['eval_tokens_per_s']:.1f}" if "eval_tokens_per_s" in c else "-",
             f"{c['peak_memory_gb']:.2f}" if "peak_memory_gb" in c else "-",
             str(row.get("run_key")),
