@@ -119,8 +119,8 @@ def lora_config(ctx: TrainContext):
     )
 
 
-def run_sft(ctx: TrainContext, train_dataset, args) -> TrainResult:
-    """Train a LoRA adapter with TRL's SFTTrainer, save it, and collect the figures a run reports."""
+def build_sft_trainer(ctx: TrainContext, train_dataset, args):
+    """TRL's SFTTrainer with a LoRA adapter on the loaded model; tokenizes (and masks) the dataset."""
     import datasets
     from trl import SFTTrainer
 
@@ -134,6 +134,12 @@ def run_sft(ctx: TrainContext, train_dataset, args) -> TrainResult:
     )
     # Our progress bar replaces the printer that dumps every log dict to stdout when tqdm is off.
     trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def run_sft(ctx: TrainContext, train_dataset, args) -> TrainResult:
+    """Train a LoRA adapter, save it, and collect the figures a run reports."""
+    trainer = build_sft_trainer(ctx, train_dataset, args)
     callback = _ProgressCallback()
     trainer.add_callback(callback)
     start = time.perf_counter()
@@ -168,18 +174,21 @@ class _ProgressCallback(TrainerCallback):
         self.advance(1)
 
 
-@register_trainer("instruct")
-def train_instruct(ctx: TrainContext) -> TrainResult:
-    """SFT on prompt/completion pairs: TRL masks the prompt, so the loss is on the answer only."""
+def instruct_dataset(ctx: TrainContext):
+    """Conversational prompt/completion rows: the prompt is exactly what evaluation sends."""
     from datasets import Dataset as HFDataset
 
-    data, cfg = ctx.dataset, ctx.cfg
-    rows = [
+    cfg = ctx.cfg
+    return HFDataset.from_list([
         {
             "prompt": prompt_messages(record, cfg.data, cfg.model),
             "completion": [{"role": "assistant", "content": record.answer}],
         }
-        for record in data.train
-    ]
-    args = sft_config(ctx, completion_only_loss=True)
-    return run_sft(ctx, HFDataset.from_list(rows), args)
+        for record in ctx.dataset.train
+    ])
+
+
+@register_trainer("instruct")
+def train_instruct(ctx: TrainContext) -> TrainResult:
+    """SFT on prompt/completion pairs: TRL masks the prompt, so the loss is on the answer only."""
+    return run_sft(ctx, instruct_dataset(ctx), sft_config(ctx, completion_only_loss=True))

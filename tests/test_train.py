@@ -1,0 +1,48 @@
+"""The instruct trainer: loss on answer tokens only, and a LoRA adapter that learns."""
+
+import pytest
+
+from harness.data import load_dataset
+from harness.models import load_model
+from harness.train import TRAINERS, TrainContext, build_sft_trainer, get_trainer, instruct_dataset, sft_config
+
+
+@pytest.fixture
+def ctx(compose_cfg, tmp_path):
+    from harness.config import to_run_config
+
+    cfg = to_run_config(compose_cfg("model=tiny_random", "method=instruct", "qlora.max_steps=12", "qlora.lr=5e-3",
+                                    "qlora.batch_size=2", "data.max_train_examples=6", "progress=false"))
+    loaded = load_model(cfg.model, cfg.hardware, cfg.qlora, cache_dir=tmp_path)
+    return TrainContext(cfg, loaded, load_dataset(cfg.data), tmp_path)
+
+
+def test_loss_is_computed_on_the_answer_only(ctx):
+    trainer = build_sft_trainer(ctx, instruct_dataset(ctx), sft_config(ctx, completion_only_loss=True, max_steps=1))
+    tokenizer = ctx.loaded.tokenizer
+    for example, record in zip(trainer.train_dataset, ctx.dataset.train, strict=True):
+        # TRL folds the completion mask into the labels: -100 is never trained on.
+        ids, mask = example["input_ids"], [label != -100 for label in example["labels"]]
+        trained_text = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
+        prompt_text = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if not m])
+        # The answer and the end-of-turn token that teaches the model to stop; never the question.
+        assert trained_text.strip() == f"{record.answer}<|im_end|>"
+        assert record.question in prompt_text and ctx.cfg.data.system_prompt in prompt_text
+
+
+def test_instruct_training_lowers_the_loss_and_saves_an_adapter(ctx):
+    result = get_trainer("instruct")(ctx)
+    assert result.steps == 12 and len(result.losses) == 12
+    first, last = [loss for _, loss in result.losses[:3]], [loss for _, loss in result.losses[-3:]]
+    assert sum(last) < sum(first)
+    assert (result.adapter_dir / "adapter_model.safetensors").stat().st_size > 0
+    assert 0 < result.trainable_params < result.total_params
+    assert result.train_tokens > 0 and result.tokens_per_s > 0
+
+
+def test_unknown_trainer_lists_the_known_ones():
+    from harness.config import ConfigError
+
+    with pytest.raises(ConfigError, match="method.trainer: unknown trainer 'dpo'; known: instruct"):
+        get_trainer("dpo")
+    assert "instruct" in TRAINERS
