@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 class ConfigError(ValueError):
@@ -260,6 +261,15 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
     run_cfg = OmegaConf.to_object(cfg)
     assert isinstance(run_cfg, RunConfig)
     return run_cfg
+
+
+def load_option(group: str, name: str, schema: type):
+    """One group option validated by its schema, without composing a whole run (for other entry points)."""
+    path = CONF_DIR / group / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+        raise ConfigError(f"{group}={name}: no such option in {CONF_DIR / group}; known: {known}")
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(path)))
 
 
 def resolve_data_dir(data: DataConfig) -> Path:

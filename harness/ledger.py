@@ -51,6 +51,22 @@ class RunRecord:
         return json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)
 
 
+def append_line(path: Path, text: str) -> None:
+    """Append one whole line under an exclusive lock, flushed to disk before returning."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (text + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        written = os.write(fd, line)
+        if written != len(line):
+            raise OSError(f"short write to {path}: {written} of {len(line)} bytes")
+        os.fsync(fd)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 def run_key(config: dict, data_hashes: dict[str, str], code_version: str) -> str:
     """Same config, same data bytes and same harness version → same key → the cell is not run again."""
     payload = json.dumps(
@@ -64,18 +80,7 @@ class Ledger:
         self.path = Path(path)
 
     def append(self, record: RunRecord) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = (record.to_json() + "\n").encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            written = os.write(fd, line)
-            if written != len(line):
-                raise OSError(f"short write to {self.path}: {written} of {len(line)} bytes")
-            os.fsync(fd)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        append_line(self.path, record.to_json())
 
     def records(self) -> list[dict]:
         if not self.path.is_file():

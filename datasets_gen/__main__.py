@@ -1,0 +1,42 @@
+"""`python -m datasets_gen recipe=doc_qa input=docs/ output=data/handbook backend.model=llama3:8b`"""
+
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from datasets_gen import config  # noqa: E402, F401  (registers the schema)
+from datasets_gen.backends import GenError  # noqa: E402
+from harness.config import ConfigError  # noqa: E402
+
+EXIT = {"code": 0}
+
+
+@hydra.main(config_path="../conf", config_name="datasets_gen", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from datasets_gen.pipeline import build_dataset
+
+    recipe_section = OmegaConf.to_container(cfg.recipe, resolve=True)
+    try:
+        gen_cfg = OmegaConf.to_object(cfg)
+        card = build_dataset(gen_cfg, recipe_section)
+    except (ConfigError, GenError) as exc:
+        # A user mistake or a backend that cannot serve: one line saying what to do. Checkpoints are kept.
+        print(f"datasets_gen: {exc}", file=sys.stderr)
+        EXIT["code"] = 2
+        return
+    counts, leak = card["counts"], card["leakage"]
+    print(
+        f"datasets_gen: wrote {gen_cfg.output}: {counts['train']} train, {counts['eval']} eval, "
+        f"{counts['corpus']} corpus; dropped {counts['dropped']} {card['dropped'] or ''}; "
+        f"leakage: {leak['flagged']} eval questions >= {leak['threshold']} overlap with train",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(EXIT["code"])

@@ -1,0 +1,92 @@
+"""Typed schema of `python -m datasets_gen` (conf/datasets_gen.yaml and the conf/gen/ groups).
+
+The `recipe` section is a plain mapping here: each recipe validates its own parameters with its own
+dataclass (`Recipe.Params`), so adding a recipe is one module and one YAML, not an edit of this file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from harness.config import ConfigError
+
+
+class BackendKind(str, Enum):
+    ollama = "ollama"
+    local = "local"
+
+
+@dataclass
+class BackendConfig:
+    kind: BackendKind = BackendKind.ollama
+    # Ollama: a model tag (llama3:8b). local: a harness model config name (conf/model/<name>.yaml).
+    model: str = "llama3:8b"
+    # Ollama only. None: $OLLAMA_HOST, else http://127.0.0.1:11434.
+    host: str | None = None
+    concurrency: int = 4
+    timeout_s: float = 300.0
+    retries: int = 3
+    backoff_s: float = 2.0
+    temperature: float = 0.7
+    num_ctx: int = 8192
+    # Most tokens one reply may have (Ollama's num_predict; max_new_tokens in-process).
+    num_predict: int = 512
+    # local only: prompts generated together, and the harness hardware preset to run on.
+    batch_size: int = 4
+    hardware: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for key in ("concurrency", "num_predict", "batch_size", "num_ctx"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"backend.{key}: must be > 0 (got {getattr(self, key)})")
+        if self.retries < 0 or self.timeout_s <= 0 or self.backoff_s < 0:
+            raise ConfigError("backend.retries/timeout_s/backoff_s: retries >= 0, timeout_s > 0, backoff_s >= 0")
+
+
+@dataclass
+class QualityConfig:
+    min_words: int = 2
+    max_words: int = 400
+    # Near-duplicates: word 3-gram Jaccard similarity at or above this drops the later record.
+    near_duplicate_threshold: float = 0.8
+    # Leakage report: an eval question whose 3-gram overlap with some train question is at or above this is flagged.
+    leakage_threshold: float = 0.5
+    refusal_patterns: list[str] = field(
+        default_factory=lambda: [
+            r"\bas an ai\b",
+            r"\bi(?:'m| am) (?:sorry|unable|not able)\b",
+            r"\bi can(?:not|'t) (?:help|assist|answer|provide)\b",
+            r"\blanguage model\b",
+        ]
+    )
+
+
+@dataclass
+class GenConfig:
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    recipe: Any = MISSING
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    # A documents folder (doc_qa) or a catalog file (.csv / .jsonl) for the catalog recipes.
+    input: str = MISSING
+    # Dataset folder to write (train.jsonl, eval.jsonl, corpus.jsonl, card.json); also holds the checkpoints.
+    output: str = MISSING
+    name: str = MISSING
+    seed: int = 42
+    eval_fraction: float = 0.2
+    # Use only the first N items (chunks, products): a quick trial before paying for a full run.
+    limit: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.eval_fraction < 1.0:
+            raise ConfigError(f"eval_fraction: must be in (0, 1) (got {self.eval_fraction})")
+        if self.limit is not None and self.limit <= 0:
+            raise ConfigError(f"limit: must be > 0 or null (got {self.limit})")
+
+
+ConfigStore.instance().store(name="gen_schema", node=GenConfig)

@@ -1,0 +1,104 @@
+"""Splits, the train/eval leakage report, and writing a dataset folder the harness reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasets_gen.backends import GenError
+from datasets_gen.quality import jaccard, shingles, words
+
+
+@dataclass
+class DatasetOutput:
+    """What a recipe produces; records follow the harness's format (harness/data.py)."""
+
+    task: str
+    train: list[dict]
+    eval: list[dict]
+    corpus: list[dict] = field(default_factory=list)
+    # Further files written beside the splits (e.g. labels.json), name → JSON-serialisable value.
+    extra_files: dict[str, object] = field(default_factory=dict)
+    # Recipe-specific figures for card.json (e.g. a classifier's held-out accuracy).
+    report: dict = field(default_factory=dict)
+
+
+def split_by_group(records: list[dict], group_of: Callable[[dict], str], eval_fraction: float, seed: int):
+    """Whole groups (e.g. source documents) go to one side, so eval never asks about a document trained on."""
+    groups = sorted({group_of(r) for r in records})
+    if len(groups) < 2:
+        raise GenError(f"cannot split {len(records)} records by group: they all come from one group ({groups}); "
+                       "give at least two documents")
+    random.Random(seed).shuffle(groups)
+    n_eval = min(len(groups) - 1, max(1, round(len(groups) * eval_fraction)))
+    eval_groups = set(groups[:n_eval])
+    return ([r for r in records if group_of(r) not in eval_groups], [r for r in records if group_of(r) in eval_groups])
+
+
+def split_stratified(records: list[dict], label_of: Callable[[dict], str], eval_fraction: float, seed: int):
+    """The same share of every label in eval (at least one where a label has two or more records)."""
+    by_label: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        by_label[label_of(record)].append(record)
+    rng = random.Random(seed)
+    train, evaluation = [], []
+    for label in sorted(by_label):
+        group = by_label[label]
+        rng.shuffle(group)
+        n_eval = max(1, round(len(group) * eval_fraction)) if len(group) >= 2 else 0
+        evaluation += group[:n_eval]
+        train += group[n_eval:]
+    return train, evaluation
+
+
+def number_records(records: list[dict], name: str, split: str) -> list[dict]:
+    """Stable ids in split order; keys starting with '_' are a recipe's working notes and are not written."""
+    return [{"id": f"{name}-{split}-{i:05d}", **{k: v for k, v in r.items() if not k.startswith("_")}}
+            for i, r in enumerate(records, start=1)]
+
+
+def leakage_report(train_questions: list[str], eval_questions: list[str], threshold: float) -> dict:
+    """How much each eval question overlaps its closest train question (word 3-gram Jaccard)."""
+    train = [(q, shingles(q), " ".join(words(q))) for q in train_questions]
+    rows = []
+    for question in eval_questions:
+        grams, normal = shingles(question), " ".join(words(question))
+        best = max(((jaccard(grams, g), q, n == normal) for q, g, n in train), default=(0.0, "", False))
+        rows.append({"eval": question, "closest_train": best[1], "overlap": round(best[0], 4), "exact": best[2]})
+    overlaps = [r["overlap"] for r in rows]
+    return {
+        "measure": "max Jaccard similarity of word 3-grams between an eval question and any train question",
+        "eval_questions": len(rows),
+        "mean_max_overlap": round(sum(overlaps) / len(overlaps), 4) if overlaps else 0.0,
+        "max_overlap": max(overlaps, default=0.0),
+        "threshold": threshold,
+        "flagged": sum(o >= threshold for o in overlaps),
+        "exact_duplicates": sum(r["exact"] for r in rows),
+        "worst": sorted(rows, key=lambda r: r["overlap"], reverse=True)[:5],
+    }
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    _write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def write_dataset(folder: Path, output: DatasetOutput, card: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_jsonl(folder / "train.jsonl", output.train)
+    write_jsonl(folder / "eval.jsonl", output.eval)
+    write_jsonl(folder / "corpus.jsonl", output.corpus)
+    for name, value in output.extra_files.items():
+        _write_atomic(folder / name, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    # The card last: its presence says the folder is complete.
+    _write_atomic(folder / "card.json", json.dumps(card, indent=2, ensure_ascii=False) + "\n")

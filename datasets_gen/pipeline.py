@@ -1,0 +1,57 @@
+"""From a composed config to a dataset folder: backend check, recipe, quality filters, card."""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import harness
+from datasets_gen.backends import make_backend
+from datasets_gen.generation import Generator, prompt_hashes
+from datasets_gen.output import leakage_report, write_dataset
+from datasets_gen.quality import QualityFilter
+from datasets_gen.recipes import RecipeContext, get_recipe, read_params
+
+CARD_SCHEMA_VERSION = 1
+
+
+def build_dataset(cfg, recipe_section: dict) -> dict:
+    """Write the dataset to `cfg.output` and return its card. Checkpoints stay in `<output>/.work/`."""
+    started = time.perf_counter()
+    recipe = get_recipe(recipe_section.get("name", ""))
+    params = read_params(recipe, recipe_section)
+    output_dir = Path(cfg.output).expanduser().resolve()
+    backend = make_backend(cfg.backend, cfg.seed)
+    backend.check()
+    generator = Generator(backend, output_dir / ".work", progress=cfg.progress)
+    quality = QualityFilter(cfg.quality)
+    ctx = RecipeContext(cfg, params, generator, quality, Path(cfg.input).expanduser().resolve(),
+                        random.Random(cfg.seed))
+    result = recipe.build(ctx)
+    card = {
+        "schema_version": CARD_SCHEMA_VERSION,
+        "name": cfg.name,
+        "task": result.task,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_by": f"tunebench datasets_gen {harness.__version__}",
+        "recipe": {"name": recipe.name, "params": dict(params.__dict__)},
+        "backend": backend.describe(),
+        "seed": cfg.seed,
+        "eval_fraction": cfg.eval_fraction,
+        "limit": cfg.limit,
+        "prompts": prompt_hashes(generator.prompts),
+        "sources": ctx.sources,
+        "counts": {"train": len(result.train), "eval": len(result.eval), "corpus": len(result.corpus),
+                   "dropped": sum(quality.dropped.values())},
+        "dropped": dict(sorted(quality.dropped.items())),
+        "filters": {k: v for k, v in cfg.quality.__dict__.items()},
+        "generation": {step: stats.to_dict() for step, stats in generator.stats.items()},
+        "leakage": leakage_report([r["question"] for r in result.train], [r["question"] for r in result.eval],
+                                  cfg.quality.leakage_threshold),
+        "report": result.report,
+        "timings": {"total_s": round(time.perf_counter() - started, 3)},
+    }
+    write_dataset(output_dir, result, card)
+    return card

@@ -1,0 +1,132 @@
+"""Read a user's raw material (a documents folder, a catalog file) and cut documents into chunks."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets_gen.backends import GenError
+
+DOCUMENT_SUFFIXES = (".md", ".txt", ".pdf")
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    title: str
+    text: str
+    path: str
+    sha256: str
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "doc"
+
+
+def read_documents(folder: Path) -> list[Document]:
+    if not folder.is_dir():
+        raise GenError(f"input: {folder} is not a folder of documents (.md, .txt, .pdf)")
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES)
+    if not paths:
+        raise GenError(f"input: {folder} holds no .md, .txt or .pdf files")
+    documents, ids = [], set()
+    for path in paths:
+        raw = path.read_bytes()
+        text = _pdf_text(path) if path.suffix.lower() == ".pdf" else _decode(path, raw)
+        if not text.strip():
+            raise GenError(f"{path}: the document is empty")
+        doc_id = _slug(str(path.relative_to(folder).with_suffix("")))
+        if doc_id in ids:
+            raise GenError(f"{path}: two documents map to the id '{doc_id}'; rename one of them")
+        ids.add(doc_id)
+        title = next((line.lstrip("# ").strip() for line in text.splitlines() if line.strip()), doc_id)
+        documents.append(Document(doc_id, title, text, str(path), hashlib.sha256(raw).hexdigest()))
+    return documents
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GenError(f"{path}: not UTF-8 text (byte {exc.start}); convert it to UTF-8") from None
+
+
+def _pdf_text(path: Path) -> str:
+    try:
+        from pypdf import PdfReader
+    except ImportError:
+        raise GenError(f"{path}: reading PDF needs the optional package pypdf (pip install pypdf)") from None
+    try:
+        return "\n\n".join(page.extract_text() or "" for page in PdfReader(path).pages)
+    except Exception as exc:  # pypdf raises many types for damaged files
+        raise GenError(f"{path}: unreadable PDF ({type(exc).__name__}: {exc})") from None
+
+
+def chunk_text(text: str, max_chars: int, overlap_chars: int) -> list[str]:
+    """Pack paragraphs (then sentences, for long ones) into chunks of at most `max_chars`; each chunk after
+    the first repeats trailing units of the previous one, up to `overlap_chars`, so no fact is cut off."""
+    units: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text.strip()):
+        paragraph = paragraph.strip()
+        if len(paragraph) <= max_chars:
+            units.append(paragraph)
+            continue
+        for sentence in re.split(r"(?<=[.!?])\s+", paragraph):
+            units.extend(sentence[i : i + max_chars] for i in range(0, len(sentence), max_chars))
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    for unit in (u for u in units if u):
+        if current and len("\n\n".join([*current, unit])) > max_chars:
+            chunks.append(current)
+            carried: list[str] = []
+            for previous in reversed(current):
+                if len("\n\n".join([previous, *carried])) > overlap_chars:
+                    break
+                carried.insert(0, previous)
+            while carried and len("\n\n".join([*carried, unit])) > max_chars:
+                carried.pop(0)
+            current = carried
+        current.append(unit)
+    if current:
+        chunks.append(current)
+    return ["\n\n".join(c) for c in chunks]
+
+
+def read_catalog(path: Path, required: list[str]) -> list[dict]:
+    """Rows of a .csv or .jsonl catalog; every required column must exist and be non-empty."""
+    if not path.is_file():
+        raise GenError(f"input: catalog file {path} not found")
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            rows = [dict(row) for row in reader]
+    elif path.suffix.lower() in (".jsonl", ".json"):
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise GenError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        columns = sorted({key for row in rows for key in row})
+    else:
+        raise GenError(f"input: {path} must be a .csv or .jsonl catalog")
+    if not rows:
+        raise GenError(f"{path}: the catalog has no rows")
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise GenError(f"{path}: the catalog lacks required column(s) {missing}; it has {list(columns)}")
+    for number, row in enumerate(rows, start=2 if path.suffix.lower() == ".csv" else 1):
+        empty = [c for c in required if not str(row.get(c, "")).strip()]
+        if empty:
+            raise GenError(f"{path}: row {number} has empty required column(s) {empty}")
+    return rows
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
