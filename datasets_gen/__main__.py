@@ -15,7 +15,7 @@ from harness.config import ConfigError  # noqa: E402
 EXIT = {"code": 0}
 
 
-@hydra.main(config_path="../conf", config_name="datasets_gen", version_base="1.3")
+@hydra.main(config_path="../conf/datasets_gen", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from datasets_gen.pipeline import build_dataset
 

@@ -1,4 +1,4 @@
-"""Typed schema of `python -m datasets_gen` (conf/datasets_gen.yaml and the conf/gen/ groups).
+"""Typed schema of `python -m datasets_gen` (conf/datasets_gen/: config.yaml and the backend/, recipe/ groups).
 
 The `recipe` section is a plain mapping here: each recipe validates its own parameters with its own
 dataclass (`Recipe.Params`), so adding a recipe is one module and one YAML, not an edit of this file.

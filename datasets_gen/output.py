@@ -30,6 +30,8 @@ class DatasetOutput:
 
 def split_by_group(records: list[dict], group_of: Callable[[dict], str], eval_fraction: float, seed: int):
     """Whole groups (e.g. source documents) go to one side, so eval never asks about a document trained on."""
+    if not records:
+        raise GenError("no usable records are left to split")
     groups = sorted({group_of(r) for r in records})
     if len(groups) < 2:
         raise GenError(f"cannot split {len(records)} records by group: they all come from one group ({groups}); "

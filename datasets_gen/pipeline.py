@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import harness
-from datasets_gen.backends import make_backend
+from datasets_gen.backends import GenError, make_backend
 from datasets_gen.generation import Generator, prompt_hashes
 from datasets_gen.output import leakage_report, write_dataset
 from datasets_gen.quality import QualityFilter
@@ -29,7 +29,13 @@ def build_dataset(cfg, recipe_section: dict) -> dict:
     quality = QualityFilter(cfg.quality)
     ctx = RecipeContext(cfg, params, generator, quality, Path(cfg.input).expanduser().resolve(),
                         random.Random(cfg.seed))
-    result = recipe.build(ctx)
+    try:
+        result = recipe.build(ctx)
+    except GenError as exc:
+        if not generator.stats:  # failed before asking the teacher anything: the message says it all
+            raise
+        dropped = f"; dropped so far: {dict(quality.dropped)}" if quality.dropped else ""
+        raise GenError(f"{exc}{dropped}; generated replies are kept in {output_dir / '.work'}") from exc
     card = {
         "schema_version": CARD_SCHEMA_VERSION,
         "name": cfg.name,

@@ -128,5 +128,31 @@ def read_catalog(path: Path, required: list[str]) -> list[dict]:
     return rows
 
 
+def cell_text(value) -> str:
+    """A catalog cell as text: JSONL cells may be numbers, lists or objects."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ", ".join(cell_text(v) for v in value if cell_text(v))
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {cell_text(v)}" for k, v in value.items() if cell_text(v))
+    return str(value).strip()
+
+
+def catalog_columns(rows: list[dict]) -> list[str]:
+    """Every column of the catalog, in order of first appearance."""
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
+def product_ids(path: Path, rows: list[dict], id_column: str) -> list[str]:
+    ids = [cell_text(row[id_column]) for row in rows]
+    seen: set[str] = set()
+    for product_id in ids:
+        if product_id in seen:
+            raise GenError(f"{path}: product id {product_id!r} appears more than once in column '{id_column}'")
+        seen.add(product_id)
+    return ids
+
+
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -38,7 +38,15 @@ def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[str]:
 
 
 @torch.inference_mode()
-def generate(model, tokenizer, conversations: list[list[dict]], cfg: EvalConfig, progress: bool = True) -> PredictResult:
+def generate(
+    model,
+    tokenizer,
+    conversations: list[list[dict]],
+    cfg: EvalConfig,
+    progress: bool = True,
+    generate_kwargs: dict | None = None,
+) -> PredictResult:
+    """`generate_kwargs` pass through to `model.generate` (e.g. a constrained-decoding `prefix_allowed_tokens_fn`)."""
     texts = render_prompts(tokenizer, conversations)
     # The chat template already wrote bos where the model wants one; adding it again changes the prompt.
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -63,6 +71,7 @@ def generate(model, tokenizer, conversations: list[list[dict]], cfg: EvalConfig,
                 top_k=None,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=sorted(eos_ids),
+                **(generate_kwargs or {}),
             )
             latencies.append(time.perf_counter() - batch_start)
             new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()

@@ -9,7 +9,8 @@ from omegaconf.errors import ValidationError
 from harness.config import ConfigError, RunConfig, resolve_data_dir, to_run_config
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
+# conf/datasets_gen/ is the config root of the other entry point (python -m datasets_gen).
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "datasets_gen")
 # `tuning` holds per-model presets selected by the model choice, not a section of RunConfig.
 OPTIONS = [(g, yaml.stem) for g in GROUPS if g != "tuning" for yaml in sorted((CONF / g).glob("*.yaml"))]
 

@@ -25,14 +25,19 @@ USER = (
     "direct answer (one or two sentences) taken only from the passage. Return JSON: "
     '{{"pairs": [{{"question": "...", "answer": "..."}}]}}'
 )
+# Length caps keep a small or rambling teacher from running out of tokens mid-JSON.
 SCHEMA = {
     "type": "object",
     "properties": {
         "pairs": {
             "type": "array",
+            "minItems": 1,
             "items": {
                 "type": "object",
-                "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
+                "properties": {
+                    "question": {"type": "string", "maxLength": 200},
+                    "answer": {"type": "string", "maxLength": 400},
+                },
                 "required": ["question", "answer"],
             },
         }
