@@ -96,6 +96,15 @@ def chunk_text(text: str, max_chars: int, overlap_chars: int) -> list[str]:
     return ["\n\n".join(c) for c in chunks]
 
 
+@dataclass
+class CatalogColumns:
+    """Where a catalog keeps what every catalog recipe needs; recipes' Params extend this."""
+
+    id_column: str = "id"
+    name_column: str = "name"
+    description_column: str = "description"
+
+
 def read_catalog(path: Path, required: list[str]) -> list[dict]:
     """Rows of a .csv or .jsonl catalog; every required column must exist and be non-empty."""
     if not path.is_file():

@@ -40,7 +40,7 @@ from datasets_gen.backends import GenError, GenFailure, GenRequest
 from datasets_gen.output import DatasetOutput, number_records, split_by_group
 from datasets_gen.quality import parse_json
 from datasets_gen.recipes import RecipeContext, register_recipe
-from datasets_gen.sources import cell_text, file_sha256, product_ids, read_catalog
+from datasets_gen.sources import CatalogColumns, cell_text, file_sha256, product_ids, read_catalog
 from harness.config import ConfigError
 
 DESCRIBE_SYSTEM = (
@@ -236,10 +236,7 @@ class CatalogRecs:
     task = "recommendation"
 
     @dataclass
-    class Params:
-        id_column: str = "id"
-        name_column: str = "name"
-        description_column: str = "description"
+    class Params(CatalogColumns):
         # Further columns shown to the teacher when describing a product; null: every other column of the row.
         attribute_columns: list[str] | None = None
         n_variants: int = 4

@@ -17,7 +17,7 @@ from datasets_gen.backends import GenError, GenFailure, GenRequest
 from datasets_gen.output import DatasetOutput, number_records, split_stratified
 from datasets_gen.quality import parse_json
 from datasets_gen.recipes import RecipeContext, register_recipe
-from datasets_gen.sources import catalog_columns, cell_text, file_sha256, product_ids, read_catalog
+from datasets_gen.sources import CatalogColumns, catalog_columns, cell_text, file_sha256, product_ids, read_catalog
 from harness.config import ConfigError
 
 SYSTEM = "You sort the products of a shop into its departments. Answer with one department from the list, nothing else."
@@ -38,10 +38,7 @@ class Departments:
     task = "classification"
 
     @dataclass
-    class Params:
-        id_column: str = "id"
-        name_column: str = "name"
-        description_column: str = "description"
+    class Params(CatalogColumns):
         # Used where the catalog has this column and the row's cell is non-empty; other rows ask the teacher.
         label_column: str = "department"
         # The allowed labels. None: the distinct values of label_column (then that column must exist).

@@ -17,7 +17,7 @@ from pathlib import Path
 from datasets_gen.backends import GenError, GenFailure, GenRequest
 from datasets_gen.output import DatasetOutput, number_records, split_by_group
 from datasets_gen.recipes import RecipeContext, register_recipe
-from datasets_gen.sources import catalog_columns, cell_text, file_sha256, product_ids, read_catalog
+from datasets_gen.sources import CatalogColumns, catalog_columns, cell_text, file_sha256, product_ids, read_catalog
 from harness.config import ConfigError
 
 DRAFT_SYSTEM = (
@@ -88,10 +88,7 @@ class ProductDescriptions:
     task = "generation"
 
     @dataclass
-    class Params:
-        id_column: str = "id"
-        name_column: str = "name"
-        description_column: str = "description"
+    class Params(CatalogColumns):
         # None: every column other than the id, name and description columns.
         attribute_columns: list[str] | None = None
         style: str = "second person, benefits first, no superlatives, no prices"
