@@ -90,7 +90,8 @@ class Generator:
                     stats.failures[result.reason] += 1
                     results[item] = result
                 else:
-                    append_line(path, json.dumps({"key": keyed[item], "item": item, "text": result.text}))
+                    append_line(path, json.dumps({"key": keyed[item], "item": item, "text": result.text,
+                                                  "completion_tokens": result.completion_tokens}))
                     stats.generated += 1
                     stats.prompt_tokens += result.prompt_tokens
                     stats.completion_tokens += result.completion_tokens
