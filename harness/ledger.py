@@ -37,6 +37,7 @@ class RunRecord:
     metric_samples: int = 0
     cost: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
+    retrieval: dict = field(default_factory=dict)
     data_hashes: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     git_sha: str | None = None

@@ -7,6 +7,7 @@ import json
 import logging
 import platform
 import subprocess
+import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
@@ -131,10 +132,15 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path)
             loaded = load_model(cfg.model, cfg.hardware, cfg.qlora, Path(cfg.cache_dir).expanduser())
             advance(1)
         model = loaded.model
+        eval_records = dataset.eval[: cfg.eval.num_examples] if cfg.eval.num_examples else dataset.eval
+        contexts: dict[str, str] | None = None
+        if cfg.method.retrieval:
+            record.failed_stage = "retrieve"
+            contexts, record.retrieval = retrieve_contexts(cfg, dataset, eval_records)
         if cfg.method.trainer:
             record.failed_stage = "train"
             _inject_failure(cfg, "train")
-            trained = get_trainer(cfg.method.trainer)(TrainContext(cfg, loaded, dataset, run_dir))
+            trained = get_trainer(cfg.method.trainer)(TrainContext(cfg, loaded, dataset, run_dir, contexts))
             model = trained.model
             record.train = {
                 "steps": trained.steps,
@@ -145,13 +151,13 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path)
                 "final_loss": trained.final_loss,
                 "trainable_params": trained.trainable_params,
                 "total_params": trained.total_params,
-                "examples": len(dataset.train),
+                "examples": trained.examples,
+                "examples_dropped_by_truncation": trained.examples_given - trained.examples,
                 "losses": trained.losses,
             }
         record.failed_stage = "predict"
         _inject_failure(cfg, "predict")
-        eval_records = dataset.eval[: cfg.eval.num_examples] if cfg.eval.num_examples else dataset.eval
-        conversations = [prompt_messages(r, cfg.data, cfg.model) for r in eval_records]
+        conversations = [prompt_messages(r, cfg.data, cfg.model, contexts[r.id] if contexts is not None else None) for r in eval_records]
         predicted = generate(model, loaded.tokenizer, conversations, cfg.eval, progress=cfg.progress)
 
     record.failed_stage = "score"
@@ -163,6 +169,8 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path)
             scores.update(score_all([name], predicted.predictions, references))
             advance(1)
     record.metrics = {k: v for result in scores.values() for k, v in result.values.items()}
+    if record.retrieval.get("recall_at_k") is not None:
+        record.metrics[f"recall@{cfg.retrieval.top_k}"] = record.retrieval["recall_at_k"]
     record.metric_samples = len(references)
 
     rows = []
@@ -191,6 +199,30 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path)
     record.cost.update(device=loaded.device, dtype=loaded.dtype, quantized_4bit=loaded.quantized_4bit)
     record.failed_stage = None
     return rows, adapter_dir
+
+
+def retrieve_contexts(cfg: RunConfig, dataset: Dataset, eval_records) -> tuple[dict[str, str], dict]:
+    """Retrieved context for every train and eval question (training prompts must match inference prompts),
+    from an index built once per corpus and settings and cached on disk, so a sweep's cells share it."""
+    from harness.rag import RetrievalIndex, recall_at_k
+
+    if not dataset.corpus:
+        raise ConfigError(f"method={cfg.method.name} retrieves from the dataset's corpus, but {dataset.dir} has no "
+                          f"{cfg.data.corpus_file}")
+    start = time.perf_counter()
+    index = RetrievalIndex.build(dataset.corpus, cfg.retrieval, Path(cfg.cache_dir).expanduser())
+    records = dataset.train + eval_records
+    hits = index.retrieve([r.question for r in records], cfg.retrieval.top_k)
+    contexts = {r.id: index.render_context(h, cfg.retrieval.max_context_chars) for r, h in zip(records, hits, strict=True)}
+    eval_hits = hits[len(dataset.train):]
+    report = {
+        "top_k": cfg.retrieval.top_k,
+        "chunks": len(index.chunks),
+        "retrieve_s": time.perf_counter() - start,
+        "recall_at_k": recall_at_k(eval_hits, [r.source_doc_ids for r in eval_records], cfg.retrieval.top_k),
+        "recall_at_1": recall_at_k(eval_hits, [r.source_doc_ids for r in eval_records], 1),
+    }
+    return contexts, report
 
 
 def _inject_failure(cfg: RunConfig, stage: str) -> None:

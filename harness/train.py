@@ -25,6 +25,8 @@ class TrainContext:
     loaded: LoadedModel
     dataset: Dataset
     output_dir: Path
+    # Retrieved context per record id, for RAG methods: training prompts then match what evaluation sends.
+    contexts: dict[str, str] | None = None
 
 
 @dataclass
@@ -38,6 +40,9 @@ class TrainResult:
     trainable_params: int
     total_params: int
     losses: list[tuple[int, float]] = field(default_factory=list)
+    # Rows trained on, and rows given: TRL drops a row whose answer truncation removed entirely.
+    examples: int = 0
+    examples_given: int = 0
 
     @property
     def tokens_per_s(self) -> float:
@@ -134,6 +139,11 @@ def build_sft_trainer(ctx: TrainContext, train_dataset, args):
     )
     # Our progress bar replaces the printer that dumps every log dict to stdout when tqdm is off.
     trainer.remove_callback(PrinterCallback)
+    if len(trainer.train_dataset) == 0:
+        raise ConfigError(
+            f"qlora.max_length={ctx.cfg.qlora.max_length}: every training example lost its answer to truncation; "
+            "raise qlora.max_length (or shorten prompts / retrieval.max_context_chars)"
+        )
     return trainer
 
 
@@ -155,7 +165,8 @@ def run_sft(ctx: TrainContext, train_dataset, args) -> TrainResult:
     trainable, total = trainer.model.get_nb_trainable_parameters()
     model = trainer.model
     model.eval()
-    return TrainResult(model, adapter_dir, train_s, trainer.state.global_step, tokens, trainable, total, losses)
+    return TrainResult(model, adapter_dir, train_s, trainer.state.global_step, tokens, trainable, total, losses,
+                       examples=len(trainer.train_dataset), examples_given=len(train_dataset))
 
 
 class _ProgressCallback(TrainerCallback):
@@ -179,16 +190,61 @@ def instruct_dataset(ctx: TrainContext):
     from datasets import Dataset as HFDataset
 
     cfg = ctx.cfg
-    return HFDataset.from_list([
-        {
-            "prompt": prompt_messages(record, cfg.data, cfg.model),
+    rows = []
+    for record in ctx.dataset.train:
+        context = None if ctx.contexts is None else fit_context(ctx, record, ctx.contexts[record.id])
+        rows.append({
+            "prompt": prompt_messages(record, cfg.data, cfg.model, context),
             "completion": [{"role": "assistant", "content": record.answer}],
-        }
-        for record in ctx.dataset.train
-    ])
+        })
+    return HFDataset.from_list(rows)
+
+
+def fit_context(ctx: TrainContext, record, context: str) -> str:
+    """Shorten retrieved context until prompt + answer fit in qlora.max_length tokens. Otherwise TRL truncates
+    from the right, cutting the answer, and drops examples left with nothing to learn from."""
+    tokenizer, cfg = ctx.loaded.tokenizer, ctx.cfg
+
+    def length(text: str) -> int:
+        messages = prompt_messages(record, cfg.data, cfg.model, text)
+        messages.append({"role": "assistant", "content": record.answer})
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False)
+        return len(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+
+    while context and length(context) > cfg.qlora.max_length:
+        context = context[: int(len(context) * 0.8)].rstrip()
+    return context
 
 
 @register_trainer("instruct")
 def train_instruct(ctx: TrainContext) -> TrainResult:
     """SFT on prompt/completion pairs: TRL masks the prompt, so the loss is on the answer only."""
     return run_sft(ctx, instruct_dataset(ctx), sft_config(ctx, completion_only_loss=True))
+
+
+def causal_blocks(texts: list[str], tokenizer, block_size: int) -> list[list[int]]:
+    """Concatenate documents (each ended by eos, so the model learns where one stops) and cut the stream into
+    blocks of exactly `block_size` tokens: packed, no padding, every token trained on. The tail becomes a last,
+    shorter block rather than being dropped."""
+    stream: list[int] = []
+    for text in texts:
+        stream += tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return [stream[i : i + block_size] for i in range(0, len(stream), block_size)]
+
+
+@register_trainer("causal")
+def train_causal(ctx: TrainContext) -> TrainResult:
+    """Continued pre-training of the adapter on the raw corpus text (causal LM loss on every token)."""
+    from datasets import Dataset as HFDataset
+
+    texts = [doc["text"] for doc in ctx.dataset.corpus.values()]
+    if not texts:
+        raise ConfigError(
+            f"method={ctx.cfg.method.name} trains on the dataset's corpus, but {ctx.dataset.dir} has no "
+            f"{ctx.cfg.data.corpus_file}: add one (id, text per line) or use method=instruct"
+        )
+    blocks = causal_blocks(texts, ctx.loaded.tokenizer, ctx.cfg.qlora.max_length)
+    # Pre-tokenized rows: TRL skips its own tokenization and trains on every token of each block.
+    dataset = HFDataset.from_list([{"input_ids": block} for block in blocks])
+    return run_sft(ctx, dataset, sft_config(ctx, completion_only_loss=False))
+

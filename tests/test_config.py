@@ -88,6 +88,8 @@ def test_unknown_option_fails_at_compose(compose_cfg):
         ("qlora.bnb_4bit_quant_type=int3", "qlora.bnb_4bit_quant_type"),
         ("eval.batch_size=0", "eval.batch_size"),
         ("data.prompt_template='{nope}'", "data.prompt_template"),
+        ("data.rag_prompt_template='{question} only'", "data.rag_prompt_template"),
+        ("retrieval.top_k=0", "retrieval.top_k"),
         ("hardware.usd_per_hour=-2", "hardware.usd_per_hour"),
         ("fail_at=everywhere", "fail_at"),
     ],

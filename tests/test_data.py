@@ -91,8 +91,11 @@ def _model(system_role: bool) -> ModelConfig:
 
 def test_prompt_uses_system_role_or_folds_it_into_the_user_turn():
     record = QARecord("a", "How many days?", "25.", ("leave",), "Ctx.")
-    data = DataConfig(name="x", dir="d", system_prompt="Be brief.", prompt_template="{context}\n{question}")
+    data = DataConfig(name="x", dir="d", system_prompt="Be brief.", prompt_template="Q: {question}",
+                      rag_prompt_template="{context}\n{question}")
     with_role = prompt_messages(record, data, _model(True), context="Ctx.")
     assert with_role == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Ctx.\nHow many days?"}]
     folded = prompt_messages(record, data, _model(False), context="Ctx.")
     assert folded == [{"role": "user", "content": "Be brief.\n\nCtx.\nHow many days?"}]
+    # Without retrieved context (non-RAG methods) the plain template applies.
+    assert prompt_messages(record, data, _model(True))[1] == {"role": "user", "content": "Q: How many days?"}

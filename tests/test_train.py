@@ -4,7 +4,15 @@ import pytest
 
 from harness.data import load_dataset
 from harness.models import load_model
-from harness.train import TRAINERS, TrainContext, build_sft_trainer, get_trainer, instruct_dataset, sft_config
+from harness.train import (
+    TRAINERS,
+    TrainContext,
+    build_sft_trainer,
+    causal_blocks,
+    get_trainer,
+    instruct_dataset,
+    sft_config,
+)
 
 
 @pytest.fixture
@@ -43,6 +51,23 @@ def test_instruct_training_lowers_the_loss_and_saves_an_adapter(ctx):
 def test_unknown_trainer_lists_the_known_ones():
     from harness.config import ConfigError
 
-    with pytest.raises(ConfigError, match="method.trainer: unknown trainer 'dpo'; known: instruct"):
+    with pytest.raises(ConfigError, match="method.trainer: unknown trainer .dpo.; known: causal, instruct"):
         get_trainer("dpo")
     assert "instruct" in TRAINERS
+
+
+def test_causal_blocks_are_packed_to_max_length(ctx):
+    tokenizer = ctx.loaded.tokenizer
+    texts = ["Annual leave is 25 days.", "Expenses need a receipt.", "Remote work needs approval."]
+    stream = [t for text in texts for t in tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]]
+    blocks = causal_blocks(texts, tokenizer, block_size=7)
+    assert [t for block in blocks for t in block] == stream  # nothing lost, nothing padded, order kept
+    assert all(len(b) == 7 for b in blocks[:-1]) and 0 < len(blocks[-1]) <= 7
+    assert stream.count(tokenizer.eos_token_id) == 3  # one eos closes each document
+
+
+def test_causal_training_runs_on_the_corpus(ctx):
+    result = get_trainer("causal")(ctx)
+    assert result.steps == 12 and result.train_tokens > 0
+    losses = [loss for _, loss in result.losses]
+    assert sum(losses[-3:]) < sum(losses[:3])

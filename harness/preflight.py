@@ -1,0 +1,542 @@
+"""Preflight: estimate one cell's peak memory before loading anything, and refuse a cell that cannot fit.
+
+A guard, not a simulator: every term is a simple, conservative formula from the config's dimensions,
+documented below with its source. `preflight(cfg)` raises `PreflightRefusal` (the message says what
+would make the cell fit, as Hydra overrides with the estimate each would give); the run turns that
+into a `skipped` record instead of an out-of-memory crash minutes into loading.
+
+Units: "GB" here is GiB (2**30 bytes), the unit `harness.cost` reports peak memory in and the unit
+torch / nvidia-smi count device memory in; `hardware.memory_gb` is read the same way.
+
+Peak = static + max(training phase, generation phase) + overhead, where
+  static     = base weights + LoRA adapter weights + AdamW states (they live through the whole cell)
+  training   = LoRA gradients + activations kept for backward + the loss's logits
+  generation = KV cache + prefill working set + next-token logits
+The two phases are sequential (`trainer.train()` returns, activations are freed, then `generate`).
+Sequences are assumed to fill `qlora.max_length` (TRL pads each batch to its longest example, so a data
+set of short examples uses less): a worst case for the configured limits, which is what a guard needs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from harness.config import CONF_DIR, Accelerator, EvalConfig, HardwareConfig, ModelConfig, QLoraConfig, RunConfig
+
+GIB = 2**30
+
+# --- Weights -------------------------------------------------------------------------------------
+# NF4/FP4 (bitsandbytes, QLoRA paper, Dettmers et al. 2023, sec. 2-3): 4 bits per weight of each quantized
+# nn.Linear, plus quantization constants per block of 64 weights: one fp32 absmax = 32/64 = 0.5 bit/param;
+# with double quantization the absmax values are stored as 8 bit with one fp32 constant per 256 of them:
+# 8/64 + 32/(64*256) = 0.127 bit/param (the paper's figure).
+NF4_BITS = 4.0
+QUANT_CONST_BITS = 32 / 64
+QUANT_CONST_BITS_DOUBLE = 8 / 64 + 32 / (64 * 256)
+# Families whose input embedding and lm_head share one matrix (config.json `tie_word_embeddings: true`):
+# gemma (gemma-2b: params 2,506,172,416 = 18 layers + 256000x2048 once) and smollm2 (134,515,008 =
+# 30 layers + 49152x576 once); `tiny` is built with tie_word_embeddings=True in harness.models. Every other
+# family in conf/model/ (llama2, llama3, mistral, phi2, phi3) ships an untied lm_head; a new family is
+# assumed untied, which over-counts (conservative). ModelConfig has no field for this.
+TIED_EMBEDDING_FAMILIES = frozenset({"gemma", "smollm2", "tiny"})
+
+# --- LoRA / optimizer ----------------------------------------------------------------------------
+# PEFT keeps adapter weights in fp32 (get_peft_model's autocast_adapter_dtype=True upcasts bf16/fp16
+# adapters); their gradients are fp32; torch AdamW keeps exp_avg and exp_avg_sq, 2 x fp32 per param.
+LORA_WEIGHT_BYTES = 4
+LORA_GRAD_BYTES = 4
+ADAMW_STATE_BYTES = 8
+
+# --- Activations (training) ----------------------------------------------------------------------
+# Method of Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models",
+# sec. 4.1: 34*s*b*h bytes per layer for a GPT layer in 16-bit, plus 5*a*s^2*b for attention scores),
+# recounted for the layers trained here (pre-norm decoder, gated MLP, LoRA with dropout), in tensors
+# saved for backward per token per layer:
+#   2 norms x (input + output)               4h
+#   q, k (after RoPE), v, attention output    2*q_dim + 2*kv_dim   (SDPA saves these + a logsumexp)
+#   MLP: gate, up, act(gate), act*up          4i   (also covers Phi-2's tanh-GELU intermediates)
+#   LoRA dropout copy of each target's input  sum(in_features) + a 1-byte mask per element (dropout > 0)
+# Measured on this CPU (random Llama with SmolLM2's dims, fp32, r=16 on 7 targets, dropout 0.05, batch 4 x
+# 512, malloc forced to return memory): 120 bytes/token/layer/hidden against 113 from this count, hence
+# the 1.1 margin (fp32 norm internals, RoPE and SiLU temporaries).
+ACTIVATION_MARGIN = 1.1
+# Attention scores (5*a*s^2*b in Korthikanti) are never materialized here: on CUDA the harness loads with
+# attn_implementation="sdpa" (memory-efficient/flash kernels keep only a logsumexp), and on CPU
+# transformers 5 defaults to SDPA too, whose CPU kernel is flash attention even with a padding mask
+# (measured: grad_fn ScaledDotProductFlashAttentionForCpuBackward; 87 MiB saved where the scores would
+# be 576 MiB). Only the boolean 4D padding mask, b*s^2 bytes, is counted.
+MASK_BYTES = 1
+# Gradient checkpointing (torch.utils.checkpoint per decoder layer) keeps each layer's input (the
+# residual stream, h per token) and recomputes one layer at a time during backward: that layer's full
+# activations plus the gradients flowing through it. Measured on CPU: ~1.1 layers' worth above the kept
+# inputs; 2 is used (conservative).
+CHECKPOINT_LIVE_LAYERS = 2
+# Loss logits: the LM head runs on every position, the loss upcasts to fp32 and cross-entropy keeps its
+# log-softmax for backward; during backward the gradients of both exist. Measured on CPU (fp32, batch 4 x
+# 512, vocab 49152): peak 4.3 x the fp32 logits -> 4 fp32 copies = 16 bytes per logit; on CUDA the
+# autocast lm_head output is bf16/fp16 first: + 2 bytes.
+LOGIT_BYTES_TRAIN = 16
+LOGIT_BYTES_TRAIN_HALF_EXTRA = 2
+
+# --- Generation ----------------------------------------------------------------------------------
+# KV cache: 2 (k and v) x layers x kv_heads x head_dim x (prompt + new tokens) x batch x element bytes.
+# The prompt is assumed to be as long as qlora.max_length (the training limit; real prompts are shorter).
+# `generate` computes logits for the last position only (logits_to_keep=1): batch x vocab x 4 bytes,
+# doubled for the logits processors' fp32 copy. Prefill also needs one layer's working set (no grad).
+LOGIT_BYTES_GENERATE = 8
+
+# --- Overhead ------------------------------------------------------------------------------------
+# CUDA: the CUDA context and cuBLAS workspaces (~0.3-0.6 GB, outside torch's allocator but on the device)
+# plus caching-allocator fragmentation: 1.0 GB. With 4-bit, bitsandbytes dequantizes one weight at a time
+# to the compute dtype: the largest linear layer in 16-bit is added.
+CUDA_OVERHEAD_GB = 1.0
+# CPU: peak RSS counts the interpreter and libraries: measured 0.53 GB after importing torch,
+# transformers, peft, trl and the harness; + tokenizer, data, glibc heap fragmentation: 1.0 GB. Check:
+# the measured smollm2_135m base cell peaked at 1.17-1.26 GB RSS (weights 0.50 GB of it).
+CPU_OVERHEAD_GB = 1.0
+
+# Lower bounds for the suggestions' searches.
+MIN_MAX_LENGTH = 128
+
+
+@dataclass
+class MemoryEstimate:
+    weights_gb: float
+    lora_gb: float
+    optimizer_gb: float
+    gradients_gb: float
+    # Training: saved activations + the loss's logits (+ padding mask). 0 without training.
+    activations_gb: float
+    # Generation: KV cache + prefill working set + next-token logits.
+    kv_cache_gb: float
+    overhead_gb: float
+    total_gb: float
+    available_gb: float
+    fits: bool
+    device: str  # "cuda" | "cpu"
+    # Every assumption and intermediate figure, for messages, logs and the ledger.
+    breakdown: dict = field(default_factory=dict)
+    # What the estimate was computed for, so `suggestions` can re-estimate variations.
+    trains: bool = field(default=False, repr=False)
+    eval_cfg: EvalConfig | None = field(default=None, repr=False)
+    headroom: float = field(default=0.9, repr=False)
+
+    def terms(self) -> dict[str, float]:
+        """The memory terms, largest first (the phase that is not the peak is still listed)."""
+        items = {
+            "weights": self.weights_gb,
+            "activations": self.activations_gb,
+            "kv_cache": self.kv_cache_gb,
+            "lora": self.lora_gb,
+            "optimizer": self.optimizer_gb,
+            "gradients": self.gradients_gb,
+            "overhead": self.overhead_gb,
+        }
+        return dict(sorted(items.items(), key=lambda kv: -kv[1]))
+
+
+@dataclass
+class Suggestion:
+    overrides: dict[str, str]  # Hydra overrides, e.g. {"qlora.batch_size": "1", "qlora.grad_accum": "8"}
+    estimate: MemoryEstimate
+    note: str = ""
+
+    @property
+    def text(self) -> str:
+        args = " ".join(f"{k}={v}" for k, v in self.overrides.items())
+        verdict = "fits" if self.estimate.fits else "not enough alone"
+        note = f"; {self.note}" if self.note else ""
+        return f"{args} -> {self.estimate.total_gb:.1f} GB, {verdict}{note}"
+
+
+class PreflightRefusal(Exception):
+    """The cell's estimated peak memory exceeds what the hardware preset offers."""
+
+    def __init__(self, model: ModelConfig, hardware: HardwareConfig, estimate: MemoryEstimate,
+                 suggested: list[Suggestion], method: str | None = None) -> None:
+        self.model = model.name
+        self.hardware = hardware.name
+        self.estimate = estimate
+        self.suggestions = [s.text for s in suggested]
+        top = ", ".join(f"{name} {gb:.1f} GB" for name, gb in list(estimate.terms().items())[:3])
+        cell = f"model={model.name}" + (f" method={method}" if method else "")
+        message = (
+            f"{cell} does not fit hardware={hardware.name}: estimated peak {estimate.total_gb:.1f} GB > "
+            f"{estimate.available_gb:.1f} GB available ({hardware.memory_gb:g} GB x {estimate.headroom:g} headroom); "
+            f"largest terms: {top}"
+        )
+        if estimate.activations_gb:
+            message += f" (logits {estimate.breakdown['logits_gb']:.1f} GB of the activations)"
+        if self.suggestions:
+            message += ". To make it fit: " + "; ".join(f"({i}) {s}" for i, s in enumerate(self.suggestions, 1))
+        else:
+            message += ". No change of batch, length, checkpointing, 4-bit or hardware preset makes it fit."
+        super().__init__(message)
+
+
+# ------------------------------------------------------------------------------------------------
+# Model geometry
+
+
+def head_dim(model: ModelConfig) -> int:
+    # hidden / heads for every model in conf/model/ (gemma-2b: 2048 / 8 = 256, its config's head_dim).
+    return model.hidden_size // model.n_heads
+
+
+def tied_embeddings(model: ModelConfig) -> bool:
+    return model.family in TIED_EMBEDDING_FAMILIES
+
+
+def module_dims(model: ModelConfig) -> dict[str, tuple[int, int]]:
+    """(in_features, out_features) of each LoRA-targetable linear layer, by module name."""
+    h, i = model.hidden_size, model.intermediate_size
+    q_dim = model.n_heads * head_dim(model)
+    kv_dim = model.n_kv_heads * head_dim(model)
+    return {
+        # Llama / Mistral / Gemma / SmolLM2 (and Phi-2's q/k/v)
+        "q_proj": (h, q_dim),
+        "k_proj": (h, kv_dim),
+        "v_proj": (h, kv_dim),
+        "o_proj": (q_dim, h),
+        "gate_proj": (h, i),
+        "up_proj": (h, i),
+        "down_proj": (i, h),
+        # Phi-2: attention output `dense`, MLP `fc1` / `fc2`
+        "dense": (q_dim, h),
+        "fc1": (h, i),
+        "fc2": (i, h),
+        # Phi-3: fused projections
+        "qkv_proj": (h, q_dim + 2 * kv_dim),
+        "gate_up_proj": (h, 2 * i),
+    }
+
+
+def lora_targets(model: ModelConfig, qlora: QLoraConfig) -> list[str]:
+    return list(qlora.target_modules or model.lora_target_modules)
+
+
+def lora_param_count(model: ModelConfig, qlora: QLoraConfig) -> tuple[int, list[str]]:
+    """r x (in + out) per target module per layer (A is r x in, B is out x r); unknown names are
+    counted as the widest layer of the model (conservative) and returned so the caller can say so."""
+    dims = module_dims(model)
+    widest = max(model.hidden_size, model.intermediate_size)
+    per_layer, unknown = 0, []
+    for name in lora_targets(model, qlora):
+        if name not in dims:
+            unknown.append(name)
+        fan_in, fan_out = dims.get(name, (widest, widest))
+        per_layer += qlora.r * (fan_in + fan_out)
+    return per_layer * model.n_layers, unknown
+
+
+def _gradient_checkpointing(hardware: HardwareConfig, qlora: QLoraConfig) -> bool:
+    # Same rule as harness.models._gradient_checkpointing (not imported: that module imports torch).
+    return hardware.gradient_checkpointing if qlora.gradient_checkpointing is None else qlora.gradient_checkpointing
+
+
+# ------------------------------------------------------------------------------------------------
+# The estimate
+
+
+def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_cfg: EvalConfig,
+                    hardware: HardwareConfig, headroom: float = 0.9) -> MemoryEstimate:
+    on_cuda = hardware.accelerator == Accelerator.cuda
+    four_bit = on_cuda and qlora.load_in_4bit  # harness.models: CPU always loads full precision
+    half_bytes = 2  # bf16, or fp16 where the GPU has no bf16 (T4): both 2 bytes
+    h, i, L, V = model.hidden_size, model.intermediate_size, model.n_layers, model.vocab_size
+    hd = head_dim(model)
+    q_dim, kv_dim = model.n_heads * hd, model.n_kv_heads * hd
+    notes: list[str] = []
+
+    # Weights
+    total_params = model.params_b * 1e9
+    embedding_params = V * h * (1 if tied_embeddings(model) else 2)
+    body_params = max(total_params - embedding_params, 0.0)
+    if four_bit:
+        const_bits = QUANT_CONST_BITS_DOUBLE if qlora.bnb_4bit_use_double_quant else QUANT_CONST_BITS
+        body_bytes_per_param = (NF4_BITS + const_bits) / 8
+        # Embeddings, lm_head and norms are not quantized, and peft's prepare_model_for_kbit_training
+        # (called by harness.models for every 4-bit load) casts every non-4-bit bf16/fp16 parameter to
+        # fp32: 4 bytes, not the 2 they are loaded in. Norms/biases (<0.1%) are counted with the body.
+        embedding_bytes_per_param = 4
+        weights_desc = f"{qlora.bnb_4bit_quant_type} {NF4_BITS + const_bits:.3f} bit/param; embeddings fp32"
+    elif on_cuda:
+        body_bytes_per_param = embedding_bytes_per_param = half_bytes
+        weights_desc = "bf16" if hardware.supports_bf16 else "fp16 (no bf16 on this GPU)"
+    else:
+        # harness.models loads fp32 on CPU (bf16 matmuls are emulated there); load_in_4bit is ignored.
+        body_bytes_per_param = embedding_bytes_per_param = 4
+        weights_desc = "fp32 (CPU)"
+        if qlora.load_in_4bit:
+            notes.append("qlora.load_in_4bit is ignored on CPU: fp32 LoRA")
+    weights = body_params * body_bytes_per_param + embedding_params * embedding_bytes_per_param
+
+    # Activations are fp32 on CPU, and also with 4-bit on CUDA: the fp32 embeddings make the residual
+    # stream fp32, and bitsandbytes' Linear4bit casts each output back to its input's dtype.
+    act_bytes = 4 if (not on_cuda or four_bit) else half_bytes
+
+    # LoRA, gradients, optimizer
+    lora_params, unknown = (lora_param_count(model, qlora) if trains else (0, []))
+    if unknown:
+        notes.append(f"unknown target modules {unknown} counted as {max(h, i)} in and out")
+    lora = lora_params * LORA_WEIGHT_BYTES
+    gradients = lora_params * LORA_GRAD_BYTES
+    optimizer = lora_params * ADAMW_STATE_BYTES
+
+    # Per-token, per-layer tensors saved for backward (see the comment on ACTIVATION_MARGIN).
+    base_elements = 4 * h + 2 * q_dim + 2 * kv_dim + 4 * i
+    dims = module_dims(model)
+    widest = max(h, i)
+    dropout_elements = (
+        sum(dims.get(name, (widest, widest))[0] for name in lora_targets(model, qlora)) if qlora.dropout > 0 else 0
+    )
+    train_layer_bytes = ((base_elements + dropout_elements) * act_bytes + dropout_elements) * ACTIVATION_MARGIN
+    train_tokens = qlora.batch_size * qlora.max_length
+    checkpointing = trains and _gradient_checkpointing(hardware, qlora)
+    layers_gb = logits_gb = mask_gb = 0.0
+    if trains:
+        if checkpointing:
+            layers = train_tokens * (L * h * act_bytes + CHECKPOINT_LIVE_LAYERS * train_layer_bytes)
+        else:
+            layers = train_tokens * L * train_layer_bytes
+        logit_bytes = LOGIT_BYTES_TRAIN + (LOGIT_BYTES_TRAIN_HALF_EXTRA if on_cuda else 0)
+        logits = train_tokens * V * logit_bytes
+        mask = qlora.batch_size * qlora.max_length**2 * MASK_BYTES
+        layers_gb, logits_gb, mask_gb = layers / GIB, logits / GIB, mask / GIB
+    activations_gb = layers_gb + logits_gb + mask_gb
+
+    # Generation
+    gen_seq = qlora.max_length + eval_cfg.max_new_tokens
+    kv = 2 * L * kv_dim * gen_seq * eval_cfg.batch_size * act_bytes
+    prefill_tokens = eval_cfg.batch_size * qlora.max_length
+    prefill = prefill_tokens * base_elements * act_bytes * ACTIVATION_MARGIN + eval_cfg.batch_size * gen_seq**2 * MASK_BYTES
+    gen_logits = eval_cfg.batch_size * V * LOGIT_BYTES_GENERATE
+    kv_cache_gb = (kv + prefill + gen_logits) / GIB
+
+    # Overhead
+    overhead_gb = CUDA_OVERHEAD_GB if on_cuda else CPU_OVERHEAD_GB
+    if four_bit:
+        # the largest quantized layer: an MLP projection (fused gate_up in Phi-3)
+        largest = h * i * (2 if model.family == "phi3" else 1)
+        overhead_gb += largest * half_bytes / GIB
+
+    weights_gb, lora_gb, optimizer_gb = weights / GIB, lora / GIB, optimizer / GIB
+    gradients_gb = gradients / GIB
+    train_phase = gradients_gb + activations_gb if trains else 0.0
+    total_gb = weights_gb + lora_gb + optimizer_gb + overhead_gb + max(train_phase, kv_cache_gb)
+    available_gb = hardware.memory_gb * headroom
+
+    breakdown = {
+        "weights": weights_desc,
+        "params": int(total_params),
+        "embedding_params": int(embedding_params),
+        "tied_embeddings": tied_embeddings(model),
+        "body_bytes_per_param": round(body_bytes_per_param, 4),
+        "embedding_bytes_per_param": embedding_bytes_per_param,
+        "lora_params": lora_params,
+        "lora_targets": lora_targets(model, qlora) if trains else [],
+        "activation_bytes_per_element": act_bytes,
+        "gradient_checkpointing": checkpointing,
+        "train_tokens_per_micro_batch": train_tokens if trains else 0,
+        "activation_bytes_per_token_per_layer": round(train_layer_bytes) if trains else 0,
+        "layers_gb": layers_gb,
+        "logits_gb": logits_gb,
+        "mask_gb": mask_gb,
+        "attention": "sdpa: no seq^2 score term",
+        "generation_tokens_per_sequence": gen_seq,
+        "kv_gb": kv / GIB,
+        "prefill_gb": prefill / GIB,
+        "peak_phase": "train" if trains and train_phase >= kv_cache_gb else "generate",
+        "headroom": headroom,
+        "notes": notes,
+    }
+    return MemoryEstimate(
+        weights_gb=weights_gb,
+        lora_gb=lora_gb,
+        optimizer_gb=optimizer_gb,
+        gradients_gb=gradients_gb,
+        activations_gb=activations_gb,
+        kv_cache_gb=kv_cache_gb,
+        overhead_gb=overhead_gb,
+        total_gb=total_gb,
+        available_gb=available_gb,
+        fits=total_gb <= available_gb,
+        device="cuda" if on_cuda else "cpu",
+        breakdown=breakdown,
+        trains=trains,
+        eval_cfg=eval_cfg,
+        headroom=headroom,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Suggestions
+
+
+def hardware_presets() -> list[HardwareConfig]:
+    from harness.config import load_option
+
+    return [load_option("hardware", p.stem, HardwareConfig) for p in sorted(Path(CONF_DIR, "hardware").glob("*.yaml"))]
+
+
+def suggest(est: MemoryEstimate, model: ModelConfig, qlora: QLoraConfig, hardware: HardwareConfig) -> list[Suggestion]:
+    """Concrete changes that lower the estimate, each with the estimate it gives. Order: changes that fit
+    on their own (the ones that change results least first), then a combination, then the cheapest
+    larger preset, then changes that help but are not enough alone."""
+    eval_cfg = est.eval_cfg or EvalConfig()
+
+    def again(q: QLoraConfig = qlora, e: EvalConfig = eval_cfg, hw: HardwareConfig = hardware) -> MemoryEstimate:
+        return estimate_memory(model, est.trains, q, e, hw, est.headroom)
+
+    def changed(new: MemoryEstimate) -> str:
+        deltas = []
+        for name, old_gb in est.terms().items():
+            new_gb = new.terms()[name]
+            if abs(new_gb - old_gb) >= 0.05:
+                deltas.append((old_gb - new_gb, f"{name} {old_gb:.1f} -> {new_gb:.1f} GB"))
+        return ", ".join(text for _, text in sorted(deltas, reverse=True)[:2])
+
+    singles: list[Suggestion] = []
+    on_cuda = hardware.accelerator == Accelerator.cuda
+    gc_on = _gradient_checkpointing(hardware, qlora)
+
+    if est.trains and not gc_on:
+        q = replace(qlora, gradient_checkpointing=True)
+        new = again(q)
+        singles.append(Suggestion({"qlora.gradient_checkpointing": "true"}, new, changed(new) + "; slower steps"))
+
+    if est.trains and qlora.batch_size > 1:
+        q, new = _smallest_fitting(
+            [replace(qlora, batch_size=b, grad_accum=qlora.grad_accum * math.ceil(qlora.batch_size / b))
+             for b in _halvings(qlora.batch_size, 1)],
+            again,
+        )
+        singles.append(Suggestion(
+            {"qlora.batch_size": str(q.batch_size), "qlora.grad_accum": str(q.grad_accum)}, new,
+            changed(new) + f"; effective batch {qlora.batch_size * qlora.grad_accum} kept"))
+
+    if not est.trains or est.kv_cache_gb > est.gradients_gb + est.activations_gb:
+        if eval_cfg.batch_size > 1:
+            e, new = _smallest_fitting(
+                [replace(eval_cfg, batch_size=b) for b in _halvings(eval_cfg.batch_size, 1)],
+                lambda e: again(e=e),
+            )
+            singles.append(Suggestion({"eval.batch_size": str(e.batch_size)}, new, changed(new)))
+
+    if on_cuda and not qlora.load_in_4bit:
+        new = again(replace(qlora, load_in_4bit=True))
+        singles.append(Suggestion({"qlora.load_in_4bit": "true"}, new, changed(new) + "; QLoRA instead of LoRA"))
+
+    if qlora.max_length > MIN_MAX_LENGTH:
+        q, new = _smallest_fitting(
+            [replace(qlora, max_length=n) for n in _halvings(qlora.max_length, MIN_MAX_LENGTH)], again
+        )
+        singles.append(Suggestion({"qlora.max_length": str(q.max_length)}, new,
+                                  changed(new) + "; truncates longer examples"))
+
+    singles = [s for s in singles if s.estimate.total_gb < est.total_gb - 1e-9]
+    fitting = [s for s in singles if s.estimate.fits]
+    helping = sorted((s for s in singles if not s.estimate.fits), key=lambda s: s.estimate.total_gb)
+
+    combined = None
+    if not fitting:
+        combined = _combination(est, model, qlora, eval_cfg, hardware, again)
+
+    bigger = None
+    candidates = []
+    for hw in hardware_presets():
+        if hw.name == hardware.name or hw.accelerator != Accelerator.cuda:
+            continue
+        new = again(hw=hw)
+        if new.fits:
+            candidates.append((hw.usd_per_hour, hw.memory_gb, hw.name, new))
+    if candidates:
+        price, _, name, new = min(candidates)
+        bigger = Suggestion({"hardware": name}, new, f"{new.available_gb:.1f} GB available, ${price:g}/h")
+
+    ordered = fitting + ([combined] if combined else []) + ([bigger] if bigger else []) + helping
+    return ordered
+
+
+def suggestions(est: MemoryEstimate, model: ModelConfig, qlora: QLoraConfig, hardware: HardwareConfig) -> list[str]:
+    return [s.text for s in suggest(est, model, qlora, hardware)]
+
+
+def _halvings(start: int, floor: int) -> list[int]:
+    """start/2, start/4, ... down to floor (included), largest first."""
+    values, n = [], start
+    while n > floor:
+        n = max(n // 2, floor)
+        values.append(n)
+    return values
+
+
+def _smallest_fitting(options: list, estimate) -> tuple:
+    """The first (least drastic) option that fits, else the last (most drastic) one."""
+    result = None
+    for option in options:
+        result = (option, estimate(option))
+        if result[1].fits:
+            return result
+    return result
+
+
+def _combination(est, model, qlora, eval_cfg, hardware, again) -> Suggestion | None:
+    """Stack the software changes until the cell fits: checkpointing, 4-bit, batch 1, shorter sequences,
+    smaller generation batches. None when the stack changes nothing or still does not fit."""
+    overrides: dict[str, str] = {}
+    q, e = qlora, eval_cfg
+    new = est
+    steps = []
+    if est.trains and not _gradient_checkpointing(hardware, qlora):
+        steps.append(lambda q, e: (replace(q, gradient_checkpointing=True), e, {"qlora.gradient_checkpointing": "true"}))
+    if hardware.accelerator == Accelerator.cuda and not qlora.load_in_4bit:
+        steps.append(lambda q, e: (replace(q, load_in_4bit=True), e, {"qlora.load_in_4bit": "true"}))
+    for step in steps:
+        q, e, more = step(q, e)
+        overrides.update(more)
+        new = again(q, e)
+        if new.fits:
+            return Suggestion(overrides, new)
+    if est.trains:
+        for b in _halvings(q.batch_size, 1):
+            q = replace(q, batch_size=b, grad_accum=qlora.grad_accum * math.ceil(qlora.batch_size / b))
+            new = again(q, e)
+            if new.fits:
+                break
+        overrides.update({"qlora.batch_size": str(q.batch_size), "qlora.grad_accum": str(q.grad_accum)})
+    if not new.fits:
+        for b in _halvings(e.batch_size, 1):
+            e = replace(e, batch_size=b)
+            new = again(q, e)
+            if new.fits:
+                break
+        if e.batch_size != eval_cfg.batch_size:
+            overrides["eval.batch_size"] = str(e.batch_size)
+    if not new.fits:
+        for n in _halvings(q.max_length, MIN_MAX_LENGTH):
+            q = replace(q, max_length=n)
+            new = again(q, e)
+            if new.fits:
+                break
+        if q.max_length != qlora.max_length:
+            overrides["qlora.max_length"] = str(q.max_length)
+    if not new.fits or len(overrides) < 2:
+        return None
+    return Suggestion(overrides, new, "combined")
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry point for harness.run
+
+
+def preflight(cfg: RunConfig, headroom: float = 0.9) -> MemoryEstimate:
+    """The cell's memory estimate; raises PreflightRefusal when it does not fit the hardware preset."""
+    trains = bool(cfg.method.trainer)
+    est = estimate_memory(cfg.model, trains, cfg.qlora, cfg.eval, cfg.hardware, headroom)
+    if not est.fits:
+        raise PreflightRefusal(cfg.model, cfg.hardware, est, suggest(est, cfg.model, cfg.qlora, cfg.hardware),
+                               method=cfg.method.name)
+    return est
