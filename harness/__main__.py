@@ -37,7 +37,9 @@ if __name__ == "__main__":
     done = OUTCOME
     where = f" (ledger: {done.ledger}; table: python -m harness.leaderboard --ledger {done.ledger})" if done.ledger else ""
     print(
-        f"tunebench: {len(done.completed)} completed, {len(done.skipped)} skipped, {len(done.failed)} failed{where}",
+        f"tunebench: {len(done.completed)} completed, {len(done.skipped)} skipped, {len(done.failed)} failed"
+        + (f", {len(done.refused)} refused by the memory preflight" if done.refused else "")
+        + where,
         file=sys.stderr,
     )
     sys.exit(1 if done.failed else 0)

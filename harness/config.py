@@ -139,6 +139,8 @@ class QLoraConfig:
     bnb_4bit_use_double_quant: bool = True
     # None: the hardware preset decides.
     gradient_checkpointing: bool | None = None
+    # Batch examples of similar length together: less padding, same data (seeded order).
+    group_by_length: bool = True
     logging_steps: int = 1
 
     def __post_init__(self) -> None:
@@ -257,6 +259,8 @@ class RunConfig:
     cache_dir: str = "~/.cache/tunebench"
     # Re-run a cell even when the ledger already holds a completed record for its run key.
     force: bool = False
+    # Estimate peak memory before loading and skip a cell that cannot fit (false: try anyway).
+    preflight: bool = True
     # Show progress bars (rates, ETA).
     progress: bool = True
     # Filled from Hydra at run time: the sweep this cell belongs to.
@@ -270,6 +274,11 @@ class RunConfig:
             "fail_at",
             f"must be one of load, train, predict, score or null (got {self.fail_at!r})",
         )
+
+
+def uses_gradient_checkpointing(hardware: HardwareConfig, qlora: QLoraConfig) -> bool:
+    """qlora.gradient_checkpointing when set, else what the hardware preset says."""
+    return hardware.gradient_checkpointing if qlora.gradient_checkpointing is None else qlora.gradient_checkpointing
 
 
 def register_configs() -> None:

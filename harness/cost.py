@@ -79,6 +79,8 @@ class CostReport:
     usd_total: float
     # What serving costs on this hardware at the measured rate: the figure that decides "cheapest".
     usd_per_1k_generations: float
+    # Model FLOPs utilisation of training against the preset's peak (CUDA only: the CPU peak is a rough guess).
+    mfu: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +96,16 @@ def usd(seconds: float, hardware: HardwareConfig) -> float:
     return seconds / 3600.0 * hardware.usd_per_hour
 
 
+def lora_train_flops_per_token(params: float, n_layers: int, hidden: int, seq_len: float) -> float:
+    """4N + 12·L·d·T: forward (2N) and activation gradients (2N) through frozen weights, no weight gradients
+    except LoRA's (negligible), plus attention scores forward and backward over a sequence of length T."""
+    return 4 * params + 12 * n_layers * hidden * seq_len
+
+
+def mfu(tokens_per_s: float, flops_per_token: float, peak_tflops: float) -> float:
+    return tokens_per_s * flops_per_token / (peak_tflops * 1e12)
+
+
 def cost_report(
     hardware: HardwareConfig,
     *,
@@ -105,6 +117,7 @@ def cost_report(
     eval_generated_tokens: int,
     peak: PeakMemory,
     adapter_dir: Path | None,
+    train_flops_per_token: float | None = None,
 ) -> CostReport:
     total_s = load_s + train_s + eval_s
     per_example = eval_s / eval_examples if eval_examples else 0.0
@@ -130,4 +143,7 @@ def cost_report(
         usd_eval=usd(eval_s, hardware),
         usd_total=usd(total_s, hardware),
         usd_per_1k_generations=usd(per_example * 1000, hardware),
+        mfu=mfu(train_tokens / train_s, train_flops_per_token, hardware.peak_tflops_bf16)
+        if train_flops_per_token and train_s > 0 and peak.device == "cuda"
+        else None,
     )

@@ -38,6 +38,8 @@ class RunRecord:
     cost: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     retrieval: dict = field(default_factory=dict)
+    # The memory preflight's estimate (compare with cost.peak_memory_gb).
+    preflight: dict = field(default_factory=dict)
     data_hashes: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     git_sha: str | None = None

@@ -17,7 +17,15 @@ from pathlib import Path
 
 import torch
 
-from harness.config import Accelerator, ConfigError, HardwareConfig, ModelConfig, ModelSource, QLoraConfig
+from harness.config import (
+    Accelerator,
+    ConfigError,
+    HardwareConfig,
+    ModelConfig,
+    ModelSource,
+    QLoraConfig,
+    uses_gradient_checkpointing,
+)
 
 # ChatML without a default system prompt: what the tiny test model speaks.
 CHATML_TEMPLATE = (
@@ -120,13 +128,9 @@ def _load_pretrained(folder, kwargs, model_cfg, hardware, qlora, device):
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=_gradient_checkpointing(hardware, qlora)
+            model, use_gradient_checkpointing=uses_gradient_checkpointing(hardware, qlora)
         )
     return model, tokenizer, quantized
-
-
-def _gradient_checkpointing(hardware: HardwareConfig, qlora: QLoraConfig) -> bool:
-    return hardware.gradient_checkpointing if qlora.gradient_checkpointing is None else qlora.gradient_checkpointing
 
 
 def locate_gguf(model_cfg: ModelConfig) -> Path:

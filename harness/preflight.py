@@ -23,7 +23,18 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from harness.config import CONF_DIR, Accelerator, EvalConfig, HardwareConfig, ModelConfig, QLoraConfig, RunConfig
+from harness.config import (
+    CONF_DIR,
+    Accelerator,
+    EvalConfig,
+    HardwareConfig,
+    ModelConfig,
+    ModelSource,
+    QLoraConfig,
+    RunConfig,
+    load_option,
+    uses_gradient_checkpointing,
+)
 
 GIB = 2**30
 
@@ -73,12 +84,22 @@ MASK_BYTES = 1
 # activations plus the gradients flowing through it. Measured on CPU: ~1.1 layers' worth above the kept
 # inputs; 2 is used (conservative).
 CHECKPOINT_LIVE_LAYERS = 2
-# Loss logits: the LM head runs on every position, the loss upcasts to fp32 and cross-entropy keeps its
-# log-softmax for backward; during backward the gradients of both exist. Measured on CPU (fp32, batch 4 x
-# 512, vocab 49152): peak 4.3 x the fp32 logits -> 4 fp32 copies = 16 bytes per logit; on CUDA the
-# autocast lm_head output is bf16/fp16 first: + 2 bytes.
-LOGIT_BYTES_TRAIN = 16
-LOGIT_BYTES_TRAIN_HALF_EXTRA = 2
+# Loss logits. TRL's SFTTrainer (trl >= 1.16, pinned in pyproject) patches the model with a fused LM head
+# (trl.trainer.utils.add_fused_lm_head -> trl.kernels.chunked_logprob.ChunkedLogProbFunction): the full
+# (tokens x vocab) logits are never materialized; the head runs on tiles of at most 4096 tokens x 32768
+# vocabulary entries (TOKEN_CHUNK_SIZE, _CHUNKED_LOGPROB_CHUNK_SIZE), forward and again in backward.
+#   CPU (no Triton: the tile is folded with torch ops): measured peak 8.2-9 x one fp32 tile (tokens 512 to
+#   4096, vocab 16k to 128k): 9 fp32 tiles.
+#   CUDA (Triton folds the tile in place): one tile in the compute dtype plus the weight chunk cast to it;
+#   not measured here (no GPU): 3 fp32 tiles (conservative) + the weight chunk.
+# Without the fused head (a custom compute_loss_func or label smoothing) the loss would hold ~4 fp32 copies
+# of the full logits (measured 4.3x on CPU): LOGIT_BYTES_UNFUSED, kept for reference and tests.
+FUSED_TILE_TOKENS = 4096
+FUSED_TILE_VOCAB = 32768
+FUSED_TILE_FP32_COPIES_CPU = 9
+FUSED_TILE_FP32_COPIES_CUDA = 3
+TRL_FUSED_LM_HEAD = True
+LOGIT_BYTES_UNFUSED = 16
 
 # --- Generation ----------------------------------------------------------------------------------
 # KV cache: 2 (k and v) x layers x kv_heads x head_dim x (prompt + new tokens) x batch x element bytes.
@@ -90,12 +111,15 @@ LOGIT_BYTES_GENERATE = 8
 # --- Overhead ------------------------------------------------------------------------------------
 # CUDA: the CUDA context and cuBLAS workspaces (~0.3-0.6 GB, outside torch's allocator but on the device)
 # plus caching-allocator fragmentation: 1.0 GB. With 4-bit, bitsandbytes dequantizes one weight at a time
-# to the compute dtype: the largest linear layer in 16-bit is added.
+# to the compute dtype: the largest linear layer in 16-bit is added. The overheads also cover the RAG
+# methods' sentence-transformers embedder (all-MiniLM-L6-v2, ~90 MB).
 CUDA_OVERHEAD_GB = 1.0
 # CPU: peak RSS counts the interpreter and libraries: measured 0.53 GB after importing torch,
-# transformers, peft, trl and the harness; + tokenizer, data, glibc heap fragmentation: 1.0 GB. Check:
-# the measured smollm2_135m base cell peaked at 1.17-1.26 GB RSS (weights 0.50 GB of it).
-CPU_OVERHEAD_GB = 1.0
+# transformers, peft, trl and the harness; + tokenizer and data, + glibc keeping freed heap memory (RSS grew
+# 1.5x the true activation allocations in the calibration above): 1.2 GB. Check against the ledger: the
+# smollm2_135m base cell peaked at 1.17-1.26 GB RSS, the instruct cell (r=16, 7 targets, batch 4, examples
+# of <= 99 tokens) at 2.79-2.82 GB; this module gives 1.77 and 3.00 GB at those lengths.
+CPU_OVERHEAD_GB = 1.2
 
 # Lower bounds for the suggestions' searches.
 MIN_MAX_LENGTH = 128
@@ -167,8 +191,6 @@ class PreflightRefusal(Exception):
             f"{estimate.available_gb:.1f} GB available ({hardware.memory_gb:g} GB x {estimate.headroom:g} headroom); "
             f"largest terms: {top}"
         )
-        if estimate.activations_gb:
-            message += f" (logits {estimate.breakdown['logits_gb']:.1f} GB of the activations)"
         if self.suggestions:
             message += ". To make it fit: " + "; ".join(f"({i}) {s}" for i, s in enumerate(self.suggestions, 1))
         else:
@@ -231,11 +253,6 @@ def lora_param_count(model: ModelConfig, qlora: QLoraConfig) -> tuple[int, list[
     return per_layer * model.n_layers, unknown
 
 
-def _gradient_checkpointing(hardware: HardwareConfig, qlora: QLoraConfig) -> bool:
-    # Same rule as harness.models._gradient_checkpointing (not imported: that module imports torch).
-    return hardware.gradient_checkpointing if qlora.gradient_checkpointing is None else qlora.gradient_checkpointing
-
-
 # ------------------------------------------------------------------------------------------------
 # The estimate
 
@@ -272,6 +289,8 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
         if qlora.load_in_4bit:
             notes.append("qlora.load_in_4bit is ignored on CPU: fp32 LoRA")
     weights = body_params * body_bytes_per_param + embedding_params * embedding_bytes_per_param
+    if model.source == ModelSource.gguf_package:
+        notes.append("the first run also converts the GGUF file once (about one more fp32 copy of the weights)")
 
     # Activations are fp32 on CPU, and also with 4-bit on CUDA: the fp32 embeddings make the residual
     # stream fp32, and bitsandbytes' Linear4bit casts each output back to its input's dtype.
@@ -294,15 +313,19 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
     )
     train_layer_bytes = ((base_elements + dropout_elements) * act_bytes + dropout_elements) * ACTIVATION_MARGIN
     train_tokens = qlora.batch_size * qlora.max_length
-    checkpointing = trains and _gradient_checkpointing(hardware, qlora)
+    checkpointing = trains and uses_gradient_checkpointing(hardware, qlora)
     layers_gb = logits_gb = mask_gb = 0.0
     if trains:
         if checkpointing:
             layers = train_tokens * (L * h * act_bytes + CHECKPOINT_LIVE_LAYERS * train_layer_bytes)
         else:
             layers = train_tokens * L * train_layer_bytes
-        logit_bytes = LOGIT_BYTES_TRAIN + (LOGIT_BYTES_TRAIN_HALF_EXTRA if on_cuda else 0)
-        logits = train_tokens * V * logit_bytes
+        if TRL_FUSED_LM_HEAD:
+            tile = min(train_tokens, FUSED_TILE_TOKENS) * min(V, FUSED_TILE_VOCAB)
+            copies = FUSED_TILE_FP32_COPIES_CUDA if on_cuda else FUSED_TILE_FP32_COPIES_CPU
+            logits = tile * 4 * copies + (min(V, FUSED_TILE_VOCAB) * h * half_bytes if on_cuda else 0)
+        else:
+            logits = train_tokens * V * LOGIT_BYTES_UNFUSED
         mask = qlora.batch_size * qlora.max_length**2 * MASK_BYTES
         layers_gb, logits_gb, mask_gb = layers / GIB, logits / GIB, mask / GIB
     activations_gb = layers_gb + logits_gb + mask_gb
@@ -311,7 +334,8 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
     gen_seq = qlora.max_length + eval_cfg.max_new_tokens
     kv = 2 * L * kv_dim * gen_seq * eval_cfg.batch_size * act_bytes
     prefill_tokens = eval_cfg.batch_size * qlora.max_length
-    prefill = prefill_tokens * base_elements * act_bytes * ACTIVATION_MARGIN + eval_cfg.batch_size * gen_seq**2 * MASK_BYTES
+    prefill = prefill_tokens * base_elements * act_bytes * ACTIVATION_MARGIN
+    prefill += eval_cfg.batch_size * gen_seq**2 * MASK_BYTES
     gen_logits = eval_cfg.batch_size * V * LOGIT_BYTES_GENERATE
     kv_cache_gb = (kv + prefill + gen_logits) / GIB
 
@@ -345,6 +369,7 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
         "logits_gb": logits_gb,
         "mask_gb": mask_gb,
         "attention": "sdpa: no seq^2 score term",
+        "loss_logits": "trl fused LM head: tiles only" if TRL_FUSED_LM_HEAD else "full logits",
         "generation_tokens_per_sequence": gen_seq,
         "kv_gb": kv / GIB,
         "prefill_gb": prefill / GIB,
@@ -376,8 +401,6 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
 
 
 def hardware_presets() -> list[HardwareConfig]:
-    from harness.config import load_option
-
     return [load_option("hardware", p.stem, HardwareConfig) for p in sorted(Path(CONF_DIR, "hardware").glob("*.yaml"))]
 
 
@@ -400,7 +423,7 @@ def suggest(est: MemoryEstimate, model: ModelConfig, qlora: QLoraConfig, hardwar
 
     singles: list[Suggestion] = []
     on_cuda = hardware.accelerator == Accelerator.cuda
-    gc_on = _gradient_checkpointing(hardware, qlora)
+    gc_on = uses_gradient_checkpointing(hardware, qlora)
 
     if est.trains and not gc_on:
         q = replace(qlora, gradient_checkpointing=True)
@@ -490,31 +513,29 @@ def _combination(est, model, qlora, eval_cfg, hardware, again) -> Suggestion | N
     q, e = qlora, eval_cfg
     new = est
     steps = []
-    if est.trains and not _gradient_checkpointing(hardware, qlora):
-        steps.append(lambda q, e: (replace(q, gradient_checkpointing=True), e, {"qlora.gradient_checkpointing": "true"}))
+    if est.trains and not uses_gradient_checkpointing(hardware, qlora):
+        steps.append(
+            lambda q, e: (replace(q, gradient_checkpointing=True), e, {"qlora.gradient_checkpointing": "true"})
+        )
     if hardware.accelerator == Accelerator.cuda and not qlora.load_in_4bit:
         steps.append(lambda q, e: (replace(q, load_in_4bit=True), e, {"qlora.load_in_4bit": "true"}))
     for step in steps:
-        q, e, more = step(q, e)
+        q_next, e_next, more = step(q, e)
+        tried = again(q_next, e_next)
+        if tried.total_gb >= new.total_gb:  # e.g. 4-bit without checkpointing: fp32 activations outweigh it
+            continue
+        q, e, new = q_next, e_next, tried
         overrides.update(more)
-        new = again(q, e)
         if new.fits:
-            return Suggestion(overrides, new)
+            return Suggestion(overrides, new, "combined") if len(overrides) > 1 else None
     if est.trains:
         for b in _halvings(q.batch_size, 1):
             q = replace(q, batch_size=b, grad_accum=qlora.grad_accum * math.ceil(qlora.batch_size / b))
             new = again(q, e)
             if new.fits:
                 break
-        overrides.update({"qlora.batch_size": str(q.batch_size), "qlora.grad_accum": str(q.grad_accum)})
-    if not new.fits:
-        for b in _halvings(e.batch_size, 1):
-            e = replace(e, batch_size=b)
-            new = again(q, e)
-            if new.fits:
-                break
-        if e.batch_size != eval_cfg.batch_size:
-            overrides["eval.batch_size"] = str(e.batch_size)
+        if q.batch_size != qlora.batch_size:
+            overrides.update({"qlora.batch_size": str(q.batch_size), "qlora.grad_accum": str(q.grad_accum)})
     if not new.fits:
         for n in _halvings(q.max_length, MIN_MAX_LENGTH):
             q = replace(q, max_length=n)
@@ -523,6 +544,14 @@ def _combination(est, model, qlora, eval_cfg, hardware, again) -> Suggestion | N
                 break
         if q.max_length != qlora.max_length:
             overrides["qlora.max_length"] = str(q.max_length)
+    if not new.fits:
+        for b in _halvings(e.batch_size, 1):
+            e = replace(e, batch_size=b)
+            new = again(q, e)
+            if new.fits:
+                break
+        if e.batch_size != eval_cfg.batch_size:
+            overrides["eval.batch_size"] = str(e.batch_size)
     if not new.fits or len(overrides) < 2:
         return None
     return Suggestion(overrides, new, "combined")

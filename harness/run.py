@@ -21,14 +21,15 @@ import harness
 from harness.config import ConfigError, RunConfig, to_run_config
 from harness.cost import PeakMemory, cost_report
 from harness.data import DataError, Dataset, load_dataset, prompt_messages
-from harness.ledger import COMPLETED, FAILED, Ledger, RunRecord, run_key
+from harness.ledger import COMPLETED, FAILED, SKIPPED, Ledger, RunRecord, run_key
+from harness.preflight import PreflightRefusal, preflight
 from harness.redact import redact, redact_text
 from harness.tracking import make_tracker
 
 log = logging.getLogger("harness")
 
 # Keys that change where or how results are shown, not what a cell computes: left out of the run key.
-NON_SEMANTIC_KEYS = ("tracker", "results_dir", "cache_dir", "force", "progress", "sweep_id")
+NON_SEMANTIC_KEYS = ("tracker", "results_dir", "cache_dir", "force", "progress", "sweep_id", "preflight")
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "evaluate", "wandb")
 
 
@@ -39,6 +40,8 @@ class SweepOutcome:
     completed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    # Cells the memory preflight refused (recorded as `skipped` with what would make them fit).
+    refused: list[str] = field(default_factory=list)
     ledger: Path | None = None
 
 
@@ -75,6 +78,13 @@ def run_cell(cfg: RunConfig, config: dict) -> RunRecord | None:
         OUTCOME.skipped.append(key)
         return None
 
+    estimate, refusal = None, None
+    if cfg.preflight:
+        try:
+            estimate = preflight(cfg)
+        except PreflightRefusal as exc:
+            estimate, refusal = exc.estimate, exc
+
     tracker = make_tracker(cfg.tracker, results)
     record = RunRecord(
         run_key=key,
@@ -92,6 +102,21 @@ def run_cell(cfg: RunConfig, config: dict) -> RunRecord | None:
         versions=library_versions(),
         git_sha=git_sha(),
     )
+    if estimate is not None:
+        record.preflight = {
+            "estimated_peak_gb": round(estimate.total_gb, 3),
+            "available_gb": round(estimate.available_gb, 3),
+            "terms_gb": {k: round(v, 3) for k, v in estimate.terms().items()},
+        }
+    if refusal is not None:
+        # Not a crash and not a result: the cell cannot run on this hardware as configured. It is
+        # re-checked (cheaply) by every sweep, so a changed setting or preset gets its chance.
+        record.status, record.error, record.error_type = SKIPPED, str(refusal), "PreflightRefusal"
+        record.finished_at = _now()
+        ledger.append(record)
+        OUTCOME.refused.append(key)
+        log.warning("%s: skipped by preflight: %s", cell, refusal)
+        return record
     _safely("start the tracker", tracker.start, f"{cfg.model.name}-{cfg.method.name}-{key[:6]}", cfg.sweep_id,
             record.config, [cfg.model.name, cfg.method.name, cfg.data.name])
     log.info("%s: starting", cell)
@@ -195,6 +220,7 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path)
         eval_generated_tokens=sum(predicted.generated_tokens),
         peak=peak,
         adapter_dir=adapter_dir,
+        train_flops_per_token=_flops_per_token(cfg, trained) if trained else None,
     ).to_dict()
     record.cost.update(device=loaded.device, dtype=loaded.dtype, quantized_4bit=loaded.quantized_4bit)
     record.failed_stage = None
@@ -223,6 +249,15 @@ def retrieve_contexts(cfg: RunConfig, dataset: Dataset, eval_records) -> tuple[d
         "recall_at_1": recall_at_k(eval_hits, [r.source_doc_ids for r in eval_records], 1),
     }
     return contexts, report
+
+
+def _flops_per_token(cfg: RunConfig, trained) -> float:
+    from harness.cost import lora_train_flops_per_token
+
+    sequences = max(trained.steps * cfg.qlora.batch_size * cfg.qlora.grad_accum, 1)
+    mean_len = trained.train_tokens / sequences  # non-padding tokens per sequence actually trained
+    m = cfg.model
+    return lora_train_flops_per_token(m.params_b * 1e9, m.n_layers, m.hidden_size, mean_len)
 
 
 def _inject_failure(cfg: RunConfig, stage: str) -> None:

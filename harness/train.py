@@ -13,9 +13,9 @@ from pathlib import Path
 
 from transformers import PrinterCallback, TrainerCallback
 
-from harness.config import ConfigError, RunConfig
+from harness.config import ConfigError, RunConfig, uses_gradient_checkpointing
 from harness.data import Dataset, prompt_messages
-from harness.models import LoadedModel, _gradient_checkpointing
+from harness.models import LoadedModel
 from harness.progress import progress_bar
 
 
@@ -97,7 +97,8 @@ def sft_config(ctx: TrainContext, **overrides):
         seed=q.seed,
         data_seed=q.seed,
         logging_steps=q.logging_steps,
-        activation_checkpointing=_gradient_checkpointing(hw, q),
+        activation_checkpointing=uses_gradient_checkpointing(hw, q),
+        train_sampling_strategy="group_by_length" if q.group_by_length else "random",
         bf16=on_cuda and hw.supports_bf16,
         fp16=on_cuda and not hw.supports_bf16,
         use_cpu=not on_cuda,

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from harness.config import ConfigError, RunConfig, resolve_data_dir, to_run_config
@@ -106,10 +107,32 @@ def test_enum_fields_reject_unknown_values(compose_cfg):
     assert "accelerator" in str(info.value) or "accelerator" in str(info.value.__cause__)
 
 
-@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "tuning").glob("*.yaml")))
-def test_every_tuning_preset_belongs_to_a_model_and_composes(compose_cfg, preset):
-    assert (CONF / "model" / f"{preset}.yaml").is_file(), f"conf/tuning/{preset}.yaml names no model"
+MODEL_PRESETS = sorted(p.stem for p in (CONF / "tuning" / "model").glob("*.yaml"))
+MODEL_HARDWARE_PRESETS = sorted(p.stem for p in (CONF / "tuning" / "model_hardware").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", MODEL_PRESETS)
+def test_every_model_tuning_preset_belongs_to_a_model(compose_cfg, preset):
+    assert (CONF / "model" / f"{preset}.yaml").is_file(), f"conf/tuning/model/{preset}.yaml names no model"
     assert isinstance(to_run_config(compose_cfg(f"model={preset}")), RunConfig)
+
+
+@pytest.mark.parametrize("preset", MODEL_HARDWARE_PRESETS)
+def test_every_model_hardware_preset_is_selected_by_its_pair(compose_cfg, preset):
+    pairs = [(m.stem, h.stem) for m in (CONF / "model").glob("*.yaml") for h in (CONF / "hardware").glob("*.yaml")
+             if f"{m.stem}_{h.stem}" == preset]
+    assert len(pairs) == 1, f"conf/tuning/model_hardware/{preset}.yaml matches no single model_hardware pair"
+    model, hardware = pairs[0]
+    preset_values = OmegaConf.load(CONF / "tuning" / "model_hardware" / f"{preset}.yaml")["qlora"]
+    qlora = to_run_config(compose_cfg(f"model={model}", f"hardware={hardware}")).qlora
+    assert all(getattr(qlora, key) == value for key, value in preset_values.items())
+
+
+@pytest.mark.parametrize("preset", ["qlora_paper", "fast", "long_context"])
+def test_qlora_presets_build_on_the_default(compose_cfg, preset):
+    qlora = to_run_config(compose_cfg(f"qlora={preset}", "model=llama3_8b")).qlora
+    assert qlora.seed == 42 and qlora.load_in_4bit  # inherited from qlora/default.yaml
+    assert to_run_config(compose_cfg("qlora=qlora_paper", "model=llama3_8b")).qlora.r == 64
 
 
 def test_model_specific_tuning_layers_over_qlora_and_the_cli_wins(compose_cfg):

@@ -50,3 +50,14 @@ def test_secret_values_and_keys_are_masked(monkeypatch):
     assert redact_text("hf_AbCdEfGhIjKlMnOpQrStUvWxYz unknown token") == f"{MASK} unknown token"
     data = {"tracker": {"api_key": "abc", "project": "p"}, "hf_token": None, "notes": ["hf_secretsecretsecretsecretsecret"]}
     assert redact(data) == {"tracker": {"api_key": MASK, "project": "p"}, "hf_token": None, "notes": [MASK]}
+
+
+def test_lora_flops_and_mfu():
+    from harness.cost import lora_train_flops_per_token, mfu
+
+    # Llama 3 8B, 32 layers, d=4096, 512-token sequences.
+    flops = lora_train_flops_per_token(8.03e9, 32, 4096, 512)
+    assert flops == 4 * 8.03e9 + 12 * 32 * 4096 * 512
+    # 3000 tok/s on an A10 (125 TFLOP/s dense bf16) would be ~80% of peak: the formula, not a claim.
+    assert mfu(3000, flops, 125.0) == pytest.approx(3000 * flops / 125e12)
+    assert 0.7 < mfu(3000, flops, 125.0) < 0.9

@@ -109,3 +109,19 @@ def test_user_mistakes_get_a_message_not_a_traceback(run_harness, override, mess
     output = proc.stdout + proc.stderr
     assert message in output
     assert "Traceback" not in output
+
+
+def test_preflight_refuses_a_cell_that_cannot_fit(run_harness, tmp_path):
+    results = tmp_path / "results"
+    proc = run_harness("-m", *TINY, "method=base", "tracker=none", "hardware.memory_gb=0.5", results_dir=results)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 refused by the memory preflight" in proc.stderr
+    (row,) = _ledger(results)
+    assert row["status"] == "skipped" and row["error_type"] == "PreflightRefusal"
+    assert "model=tiny_random method=base does not fit hardware=cpu" in row["error"]
+    assert row["preflight"]["estimated_peak_gb"] > row["preflight"]["available_gb"] == 0.45
+    assert row["metrics"] == {} and row["cost"] == {}
+    # preflight=false tries anyway (the estimate is a guard, not a law) and the cell runs.
+    forced = run_harness(*TINY, "method=base", "tracker=none", "hardware.memory_gb=0.5", "preflight=false",
+                         results_dir=results)
+    assert forced.returncode == 0 and _ledger(results)[-1]["status"] == "completed"

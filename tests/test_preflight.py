@@ -1,0 +1,227 @@
+"""Preflight memory estimates from the real config files: no model is loaded, so these run in well under a second."""
+
+import importlib.util
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from harness.config import EvalConfig, HardwareConfig, ModelConfig, QLoraConfig, load_option, to_run_config
+from harness.preflight import (
+    FUSED_TILE_TOKENS,
+    FUSED_TILE_VOCAB,
+    QUANT_CONST_BITS,
+    QUANT_CONST_BITS_DOUBLE,
+    PreflightRefusal,
+    estimate_memory,
+    lora_param_count,
+    preflight,
+    suggest,
+    suggestions,
+)
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def model(name: str) -> ModelConfig:
+    return load_option("model", name, ModelConfig)
+
+
+def hardware(name: str) -> HardwareConfig:
+    return load_option("hardware", name, HardwareConfig)
+
+
+QLORA = load_option("qlora", "default", QLoraConfig)  # r=16, batch 4, max_length 512, 4-bit nf4 + double quant
+EVAL = load_option("eval", "default", EvalConfig)
+
+
+def test_defaults_are_what_these_tests_assume():
+    assert (QLORA.r, QLORA.batch_size, QLORA.max_length, QLORA.load_in_4bit, QLORA.bnb_4bit_use_double_quant) == (
+        16, 4, 512, True, True)
+    assert QLORA.target_modules is None and model("llama3_8b").lora_target_modules == ALL_LINEAR
+
+
+def test_llama3_8b_qlora_fits_an_a10():
+    q = replace(QLORA, gradient_checkpointing=True)
+    est = estimate_memory(model("llama3_8b"), True, q, EVAL, hardware("a10"))
+    assert est.fits and est.device == "cuda"
+    assert est.total_gb < est.available_gb == pytest.approx(24 * 0.9)
+    # nf4 body (~0.516 byte/param) + fp32 embeddings and lm_head (peft upcasts them): far below bf16's 15 GB
+    assert 6.5 < est.weights_gb < 8.0
+    assert est.breakdown["gradient_checkpointing"] is True
+    assert est.total_gb == pytest.approx(
+        est.weights_gb + est.lora_gb + est.optimizer_gb + est.overhead_gb
+        + max(est.gradients_gb + est.activations_gb, est.kv_cache_gb))
+
+
+def test_llama3_8b_without_4bit_is_refused_and_told_to_quantize(compose_cfg):
+    # bf16/fp16 weights alone are 8.03e9 x 2 bytes = 15.0 GB > 14.4 GB usable on a T4. (On an A10 the same cell
+    # is estimated at ~19.3 of 21.6 GB: TRL's fused LM head never builds the 128k-vocab logits, so it fits.)
+    cfg = to_run_config(compose_cfg("model=llama3_8b", "method=instruct", "hardware=t4", "qlora.load_in_4bit=false"))
+    with pytest.raises(PreflightRefusal) as refused:
+        preflight(cfg)
+    est = refused.value.estimate
+    assert est.weights_gb == pytest.approx(8.03e9 * 2 / 2**30)
+    assert any(s.startswith("qlora.load_in_4bit=true") for s in refused.value.suggestions)
+    assert "qlora.load_in_4bit=true" in str(refused.value)
+    a10 = estimate_memory(cfg.model, True, cfg.qlora, cfg.eval, hardware("a10"))
+    assert a10.weights_gb == pytest.approx(est.weights_gb) and a10.total_gb > 17
+
+
+def test_huge_batch_and_length_without_checkpointing_is_refused_with_cheaper_options():
+    m, hw = model("llama3_8b"), hardware("t4")
+    q = replace(QLORA, batch_size=16, max_length=4096, gradient_checkpointing=False)
+    est = estimate_memory(m, True, q, EVAL, hw)
+    assert not est.fits
+    options = suggest(est, m, q, hw)
+    keys = {key for option in options for key in option.overrides}
+    assert {"qlora.batch_size", "qlora.max_length", "qlora.gradient_checkpointing"} <= keys
+    # Every change of settings lowers the estimate (a larger hardware preset, if one fitted, would raise the limit).
+    assert all(o.estimate.total_gb < est.total_gb for o in options if "hardware" not in o.overrides)
+    # No single change is enough here; the first suggestion is a combination that fits.
+    assert options[0].estimate.fits and len(options[0].overrides) > 1
+    batch = next(o for o in options if "qlora.batch_size" in o.overrides and len(o.overrides) == 2)
+    # the same effective batch
+    assert int(batch.overrides["qlora.batch_size"]) * int(batch.overrides["qlora.grad_accum"]) == 16
+    assert [o.text for o in options] == suggestions(est, m, q, hw)
+
+
+def test_each_single_suggestion_lowers_the_estimate_and_fitting_ones_come_first():
+    m, hw = model("gemma_2b"), hardware("t4")
+    q = replace(QLORA, load_in_4bit=False, gradient_checkpointing=False)
+    est = estimate_memory(m, True, q, EVAL, hw)
+    assert not est.fits
+    options = suggest(est, m, q, hw)
+    assert all(o.estimate.total_gb < est.total_gb for o in options if "hardware" not in o.overrides)
+    fits = [o.estimate.fits for o in options]
+    assert fits == sorted(fits, reverse=True)
+    hardware_options = [o for o in options if "hardware" in o.overrides]
+    assert len(hardware_options) == 1 and hardware_options[0].estimate.fits
+    # the cheapest preset where it fits: the L4 ($0.80/h, 24 GB), not an A100
+    assert hardware_options[0].overrides == {"hardware": "l4"}
+    keys = {k for o in options for k in o.overrides}
+    assert {"qlora.gradient_checkpointing", "qlora.batch_size", "qlora.max_length"} <= keys
+    # 4-bit is not offered here: peft's fp32 upcast makes the activations fp32, which outweighs the smaller weights
+    assert "qlora.load_in_4bit" not in keys
+
+
+@pytest.mark.parametrize("trains", [False, True], ids=["base", "instruct"])
+def test_smollm2_fits_the_cpu_box(trains):
+    est = estimate_memory(model("smollm2_135m"), trains, QLORA, EVAL, hardware("cpu"))
+    assert est.fits and est.device == "cpu"
+    assert est.weights_gb == pytest.approx(0.135e9 * 4 / 2**30)  # fp32 on CPU; load_in_4bit is ignored there
+    assert "qlora.load_in_4bit is ignored on CPU: fp32 LoRA" in est.breakdown["notes"]
+
+
+def test_cpu_estimates_cover_the_measured_peaks():
+    """Ledger figures for the sample set (examples <= 99 tokens, eval prompts <= 57): base 1.17-1.26 GB,
+    instruct (r=16, 7 targets, batch 4) 2.79-2.82 GB peak RSS. At those lengths the estimate must not be below."""
+    m, hw = model("smollm2_135m"), hardware("cpu")
+    base = estimate_memory(m, False, replace(QLORA, max_length=57), EVAL, hw)
+    instruct = estimate_memory(m, True, replace(QLORA, max_length=99), EVAL, hw)
+    assert 1.26 <= base.total_gb < 2 * 1.26
+    assert 2.82 <= instruct.total_gb < 2 * 2.82
+
+
+def test_base_method_has_no_training_terms():
+    est = estimate_memory(model("llama3_8b"), False, QLORA, EVAL, hardware("a10"))
+    assert est.lora_gb == est.optimizer_gb == est.gradients_gb == est.activations_gb == 0
+    assert est.kv_cache_gb > 0 and est.breakdown["peak_phase"] == "generate"
+    assert est.total_gb == pytest.approx(est.weights_gb + est.overhead_gb + est.kv_cache_gb)
+
+
+def test_lora_param_count_llama3_8b_by_hand():
+    # hidden 4096, 32 heads x 128 (q/o: 4096), 8 kv heads x 128 (k/v: 1024), intermediate 14336, 32 layers, r=16:
+    # per layer r * [(4096+4096) q + (4096+1024) k + (4096+1024) v + (4096+4096) o
+    #                + (4096+14336) gate + (4096+14336) up + (14336+4096) down] = 16 * 81920 = 1,310,720
+    per_layer = 16 * ((4096 + 4096) + 2 * (4096 + 1024) + (4096 + 4096) + 3 * (4096 + 14336))
+    assert per_layer == 1_310_720
+    count, unknown = lora_param_count(model("llama3_8b"), QLORA)
+    assert count == per_layer * 32 == 41_943_040 and unknown == []
+    est = estimate_memory(model("llama3_8b"), True, QLORA, EVAL, hardware("a10"))
+    assert est.breakdown["lora_params"] == 41_943_040
+    assert est.lora_gb == pytest.approx(41_943_040 * 4 / 2**30)  # fp32 adapter
+    assert est.gradients_gb == pytest.approx(est.lora_gb)  # fp32 gradients
+    assert est.optimizer_gb == pytest.approx(2 * est.lora_gb)  # AdamW: two fp32 states
+
+
+def test_lora_targets_follow_qlora_override_and_other_families_names():
+    two, _ = lora_param_count(model("llama3_8b"), replace(QLORA, target_modules=["q_proj", "v_proj"]))
+    assert two == 32 * 16 * ((4096 + 4096) + (4096 + 1024))
+    # Phi-2: q/k/v/dense 2560 -> 2560, fc1 2560 -> 10240, fc2 back
+    phi2, unknown = lora_param_count(model("phi_2"), QLORA)
+    assert unknown == [] and phi2 == 32 * 16 * (4 * (2560 + 2560) + 2 * (2560 + 10240))
+    # Phi-3: fused qkv 3072 -> 3*3072 (MHA), o 3072 -> 3072, fused gate_up 3072 -> 2*8192, down 8192 -> 3072
+    phi3, unknown = lora_param_count(model("phi3_mini"), QLORA)
+    assert unknown == [] and phi3 == 32 * 16 * ((3072 + 9216) + (3072 + 3072) + (3072 + 16384) + (8192 + 3072))
+    _, unknown = lora_param_count(model("llama3_8b"), replace(QLORA, target_modules=["q_proj", "mystery"]))
+    assert unknown == ["mystery"]
+
+
+def test_nf4_weight_bytes_and_tied_embeddings():
+    m, hw = model("gemma_2b"), hardware("t4")
+    double = estimate_memory(m, False, QLORA, EVAL, hw)
+    single = estimate_memory(m, False, replace(QLORA, bnb_4bit_use_double_quant=False), EVAL, hw)
+    assert double.breakdown["body_bytes_per_param"] == pytest.approx((4 + QUANT_CONST_BITS_DOUBLE) / 8, abs=1e-4)
+    assert single.breakdown["body_bytes_per_param"] == pytest.approx((4 + QUANT_CONST_BITS) / 8, abs=1e-4)
+    assert QUANT_CONST_BITS == 0.5 and QUANT_CONST_BITS_DOUBLE == pytest.approx(0.127, abs=1e-3)
+    assert single.weights_gb > double.weights_gb
+    # Gemma ties lm_head to the embedding: counted once; Llama 3 has both.
+    assert double.breakdown["tied_embeddings"] and double.breakdown["embedding_params"] == 256000 * 2048
+    llama = estimate_memory(model("llama3_8b"), False, QLORA, EVAL, hardware("a10"))
+    assert not llama.breakdown["tied_embeddings"] and llama.breakdown["embedding_params"] == 2 * 128256 * 4096
+    # fp16 on a T4 without 4-bit: 2 bytes/param for everything
+    fp16 = estimate_memory(m, False, replace(QLORA, load_in_4bit=False), EVAL, hw)
+    assert fp16.weights_gb == pytest.approx(2.51e9 * 2 / 2**30) and "fp16" in fp16.breakdown["weights"]
+
+
+def test_gradient_checkpointing_follows_qlora_then_hardware():
+    m = model("mistral_7b_v03")
+    a10 = hardware("a10")  # gradient_checkpointing: true
+    on = estimate_memory(m, True, QLORA, EVAL, a10)
+    off = estimate_memory(m, True, replace(QLORA, gradient_checkpointing=False), EVAL, a10)
+    assert on.breakdown["gradient_checkpointing"] and not off.breakdown["gradient_checkpointing"]
+    assert off.activations_gb > 2 * on.activations_gb
+    assert not estimate_memory(m, True, QLORA, EVAL, hardware("cpu")).breakdown["gradient_checkpointing"]
+
+
+def test_refusal_message_names_model_hardware_numbers_and_first_suggestion(compose_cfg):
+    cfg = to_run_config(compose_cfg(
+        "model=llama3_8b", "method=instruct", "hardware=t4",
+        "qlora.batch_size=16", "qlora.max_length=4096", "qlora.gradient_checkpointing=false"))
+    with pytest.raises(PreflightRefusal) as refused:
+        preflight(cfg)
+    error = refused.value
+    message = str(error)
+    assert "llama3_8b" in message and "t4" in message
+    assert f"{error.estimate.total_gb:.1f} GB" in message and f"{error.estimate.available_gb:.1f} GB" in message
+    assert error.suggestions and error.suggestions[0] in message
+    assert (error.model, error.hardware) == ("llama3_8b", "t4")
+
+
+def test_preflight_returns_the_estimate_when_it_fits(compose_cfg):
+    cfg = to_run_config(compose_cfg())  # the embedded default: smollm2_135m, base, cpu
+    est = preflight(cfg)
+    assert est.fits and not est.trains and est.activations_gb == 0
+
+
+MODELS = sorted(p.stem for p in (Path(__file__).parent.parent / "conf" / "model").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_config_estimates_without_unknown_targets(name):
+    est = estimate_memory(model(name), True, QLORA, EVAL, hardware("a100_80gb"))
+    assert est.total_gb > 0 and est.breakdown["lora_params"] > 0
+    assert not [n for n in est.breakdown["notes"] if "unknown target" in n]
+
+
+def test_trl_still_fuses_the_lm_head():
+    """The logits term assumes TRL's SFTTrainer computes the loss through its chunked LM head (trl 1.16).
+    If TRL stops doing so, set harness.preflight.TRL_FUSED_LM_HEAD = False (full logits are then counted)."""
+    trl_dir = Path(importlib.util.find_spec("trl").submodule_search_locations[0])  # locates, does not import
+    sft = (trl_dir / "trainer" / "sft_trainer.py").read_text(encoding="utf-8")
+    assert "add_fused_lm_head(" in sft and "fused_lm_head=True" in sft
+    kernel = (trl_dir / "kernels" / "chunked_logprob.py").read_text(encoding="utf-8")
+    assert f"TOKEN_CHUNK_SIZE = {FUSED_TILE_TOKENS}" in kernel
+    utils = (trl_dir / "trainer" / "utils.py").read_text(encoding="utf-8")
+    assert f"_CHUNKED_LOGPROB_CHUNK_SIZE = {FUSED_TILE_VOCAB}" in utils
