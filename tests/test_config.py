@@ -139,3 +139,14 @@ def test_model_specific_tuning_layers_over_qlora_and_the_cli_wins(compose_cfg):
     assert to_run_config(compose_cfg("model=smollm2_135m")).qlora.lr == 1e-3
     assert to_run_config(compose_cfg("model=llama3_8b")).qlora.lr == 2e-4
     assert to_run_config(compose_cfg("model=smollm2_135m", "qlora.lr=5e-4")).qlora.lr == 5e-4
+
+
+@pytest.mark.parametrize("preset", MODEL_HARDWARE_PRESETS)
+def test_every_model_hardware_preset_passes_the_memory_preflight(compose_cfg, preset):
+    from harness.preflight import preflight
+
+    model, hardware = next((m.stem, h.stem) for m in (CONF / "model").glob("*.yaml")
+                           for h in (CONF / "hardware").glob("*.yaml") if f"{m.stem}_{h.stem}" == preset)
+    for method in ("instruct", "instruct_rag"):
+        estimate = preflight(to_run_config(compose_cfg(f"model={model}", f"hardware={hardware}", f"method={method}")))
+        assert estimate.fits and estimate.total_gb < estimate.available_gb
