@@ -222,6 +222,8 @@ class EvalConfig:
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
+    # CUDA + 4-bit training: evaluate a bf16 copy with the adapter merged when it fits (faster than 4-bit).
+    merge_adapter: bool = True
 
     def __post_init__(self) -> None:
         _require(self.max_new_tokens > 0, "eval.max_new_tokens", f"must be > 0 (got {self.max_new_tokens})")

@@ -180,9 +180,13 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path)
                 "examples_dropped_by_truncation": trained.examples_given - trained.examples,
                 "losses": trained.losses,
             }
+            if loaded.quantized_4bit and cfg.eval.merge_adapter:
+                model = _merged_for_eval(cfg, trained, loaded, record) or model
         record.failed_stage = "predict"
         _inject_failure(cfg, "predict")
-        conversations = [prompt_messages(r, cfg.data, cfg.model, contexts[r.id] if contexts is not None else None) for r in eval_records]
+        conversations = [
+            prompt_messages(r, cfg.data, cfg.model, contexts[r.id] if contexts is not None else None) for r in eval_records
+        ]
         predicted = generate(model, loaded.tokenizer, conversations, cfg.eval, progress=cfg.progress)
 
     record.failed_stage = "score"
@@ -249,6 +253,21 @@ def retrieve_contexts(cfg: RunConfig, dataset: Dataset, eval_records) -> tuple[d
         "recall_at_1": recall_at_k(eval_hits, [r.source_doc_ids for r in eval_records], 1),
     }
     return contexts, report
+
+
+def _merged_for_eval(cfg: RunConfig, trained, loaded, record: RunRecord):
+    """Swap the 4-bit training model for a merged bf16 copy; the reload time counts as loading."""
+    from harness.models import merged_eval_model
+
+    start = time.perf_counter()
+    merged = merged_eval_model(cfg.model, cfg.hardware, trained.adapter_dir, Path(cfg.cache_dir).expanduser())
+    if merged is not None:
+        trained.model = None
+        loaded.model = merged
+        _release_memory()
+        loaded.load_s += time.perf_counter() - start
+    record.train["eval_model"] = "merged_16bit" if merged is not None else "adapter_on_4bit"
+    return merged
 
 
 def _flops_per_token(cfg: RunConfig, trained) -> float:

@@ -87,3 +87,22 @@ def test_batched_greedy_generation_equals_one_at_a_time(tiny):
     assert all(0 < n <= 8 for n in batched.generated_tokens)
     assert batched.tokens_per_s > 0
     assert batched.prompt_tokens[2] < batched.prompt_tokens[3]
+
+
+@pytest.mark.slow
+def test_smollm2_prompt_format_uses_our_system_prompt_not_its_default(compose_cfg):
+    from pathlib import Path
+
+    from harness.config import to_run_config
+    from harness.data import load_dataset, prompt_messages
+    from harness.models import gguf_safetensors_cache
+    from transformers import AutoTokenizer
+
+    cfg = to_run_config(compose_cfg("model=smollm2_135m"))
+    tokenizer = AutoTokenizer.from_pretrained(gguf_safetensors_cache(cfg.model, Path(cfg.cache_dir).expanduser()))
+    record = load_dataset(cfg.data).eval[0]
+    text = tokenizer.apply_chat_template(prompt_messages(record, cfg.data, cfg.model), tokenize=False,
+                                         add_generation_prompt=True)
+    assert text == (f"<|im_start|>system\n{cfg.data.system_prompt}<|im_end|>\n"
+                    f"<|im_start|>user\n{record.question}<|im_end|>\n<|im_start|>assistant\n")
+    assert "SmolLM" not in text  # the template's default system prompt only appears when none is given

@@ -71,3 +71,19 @@ def test_causal_training_runs_on_the_corpus(ctx):
     assert result.steps == 12 and result.train_tokens > 0
     losses = [loss for _, loss in result.losses]
     assert sum(losses[-3:]) < sum(losses[:3])
+
+
+def test_merged_adapter_generates_what_the_adapter_model_generates(ctx):
+    from harness.config import EvalConfig
+    from harness.models import build_tiny_random, merge_adapter
+    from harness.predict import generate
+
+    result = get_trainer("instruct")(ctx)
+    conversations = [[{"role": "user", "content": r.question}] for r in ctx.dataset.eval[:3]]
+    settings = EvalConfig(max_new_tokens=6, batch_size=3)
+    with_adapter = generate(result.model, ctx.loaded.tokenizer, conversations, settings, progress=False)
+    fresh_base, _ = build_tiny_random(ctx.cfg.model, ctx.cfg.qlora.seed)  # the same weights training started from
+    merged = merge_adapter(fresh_base, result.adapter_dir)
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    assert generate(merged, ctx.loaded.tokenizer, conversations, settings, progress=False).predictions == \
+        with_adapter.predictions
