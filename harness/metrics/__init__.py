@@ -94,4 +94,4 @@ class LocalEvaluateMetric:
 
 
 # Imported last: the submodules register themselves using the names defined above.
-from harness.metrics import bleu, ngram, rouge  # noqa: E402, F401
+from harness.metrics import bleu, classification, ngram, recommendation, rouge, semantic  # noqa: E402, F401
