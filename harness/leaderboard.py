@@ -2,13 +2,19 @@
 
     python -m harness.leaderboard --min rougeL=0.3 --min bleu=0.1
 
-prints a ranked table, writes results/leaderboard.md, and names the cheapest completed run that meets
-every floor, saying why each other run was not picked.
+prints a ranked table (with a 95% bootstrap CI of the sort metric), writes results/leaderboard.md, and
+names the cheapest completed run that meets every floor, saying why each other run was not picked.
+
+    python -m harness.leaderboard --compare RUN_KEY_A RUN_KEY_B [--metric rougeL]
+
+compares two runs on the same eval examples with a paired bootstrap: is B's difference from A real?
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.ledger import COMPLETED, Ledger
+from harness.stats import SAMPLE_MEAN_SUFFIX, ci_name, paired_bootstrap, verdict
 
 COST_KEYS = ("usd_per_1k_generations", "usd_total", "usd_train", "usd_eval")
 
@@ -109,9 +116,26 @@ def _label(row: dict) -> str:
     return f"{row.get('model')}/{row.get('method')}{tuned} [{row.get('run_key')}]"
 
 
-def table_rows(rows: list[dict], metrics: list[str], cost_key: str) -> tuple[list[str], list[list[str]]]:
-    header = ["#", "model", "method", "r", "status", *metrics, cost_key, "$ run", "train s", "eval tok/s",
-              "peak GB", "run key"]
+def ci_of(row: dict, metric: str) -> tuple[str, dict] | None:
+    """(name, {mean, low, high, n}) of a row's bootstrap CI for `metric`, if the run recorded one."""
+    cis = row.get("metrics_ci") or {}
+    for name in (metric, metric + SAMPLE_MEAN_SUFFIX):
+        if name in cis:
+            return name, cis[name]
+    return None
+
+
+def _fmt_ci(ci: dict) -> str:
+    return f"{ci['mean']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
+
+
+def table_rows(rows: list[dict], metrics: list[str], cost_key: str,
+               ci_metric: str | None = None) -> tuple[list[str], list[list[str]]]:
+    """Table cells; with `ci_metric`, a column with its 95% CI (`mean [low, high]`) after the metrics."""
+    found = [ci for row in rows if ci_metric and (ci := ci_of(row, ci_metric))]
+    ci_header = [f"{found[0][0]} 95% CI"] if found else []
+    header = ["#", "model", "method", "r", "status", *metrics, *ci_header, cost_key, "$ run", "train s",
+              "eval tok/s", "peak GB", "run key"]
     body = []
     for index, row in enumerate(rows, start=1):
         m, c = row.get("metrics", {}), row.get("cost", {})
@@ -123,6 +147,7 @@ def table_rows(rows: list[dict], metrics: list[str], cost_key: str) -> tuple[lis
             str(row.get("config", {}).get("qlora", {}).get("r", "")) if trained else "-",
             str(row.get("status")),
             *[f"{m[name]:.4f}" if name in m else "-" for name in metrics],
+            *([_fmt_ci(ci[1]) if (ci := ci_of(row, ci_metric)) else "-"] if ci_header else []),
             _cost(row, cost_key),
             _cost(row, "usd_total"),
             f"{c['train_s']:.1f}" if trained and "train_s" in c else "-",
@@ -135,7 +160,9 @@ def table_rows(rows: list[dict], metrics: list[str], cost_key: str) -> tuple[lis
 
 def render_markdown(header, body, verdict: Verdict | None, floors, cost_key: str, source: Path) -> str:
     lines = [f"# Leaderboard\n\nSource: `{source}`. Metrics are 0..1, higher is better; "
-             f"cost on each run's hardware preset.\n",
+             f"cost on each run's hardware preset. A 95% CI is a bootstrap interval over eval examples, "
+             f"`mean [low, high]`; `_sample_mean` marks a corpus metric (BLEU, chrF) whose interval is "
+             f"for the mean of per-example scores. Compare two runs with `--compare KEY_A KEY_B`.\n",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     if verdict is not None:
@@ -158,9 +185,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cost", choices=COST_KEYS, default="usd_per_1k_generations",
                         help="what 'cheapest' means (default: serving cost per 1000 answers)")
     parser.add_argument("--sweep", default=None, help="only runs of this sweep id")
+    parser.add_argument("--compare", nargs=2, metavar=("RUN_KEY_A", "RUN_KEY_B"), default=None,
+                        help="paired bootstrap of run B against run A on their shared eval examples "
+                             "(unique prefixes of run keys are accepted)")
+    parser.add_argument("--metric", default=None, help="with --compare: only this per-sample metric")
     args = parser.parse_args(argv)
     # Wide enough for every column when piped to a file or CI log (rich assumes 80 there).
     console = Console(width=None if sys.stdout.isatty() else 220)
+    if args.metric and not args.compare:
+        console.print("[red]error:[/red] --metric goes with --compare; rank with --sort METRIC")
+        return 2
+    if args.compare:
+        try:
+            comparison = compare(args.ledger, *args.compare, metric=args.metric)
+        except LeaderboardError as exc:
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
+            return 2
+        print_comparison(console, comparison)
+        return 0
     try:
         report = build(args)
     except LeaderboardError as exc:
@@ -200,12 +242,131 @@ def build(args):
         raise LeaderboardError(f"unknown metric(s) {unknown}; the ledger has: {', '.join(metrics) or 'none'}")
     sort_by = args.sort or next(iter(floors), "rougeL" if "rougeL" in metrics else (metrics or [""])[0])
     ranked = rank(rows, sort_by)
-    header, body = table_rows(ranked, metrics, args.cost)
+    header, body = table_rows(ranked, metrics, args.cost, ci_metric=sort_by)
     verdict = pick_cheapest(ranked, floors, args.cost) if floors else None
     out = args.out or args.ledger.parent / "leaderboard.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_markdown(header, body, verdict, floors, args.cost, args.ledger), encoding="utf-8")
     return header, body, verdict, out
+
+
+# Fields of a predictions-*.jsonl row that are not per-sample metric scores.
+ROW_FIELDS = frozenset({"id", "question", "reference", "prediction", "generated_tokens"})
+CONFIDENCE = 0.95
+
+
+@dataclass
+class Comparison:
+    a: dict
+    b: dict
+    results: dict[str, dict]  # metric name -> paired_bootstrap result
+
+
+def resolve_run(records: list[dict], prefix: str, ledger: Path) -> dict:
+    """The latest completed record whose run key is `prefix` or starts with it (uniquely)."""
+    keys = list(dict.fromkeys(r.get("run_key") for r in records if str(r.get("run_key", "")).startswith(prefix)))
+    if prefix in keys:
+        keys = [prefix]
+    if not keys:
+        raise LeaderboardError(f"no run key starting with {prefix!r} in {ledger}")
+    if len(keys) > 1:
+        raise LeaderboardError(f"run key prefix {prefix!r} is ambiguous in {ledger}: {', '.join(sorted(keys))}")
+    done = [r for r in records if r.get("run_key") == keys[0] and r.get("status") == COMPLETED]
+    if not done:
+        raise LeaderboardError(f"run {keys[0]} has no completed record in {ledger}, so no predictions to compare")
+    return done[-1]
+
+
+def load_predictions(record: dict, ledger: Path) -> list[dict]:
+    """The run's per-example rows; also looked for beside the ledger, in case results/ was moved."""
+    stored = record.get("predictions_file")
+    if not stored:
+        raise LeaderboardError(f"run {record.get('run_key')} records no predictions file")
+    candidates = [Path(stored), ledger.parent / "runs" / str(record.get("run_key")) / Path(stored).name]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise LeaderboardError(f"predictions file of run {record.get('run_key')} not found: {stored}")
+    try:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LeaderboardError(f"cannot read predictions file {path}: {exc}") from None
+
+
+def _is_score(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _by_id(rows: list[dict], record: dict) -> dict[str, dict]:
+    by_id = {}
+    for row in rows:
+        if row.get("id") in by_id:
+            raise LeaderboardError(f"run {record.get('run_key')}: example id {row.get('id')!r} appears twice")
+        by_id[row.get("id")] = row
+    return by_id
+
+
+def _some(ids) -> str:
+    ids = sorted(map(str, ids))
+    return ", ".join(ids[:10]) + (f" (and {len(ids) - 10} more)" if len(ids) > 10 else "")
+
+
+def compare(ledger: Path, key_a: str, key_b: str, metric: str | None = None,
+            n_resamples: int = 2000, seed: int = 0) -> Comparison:
+    """Paired bootstrap of every per-sample metric the two runs share, on the same eval examples."""
+    records = Ledger(ledger).records()
+    if not records:
+        raise LeaderboardError(f"no runs in {ledger}")
+    a, b = resolve_run(records, key_a, ledger), resolve_run(records, key_b, ledger)
+    rows_a, rows_b = _by_id(load_predictions(a, ledger), a), _by_id(load_predictions(b, ledger), b)
+    sets = f"A={a.get('run_key')} (data={a.get('data')}, {len(rows_a)} examples), " \
+           f"B={b.get('run_key')} (data={b.get('data')}, {len(rows_b)} examples)"
+    only_a, only_b = rows_a.keys() - rows_b.keys(), rows_b.keys() - rows_a.keys()
+    if only_a or only_b:
+        raise LeaderboardError(
+            f"different eval sets cannot be compared: {sets}; "
+            + "; ".join(f"ids only in {side}: {_some(ids)}" for side, ids in (("A", only_a), ("B", only_b)) if ids))
+    changed = [i for i in rows_a if rows_a[i].get("reference") != rows_b[i].get("reference")]
+    if changed:
+        raise LeaderboardError(f"different eval sets cannot be compared: {sets}; same ids but different "
+                               f"references for: {_some(changed)}")
+    ids = list(rows_a)
+    shared = [k for k in rows_a[ids[0]] if k not in ROW_FIELDS
+              and all(_is_score(rows_a[i].get(k)) and _is_score(rows_b[i].get(k)) for i in ids)]
+    names = {}
+    for key in shared:
+        sample_mean = sum(rows_a[i][key] for i in ids) / len(ids)
+        names[key] = ci_name(key, a.get("metrics", {}).get(key), sample_mean)
+    if metric is not None:
+        wanted = [k for k in shared if metric in (k, names[k])]
+        if not wanted:
+            raise LeaderboardError(f"metric {metric!r} is not a per-sample score of both runs; they share: "
+                                   f"{', '.join(shared) or 'none'}")
+        shared = wanted
+    if not shared:
+        raise LeaderboardError("the two runs share no per-sample metric scores")
+    results = {names[k]: paired_bootstrap([rows_a[i][k] for i in ids], [rows_b[i][k] for i in ids],
+                                          n_resamples=n_resamples, confidence=CONFIDENCE, seed=seed)
+               for k in shared}
+    return Comparison(a=a, b=b, results=results)
+
+
+def _fmt_p(p: float, n_resamples: int = 2000) -> str:
+    return f"<{1 / n_resamples:g}" if p == 0 else f"{p:.4f}"
+
+
+def print_comparison(console: Console, comparison: Comparison) -> None:
+    console.print(escape(f"A: {_label(comparison.a)}"))
+    console.print(escape(f"B: {_label(comparison.b)}"))
+    table = Table(title=f"paired bootstrap, B - A, {CONFIDENCE:.0%} CI over eval examples")
+    for name in ("metric", "mean A", "mean B", "diff (B-A)", f"{CONFIDENCE:.0%} CI", "p", "n", "verdict"):
+        table.add_column(name, justify="left" if name in ("metric", "verdict") else "right")
+    for name, r in comparison.results.items():
+        cells = [name, f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}", f"{r['mean_diff']:+.4f}",
+                 f"[{r['low']:+.4f}, {r['high']:+.4f}]", _fmt_p(r["p_value"]), str(r["n"]), verdict(r, CONFIDENCE)]
+        table.add_row(*map(escape, cells))
+    console.print(table)
+    if any(name.endswith(SAMPLE_MEAN_SUFFIX) for name in comparison.results):
+        console.print("_sample_mean: a corpus metric (BLEU, chrF) compared on its mean per-example score")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ class RunRecord:
     # Corpus-level metric values (0..1), flattened: {"bleu": .., "rouge1": .., "rougeL": .., "chrf": ..}.
     metrics: dict[str, float] = field(default_factory=dict)
     metric_samples: int = 0
+    # 95% bootstrap CIs of per-sample means: {name: {mean, low, high, n}}; `<metric>_sample_mean` names a
+    # metric whose corpus figure is not a per-sample mean (BLEU, chrF). See harness/stats.py.
+    metrics_ci: dict[str, dict] = field(default_factory=dict)
     cost: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     retrieval: dict = field(default_factory=dict)

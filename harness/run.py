@@ -201,6 +201,7 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path)
     if record.retrieval.get("recall_at_k") is not None:
         record.metrics[f"recall@{cfg.retrieval.top_k}"] = record.retrieval["recall_at_k"]
     record.metric_samples = len(references)
+    record.metrics_ci = metric_cis(scores, cfg.qlora.seed)
 
     rows = []
     for i, (r, prediction) in enumerate(zip(eval_records, predicted.predictions, strict=True)):
@@ -229,6 +230,23 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path)
     record.cost.update(device=loaded.device, dtype=loaded.dtype, quantized_4bit=loaded.quantized_4bit)
     record.failed_stage = None
     return rows, adapter_dir
+
+
+def metric_cis(scores: dict, seed: int, confidence: float = 0.95) -> dict[str, dict]:
+    """A bootstrap CI of the mean of every per-sample metric key (see harness/stats.py for the naming)."""
+    from harness.stats import bootstrap_ci, ci_name
+
+    out = {}
+    for result in scores.values():
+        for key, values in result.per_sample.items():
+            try:
+                mean, low, high = bootstrap_ci(values, confidence=confidence, seed=seed)
+            except ValueError as exc:  # e.g. NaN scores: no interval, but the run's result stands
+                log.warning("no confidence interval for %s: %s", key, exc)
+                continue
+            name = ci_name(key, result.values.get(key), mean)
+            out[name] = {"mean": mean, "low": low, "high": high, "n": len(values)}
+    return out
 
 
 def retrieve_contexts(cfg: RunConfig, dataset: Dataset, eval_records) -> tuple[dict[str, str], dict]:

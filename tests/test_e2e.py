@@ -36,6 +36,7 @@ def test_two_cell_sweep_writes_ledger_tracks_offline_then_resumes(run_harness, t
         assert set(row["metrics"]) == {"bleu", "rouge1", "rouge2", "rougeL", "chrf"}
         assert all(0.0 <= v <= 1.0 for v in row["metrics"].values())
         assert row["metric_samples"] == 4
+        assert row["metrics_ci"]["rougeL"]["n"] == 4 and "bleu_sample_mean" in row["metrics_ci"]
         assert row["cost"]["eval_examples"] == 4 and row["cost"]["usd_total"] > 0
         assert row["cost"]["peak_memory_kind"] == "peak_rss" and row["cost"]["peak_memory_gb"] > 0
         assert row["versions"]["transformers"] and row["schema_version"] == 1
