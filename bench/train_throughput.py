@@ -111,7 +111,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--r", type=int, default=None, help="LoRA rank (default: the harness config's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the harness config's)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads, both paths (default: hardware.num_threads)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for both paths (default: hardware preset)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--no-shapes", action="store_true", help="run plain `python -m harness` (processed tokens n/a)")
     return p.parse_args()
@@ -302,8 +302,17 @@ def run_harness(args) -> dict:
         "tokens_per_s": float(train["tokens_per_s"]),
         "final_loss": float(losses[-1][1]) if losses else None,
         "threads": config["hardware"].get("num_threads"),
-        "settings": settings(config["qlora"], config["qlora"]["target_modules"] or config["model"]["lora_target_modules"]),
+        "settings": settings(
+            config["qlora"], config["qlora"]["target_modules"] or config["model"]["lora_target_modules"]
+        ),
     }
+
+
+def warn_if_busy(when: str) -> None:
+    busy = psutil.cpu_percent(interval=1.0)  # system-wide, over 1 s while this process sleeps
+    if busy > 20:
+        print(f"WARNING: the CPU is {busy:.0f}% busy {when}: another process is using it, so the timings are "
+              "inflated and noisy (on 2 cores, thread oversubscription can slow training 5-10x or more).")
 
 
 def median(runs: list[dict], key: str):
@@ -331,10 +340,7 @@ def main() -> None:
         f"targets={','.join(q.target_modules or model_cfg.lora_target_modules)} "
         f"threads={args.threads or cfg.hardware.num_threads} repeats={args.repeats}"
     )
-    busy = psutil.cpu_percent(interval=1.0)  # system-wide, over 1 s while this process sleeps
-    if busy > 20:
-        print(f"WARNING: the CPU is {busy:.0f}% busy before starting: another process is using it, "
-              "so every timing below is inflated and noisy (thread oversubscription can slow training 5-10x).")
+    warn_if_busy("before starting")
 
     base_runs, harness_runs = [], []
     for i in range(args.repeats):
@@ -344,6 +350,7 @@ def main() -> None:
         print(f"  repeat {i + 1}/{args.repeats}: baseline train {b['train_s']:.2f}s {b['tokens_per_s']:.0f} tok/s | "
               f"harness train {h['train_s']:.2f}s {h['tokens_per_s']:.0f} tok/s")
 
+    warn_if_busy("after the runs")  # contention that started mid-run shows here, not at the start
     for b, h in zip(base_runs, harness_runs, strict=True):
         if b["steps"] != h["steps"]:
             print(f"WARNING: optimizer steps differ: baseline {b['steps']} vs harness {h['steps']}")
