@@ -33,7 +33,7 @@ def test_two_cell_sweep_writes_ledger_tracks_offline_then_resumes(run_harness, t
     assert base["run_key"] != instruct["run_key"]
     assert base["sweep_id"] == instruct["sweep_id"] != ""
     for row in rows:
-        assert set(row["metrics"]) == {"bleu", "rouge1", "rouge2", "rougeL", "chrf"}
+        assert set(row["metrics"]) == {"bleu", "rouge1", "rouge2", "rougeL", "chrf", "semantic"}
         assert all(0.0 <= v <= 1.0 for v in row["metrics"].values())
         assert row["metric_samples"] == 4
         assert row["metrics_ci"]["rougeL"]["n"] == 4 and "bleu_sample_mean" in row["metrics_ci"]
