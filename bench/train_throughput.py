@@ -57,31 +57,27 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import psutil  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, however this script is started
+
 import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
 import datasets  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from peft import LoraConfig  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback  # noqa: E402
+from transformers import PrinterCallback  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
-from harness.config import DataConfig, ModelConfig, RunConfig, resolve_data_dir  # noqa: E402
-from harness.models import build_tiny_random, gguf_safetensors_cache, locate_gguf  # noqa: E402
+import common  # noqa: E402
+from harness.config import RunConfig  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-CONF = REPO / "conf"
+fmt = common.formatter(",.0f", missing="n/a")
 
 # Runs the harness's own entry point (`python -m harness`) after wrapping TRL's collator so that each batch's
 # padded input_ids shape is appended to $TB_SHAPES_FILE. One small file write per batch; nothing else changes.
@@ -103,77 +99,29 @@ runpy.run_module("harness", run_name="__main__", alter_sys=True)
 """
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", choices=["tiny_random", "smollm2_135m"], default="smollm2_135m")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--max-length", type=int, default=512)
-    p.add_argument("--r", type=int, default=None, help="LoRA rank (default: the harness config's)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the harness config's)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads for both paths (default: hardware preset)")
-    p.add_argument("--repeats", type=int, default=1)
+def parse_args():
+    p = common.argument_parser(
+        __doc__.split("\n\n")[0],
+        max_length=512,
+        threads_help="torch threads for both paths (default: hardware preset)",
+    )
     p.add_argument("--no-shapes", action="store_true", help="run plain `python -m harness` (processed tokens n/a)")
     return p.parse_args()
 
 
 def overrides(args) -> list[str]:
     """The Hydra overrides both paths get (the subprocess adds results_dir)."""
-    o = [
-        f"model={args.model}", "method=instruct", "tracker=none", "progress=false", "force=true", "preflight=false",
-        f"qlora.max_steps={args.steps}",
-        f"qlora.batch_size={args.batch_size}",
-        f"qlora.max_length={args.max_length}",
-        "eval.num_examples=1",
-        "eval.max_new_tokens=1",
-    ]  # fmt: skip
-    if args.r is not None:
-        o.append(f"qlora.r={args.r}")
-    if args.lr is not None:
-        o.append(f"qlora.lr={args.lr!r}")
-    if args.threads:
-        o.append(f"hardware.num_threads={args.threads}")
-    return o
+    threads = [f"hardware.num_threads={args.threads}"] if args.threads else []
+    return common.harness_overrides(args, "preflight=false", *threads)
 
 
-def compose_config(args) -> RunConfig:
-    """The config `python -m harness <overrides>` would run with: the baseline reads its settings here."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides(args))
-    return OmegaConf.to_object(cfg)
-
-
-def text_rows(data: DataConfig, model_cfg: ModelConfig, tokenizer) -> list[dict]:
+def text_rows(cfg: RunConfig, tokenizer) -> list[dict]:
     """Tutorial style: the whole conversation (system + question + answer) rendered to one "text" string.
     The messages are the ones harness.train.instruct_dataset builds (prompt + completion)."""
-    path = resolve_data_dir(data) / data.train_file
-    records = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
-    if data.max_train_examples is not None:
-        records = records[: data.max_train_examples]
-    rows = []
-    for r in records:
-        user = data.prompt_template.format(question=r["question"], context="")
-        if not data.system_prompt:
-            messages = [{"role": "user", "content": user}]
-        elif model_cfg.supports_system_role:
-            messages = [{"role": "system", "content": data.system_prompt}, {"role": "user", "content": user}]
-        else:
-            messages = [{"role": "user", "content": f"{data.system_prompt}\n\n{user}"}]
-        messages.append({"role": "assistant", "content": r["answer"]})
-        rows.append({"text": tokenizer.apply_chat_template(messages, tokenize=False)})
-    return rows
-
-
-def settings(q, target_modules) -> dict:
-    """The settings that must match between the paths; compared against the ledger's config."""
-    return {
-        "r": q["r"], "alpha": q["alpha"], "dropout": q["dropout"], "target_modules": sorted(target_modules),
-        "lr": q["lr"], "max_steps": q["max_steps"], "batch_size": q["batch_size"], "grad_accum": q["grad_accum"],
-        "max_length": q["max_length"], "warmup_ratio": q["warmup_ratio"], "weight_decay": q["weight_decay"],
-        "lr_scheduler": q["lr_scheduler"], "seed": q["seed"],
-    }  # fmt: skip
+    return [
+        {"text": tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)}
+        for row in common.train_conversations(cfg)
+    ]
 
 
 class RecordingCollator:
@@ -197,52 +145,19 @@ def processed_tokens(shapes: list[list[int]], steps: int, grad_accum: int) -> in
 
 
 def run_baseline(args, cfg: RunConfig, weights: Path | None) -> dict:
-    q, model_cfg = cfg.qlora, cfg.model
+    q = cfg.qlora
     torch.set_num_threads(args.threads or cfg.hardware.num_threads or torch.get_num_threads())
     with tempfile.TemporaryDirectory(prefix="train-throughput-") as tmp:
-        if weights is None:
-            model, tokenizer = build_tiny_random(model_cfg, q.seed)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(weights)
-            model = AutoModelForCausalLM.from_pretrained(weights, dtype=torch.float32)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        model, tokenizer = common.load_base(cfg, weights)
 
-        train_dataset = Dataset.from_list(text_rows(cfg.data, model_cfg, tokenizer))
-        peft_config = LoraConfig(
-            r=q.r,
-            lora_alpha=q.alpha,
-            lora_dropout=q.dropout,
-            target_modules=list(q.target_modules or model_cfg.lora_target_modules),
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
+        train_dataset = Dataset.from_list(text_rows(cfg, tokenizer))
+        peft_config = LoraConfig(**common.lora_kwargs(cfg))
         sft_args = SFTConfig(
-            output_dir=str(Path(tmp) / "trainer"),
-            per_device_train_batch_size=q.batch_size,
-            gradient_accumulation_steps=q.grad_accum,
-            learning_rate=q.lr,
-            num_train_epochs=q.epochs,
-            max_steps=q.max_steps,
-            max_length=q.max_length,
-            warmup_steps=q.warmup_ratio,  # as the harness passes it: a float < 1 is a ratio
-            weight_decay=q.weight_decay,
-            lr_scheduler_type=q.lr_scheduler,
-            seed=q.seed,
-            data_seed=q.seed,
-            logging_steps=q.logging_steps,
+            **common.baseline_sft_kwargs(cfg, Path(tmp) / "trainer"),
             dataset_text_field="text",
             packing=False,
             pad_to_multiple_of=q.max_length,  # every batch padded to exactly max_length
             train_sampling_strategy="random",
-            activation_checkpointing=False,
-            use_cpu=True,
-            bf16=False,  # SFTConfig defaults to bf16 even with use_cpu; the harness trains fp32 on CPU
-            fp16=False,
-            save_strategy="no",
-            report_to=[],
-            disable_tqdm=True,
-            dataloader_num_workers=0,
         )
         trainer = SFTTrainer(
             model=model, args=sft_args, train_dataset=train_dataset, processing_class=tokenizer, peft_config=peft_config
@@ -255,20 +170,13 @@ def run_baseline(args, cfg: RunConfig, weights: Path | None) -> dict:
         trainer.train()
         train_s = time.perf_counter() - t0
 
-        history = trainer.state.log_history
-        losses = [float(h["loss"]) for h in history if "loss" in h]
-        tokens = max((int(h["num_tokens"]) for h in history if "num_tokens" in h), default=0)
-        steps = trainer.state.global_step
+        figures = common.trainer_figures(trainer, train_s)
+        steps = figures["steps"]
         result = {
-            "steps": steps,
-            "train_s": train_s,
-            "tokens": tokens,
+            **figures,
             "processed": processed_tokens(collator.shapes, steps, q.grad_accum),
             "expected_processed": steps * q.grad_accum * q.batch_size * q.max_length,
-            "tokens_per_s": tokens / train_s,
-            "final_loss": losses[-1] if losses else None,
-            "threads": torch.get_num_threads(),
-            "settings": settings(vars(q), peft_config.target_modules),
+            "settings": common.settings(vars(q), peft_config.target_modules),
         }
     del trainer, model
     gc.collect()
@@ -279,84 +187,42 @@ def run_harness(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="train-throughput-harness-") as tmp:
         shapes_file = Path(tmp) / "shapes.jsonl"
         entry = ["-m", "harness"] if args.no_shapes else ["-c", HARNESS_WITH_SHAPES]
-        cmd = [sys.executable, *entry, *overrides(args), f"results_dir={tmp}"]
         env = {**os.environ, "TB_SHAPES_FILE": str(shapes_file)}
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
-        ledger = Path(tmp) / "runs.jsonl"
-        if proc.returncode != 0 or not ledger.is_file():
-            sys.exit(f"harness run failed (rc={proc.returncode}):\n{' '.join(cmd)}\n{proc.stderr[-4000:]}")
+        record, proc, _ = common.run_harness_cli(entry, overrides(args), Path(tmp), env=env)
         if "could not record batch shapes" in proc.stderr:
             print("WARNING: " + next(line for line in proc.stderr.splitlines() if "could not record" in line))
-        record = json.loads(ledger.read_text("utf-8").splitlines()[-1])
-        if record.get("status") != "completed":
-            sys.exit(f"harness run did not complete: {record.get('status')}: {record.get('error', '')[:2000]}")
         shapes = [json.loads(line) for line in shapes_file.read_text().splitlines()] if shapes_file.is_file() else []
-    train, config = record["train"], record["config"]
-    losses = train.get("losses") or []
-    steps = int(train["steps"])
-    return {
-        "steps": steps,
-        "train_s": float(train["train_s"]),
-        "tokens": int(train["train_tokens"]),
-        "processed": processed_tokens(shapes, steps, config["qlora"]["grad_accum"]) if shapes else None,
-        "tokens_per_s": float(train["tokens_per_s"]),
-        "final_loss": float(losses[-1][1]) if losses else None,
-        "threads": config["hardware"].get("num_threads"),
-        "settings": settings(
-            config["qlora"], config["qlora"]["target_modules"] or config["model"]["lora_target_modules"]
-        ),
-    }
-
-
-def warn_if_busy(when: str) -> None:
-    busy = psutil.cpu_percent(interval=1.0)  # system-wide, over 1 s while this process sleeps
-    if busy > 20:
-        print(f"WARNING: the CPU is {busy:.0f}% busy {when}: another process is using it, so the timings are "
-              "inflated and noisy (on 2 cores, thread oversubscription can slow training 5-10x or more).")
-
-
-def median(runs: list[dict], key: str):
-    values = [r[key] for r in runs if r.get(key) is not None]
-    return statistics.median(values) if values else None
-
-
-def fmt(value, spec: str = ",.0f") -> str:
-    return "n/a" if value is None else format(value, spec)
+    figures = common.ledger_figures(record)
+    grad_accum = record["config"]["qlora"]["grad_accum"]
+    return {**figures, "processed": processed_tokens(shapes, figures["steps"], grad_accum) if shapes else None}
 
 
 def main() -> None:
     args = parse_args()
     datasets.disable_progress_bars()
-    cfg = compose_config(args)
-    model_cfg, q = cfg.model, cfg.qlora
+    cfg = common.compose_config(overrides(args))
+    q = cfg.qlora
 
-    weights = None
-    if args.model != "tiny_random":
-        weights = gguf_safetensors_cache(model_cfg, Path(cfg.cache_dir).expanduser())  # converts once; not timed
-        print(f"weights: {weights} (from {locate_gguf(model_cfg).name})")
+    weights = common.locate_weights(cfg)  # converts once; not timed
     print(
         f"model={args.model} steps={q.max_steps} batch={q.batch_size} grad_accum={q.grad_accum} "
         f"max_length={q.max_length} r={q.r} alpha={q.alpha} lr={q.lr} "
-        f"targets={','.join(q.target_modules or model_cfg.lora_target_modules)} "
+        f"targets={','.join(common.target_modules(cfg))} "
         f"threads={args.threads or cfg.hardware.num_threads} repeats={args.repeats}"
     )
-    warn_if_busy("before starting")
+    common.warn_if_busy("before starting")
 
-    base_runs, harness_runs = [], []
-    for i in range(args.repeats):
-        base_runs.append(run_baseline(args, cfg, weights))
-        harness_runs.append(run_harness(args))
-        b, h = base_runs[-1], harness_runs[-1]
-        print(f"  repeat {i + 1}/{args.repeats}: baseline train {b['train_s']:.2f}s {b['tokens_per_s']:.0f} tok/s | "
-              f"harness train {h['train_s']:.2f}s {h['tokens_per_s']:.0f} tok/s")
+    base_runs, harness_runs = common.run_alternating(
+        args.repeats,
+        lambda: run_baseline(args, cfg, weights),
+        lambda: run_harness(args),
+        lambda b, h: f"baseline train {b['train_s']:.2f}s {b['tokens_per_s']:.0f} tok/s | "
+        f"harness train {h['train_s']:.2f}s {h['tokens_per_s']:.0f} tok/s",
+    )
 
-    warn_if_busy("after the runs")  # contention that started mid-run shows here, not at the start
+    common.warn_if_busy("after the runs")  # contention that started mid-run shows here, not at the start
     for b, h in zip(base_runs, harness_runs, strict=True):
-        if b["steps"] != h["steps"]:
-            print(f"WARNING: optimizer steps differ: baseline {b['steps']} vs harness {h['steps']}")
-        if b["settings"] != h["settings"]:
-            diff = {k: (v, h["settings"].get(k)) for k, v in b["settings"].items() if v != h["settings"].get(k)}
-            print(f"WARNING: the paths trained with different settings (baseline, harness): {diff}")
+        common.warn_if_differ(b, h, "baseline")
         if b["processed"] is not None and b["processed"] != b["expected_processed"]:
             print(f"WARNING: baseline batches were not all padded to max_length: {b['processed']} processed tokens, "
                   f"expected {b['expected_processed']}")
@@ -370,8 +236,8 @@ def main() -> None:
     print(f"\n{header}   ({stat})")
     table = {}
     for name, runs in (("baseline", base_runs), ("harness", harness_runs)):
-        row = {k: median(runs, k) for k in ("steps", "train_s", "tokens", "processed", "tokens_per_s")}
-        row["processed_per_s"] = median(
+        row = {k: common.median(runs, k) for k in ("steps", "train_s", "tokens", "processed", "tokens_per_s")}
+        row["processed_per_s"] = common.median(
             [{"v": r["processed"] / r["train_s"]} for r in runs if r["processed"] is not None], "v"
         )
         pad = None if not row["processed"] else 1 - row["tokens"] / row["processed"]
