@@ -103,7 +103,10 @@ def _load_pretrained(folder, kwargs, model_cfg, hardware, qlora, device):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = dict(kwargs, trust_remote_code=model_cfg.trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+    except OSError as exc:  # not on disk, no network, no access: say which, not a 40-line trace
+        raise ConfigError(_unreachable_model_message(model_cfg, folder, exc)) from exc
     quantized = device == "cuda" and qlora.load_in_4bit
     if device == "cuda":
         compute_dtype = torch.bfloat16 if hardware.supports_bf16 else torch.float16
@@ -131,6 +134,18 @@ def _load_pretrained(folder, kwargs, model_cfg, hardware, qlora, device):
             model, use_gradient_checkpointing=uses_gradient_checkpointing(hardware, qlora)
         )
     return model, tokenizer, quantized
+
+
+def _unreachable_model_message(model_cfg: ModelConfig, folder, exc: OSError) -> str:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    hints = []
+    if model_cfg.gated:
+        hints.append(f"it is gated: accept its licence at https://huggingface.co/{model_cfg.hf_id} and put HF_TOKEN "
+                     "in the environment (never in a config)")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        hints.append("HF_HUB_OFFLINE=1 is set, so only a copy already in the Hugging Face cache can load")
+    hint = "; ".join(hints) or "check the id, the network, or point model.hf_id at a local folder"
+    return f"model={model_cfg.name}: cannot load {folder} ({reason}); {hint}"
 
 
 def locate_gguf(model_cfg: ModelConfig) -> Path:

@@ -106,3 +106,17 @@ def test_smollm2_prompt_format_uses_our_system_prompt_not_its_default(compose_cf
     assert text == (f"<|im_start|>system\n{cfg.data.system_prompt}<|im_end|>\n"
                     f"<|im_start|>user\n{record.question}<|im_end|>\n<|im_start|>assistant\n")
     assert "SmolLM" not in text  # the template's default system prompt only appears when none is given
+
+
+def test_unreachable_gated_model_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    gated = ModelConfig(name="llama3_8b", family="llama3", source="hub", hf_id="meta-llama/No-Such-Model-For-Tests",
+                        params_b=8.0, n_layers=32, hidden_size=4096, n_heads=32, n_kv_heads=8,
+                        intermediate_size=14336, vocab_size=128256, max_context=8192,
+                        lora_target_modules=["q_proj"], gated=True)
+    with pytest.raises(ConfigError) as info:
+        load_model(gated, CPU, QLoraConfig(), cache_dir=None)
+    message = str(info.value)
+    assert message.startswith("model=llama3_8b: cannot load meta-llama/No-Such-Model-For-Tests")
+    assert "accept its licence at https://huggingface.co/meta-llama/No-Such-Model-For-Tests" in message
+    assert "HF_HUB_OFFLINE=1 is set" in message
