@@ -1,7 +1,6 @@
 """datasets_gen end to end through the official ollama client against the Ollama-API test server."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
