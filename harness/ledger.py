@@ -38,6 +38,10 @@ class RunRecord:
     # 95% bootstrap CIs of per-sample means: {name: {mean, low, high, n}}; `<metric>_sample_mean` names a
     # metric whose corpus figure is not a per-sample mean (BLEU, chrF). See harness/stats.py.
     metrics_ci: dict[str, dict] = field(default_factory=dict)
+    # Fingerprint of the eval examples scored (ids + references): rows with different ones do not rank together.
+    eval_set: str | None = None
+    # The LLM judge and, per judged metric: scored, failed, reasons, failed_ids, scored_set (see metrics/ragas.py).
+    judge: dict = field(default_factory=dict)
     cost: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     retrieval: dict = field(default_factory=dict)

@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 import harness
-from harness.config import ConfigError, RunConfig, to_run_config
+from harness.config import ConfigError, JudgeBackend, RunConfig, to_run_config
 from harness.cost import PeakMemory, cost_report
 from harness.data import DataError, Dataset, load_dataset, prompt_messages
 from harness.ledger import COMPLETED, FAILED, SKIPPED, Ledger, RunRecord, run_key
@@ -30,6 +30,8 @@ log = logging.getLogger("harness")
 
 # Keys that change where or how results are shown, not what a cell computes: left out of the run key.
 NON_SEMANTIC_KEYS = ("tracker", "results_dir", "cache_dir", "force", "progress", "sweep_id", "preflight")
+# Metrics scored by an LLM judge rather than by the registry's score(predictions, references).
+JUDGED_METRICS = ("ragas",)
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "evaluate", "wandb")
 
 
@@ -77,6 +79,12 @@ def run_cell(cfg: RunConfig, config: dict) -> RunRecord | None:
         log.info("%s: skipped, already completed in %s (run %s); force=true re-runs it", cell, ledger.path, done["run_id"])
         OUTCOME.skipped.append(key)
         return None
+
+    check_metric_names(cfg)
+    if "ragas" in cfg.data.metrics and cfg.judge.backend != JudgeBackend.none and cfg.judge.check_on_start:
+        from harness.judge import Judge
+
+        Judge(cfg.judge, Path(cfg.cache_dir)).check()  # before any GPU time is spent on a cell it cannot score
 
     estimate, refusal = None, None
     if cfg.preflight:
@@ -159,9 +167,11 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path)
         model = loaded.model
         eval_records = dataset.eval[: cfg.eval.num_examples] if cfg.eval.num_examples else dataset.eval
         contexts: dict[str, str] | None = None
+        retrieved: Retrieved | None = None
         if cfg.method.retrieval:
             record.failed_stage = "retrieve"
-            contexts, record.retrieval = retrieve_contexts(cfg, dataset, eval_records)
+            retrieved = retrieve_contexts(cfg, dataset, eval_records)
+            contexts, record.retrieval = retrieved.contexts, retrieved.report
         if cfg.method.trainer:
             record.failed_stage = "train"
             _inject_failure(cfg, "train")
@@ -192,22 +202,30 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path)
     record.failed_stage = "score"
     _inject_failure(cfg, "score")
     references = [r.answer for r in eval_records]
-    with progress_bar("score", total=len(cfg.data.metrics), unit="metric", enabled=cfg.progress) as advance:
+    plain = [name for name in cfg.data.metrics if name not in JUDGED_METRICS]
+    with progress_bar("score", total=len(plain), unit="metric", enabled=cfg.progress) as advance:
         scores = {}
-        for name in cfg.data.metrics:
+        for name in plain:
             scores.update(score_all([name], predicted.predictions, references))
             advance(1)
     record.metrics = {k: v for result in scores.values() for k, v in result.values.items()}
     if record.retrieval.get("recall_at_k") is not None:
         record.metrics[f"recall@{cfg.retrieval.top_k}"] = record.retrieval["recall_at_k"]
     record.metric_samples = len(references)
+    record.eval_set = eval_set_hash(eval_records)
     record.metrics_ci = metric_cis(scores, cfg.qlora.seed)
+    judged = None
+    if "ragas" in cfg.data.metrics:
+        judged = _judge_ragas(cfg, eval_records, predicted.predictions, retrieved, record)
 
     rows = []
     for i, (r, prediction) in enumerate(zip(eval_records, predicted.predictions, strict=True)):
         row = {"id": r.id, "question": r.question, "reference": r.answer, "prediction": prediction,
                "generated_tokens": predicted.generated_tokens[i]}
         row.update({k: v[i] for result in scores.values() for k, v in result.per_sample.items()})
+        if judged is not None:
+            row.update({k: v[i] for k, v in judged.per_sample.items()})
+            row.update({f"{k}_error": v[i] for k, v in judged.errors.items() if v[i] is not None})
         rows.append(row)
     predictions_file = run_dir / f"predictions-{record.run_id}.jsonl"
     predictions_file.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
@@ -232,6 +250,49 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path)
     return rows, adapter_dir
 
 
+def eval_set_hash(eval_records) -> str:
+    """Fingerprint of the eval examples (ids and reference answers) a run was scored on."""
+    from harness.metrics.ragas import scored_set_hash
+
+    return scored_set_hash([f"{r.id}\t{r.answer}" for r in eval_records])
+
+
+def _judge_ragas(cfg: RunConfig, eval_records, predictions: list[str], retrieved: Retrieved | None,
+                 record: RunRecord):
+    """RAGAS metrics by the configured judge; with judge=none they are recorded as skipped, not as 0."""
+    from harness.judge import Judge
+    from harness.metrics.ragas import JudgedSample, applicable_metrics, score_ragas
+    from harness.stats import bootstrap_ci
+
+    if cfg.judge.backend == JudgeBackend.none:
+        record.judge = {"backend": "none", "skipped": "ragas: no judge configured (judge=none)"}
+        log.info("ragas metrics skipped: judge=none (set judge=ollama judge.model=NAME to score them)")
+        return None
+    names = applicable_metrics(cfg.judge.ragas_metrics, retrieves=retrieved is not None)
+    samples = [
+        JudgedSample(r.id, r.question, prediction, r.answer,
+                     retrieved.chunks[r.id] if retrieved is not None else ([r.context] if r.context else []))
+        for r, prediction in zip(eval_records, predictions, strict=True)
+    ]
+    judge = Judge(cfg.judge, Path(cfg.cache_dir))
+    if cfg.judge.check_on_start:
+        judge.check()  # already passed before loading; this also fills in the Ollama digest for the cache key
+    judged = score_ragas(judge, samples, names, cfg.retrieval.embedding_model)
+    record.metrics.update(judged.values)
+    for name, values in judged.per_sample.items():
+        kept = [v for v in values if v is not None]
+        if kept:
+            mean, low, high = bootstrap_ci(kept, seed=cfg.qlora.seed)
+            record.metrics_ci[name] = {"mean": mean, "low": low, "high": high, "n": len(kept)}
+    record.judge = {**redact(judge.settings()), "metrics": judged.accounting, "judge_s": round(judged.judge_s, 3),
+                    **judge.stats.to_dict()}
+    for name, acc in judged.accounting.items():
+        if acc["failed"]:
+            log.warning("%s: judge failed on %d of %d samples (%s); they are left out of its mean, not scored 0",
+                        name, acc["failed"], len(samples), ", ".join(f"{k}: {v}" for k, v in acc["reasons"].items()))
+    return judged
+
+
 def metric_cis(scores: dict, seed: int, confidence: float = 0.95) -> dict[str, dict]:
     """A bootstrap CI of the mean of every per-sample metric key (see harness/stats.py for the naming)."""
     from harness.stats import bootstrap_ci, ci_name
@@ -249,7 +310,14 @@ def metric_cis(scores: dict, seed: int, confidence: float = 0.95) -> dict[str, d
     return out
 
 
-def retrieve_contexts(cfg: RunConfig, dataset: Dataset, eval_records) -> tuple[dict[str, str], dict]:
+@dataclass
+class Retrieved:
+    contexts: dict[str, str]  # record id -> the context text put into its prompt
+    chunks: dict[str, list[str]]  # eval record id -> the chunk texts that prompt shows (for RAGAS)
+    report: dict  # for the run record: recall@k, timing, index size
+
+
+def retrieve_contexts(cfg: RunConfig, dataset: Dataset, eval_records) -> Retrieved:
     """Retrieved context for every train and eval question (training prompts must match inference prompts),
     from an index built once per corpus and settings and cached on disk, so a sweep's cells share it."""
     from harness.rag import RetrievalIndex, recall_at_k
@@ -263,6 +331,7 @@ def retrieve_contexts(cfg: RunConfig, dataset: Dataset, eval_records) -> tuple[d
     hits = index.retrieve([r.question for r in records], cfg.retrieval.top_k)
     contexts = {r.id: index.render_context(h, cfg.retrieval.max_context_chars) for r, h in zip(records, hits, strict=True)}
     eval_hits = hits[len(dataset.train):]
+    chunks = {r.id: shown_chunks(h, contexts[r.id]) for r, h in zip(eval_records, eval_hits, strict=True)}
     report = {
         "top_k": cfg.retrieval.top_k,
         "chunks": len(index.chunks),
@@ -270,7 +339,24 @@ def retrieve_contexts(cfg: RunConfig, dataset: Dataset, eval_records) -> tuple[d
         "recall_at_k": recall_at_k(eval_hits, [r.source_doc_ids for r in eval_records], cfg.retrieval.top_k),
         "recall_at_1": recall_at_k(eval_hits, [r.source_doc_ids for r in eval_records], 1),
     }
-    return contexts, report
+    return Retrieved(contexts, chunks, report)
+
+
+def shown_chunks(hits, rendered: str) -> list[str]:
+    """The texts of the hits that made it into the rendered context (a lone first block may be cut short)."""
+    shown = [chunk.text for chunk, _ in hits if chunk.text in rendered]
+    if not shown and hits and rendered:
+        shown = [rendered.split("\n", 1)[-1]]  # the first block, cut to max_context_chars, minus its title line
+    return shown
+
+
+def check_metric_names(cfg: RunConfig) -> None:
+    from harness.metrics import METRICS
+
+    unknown = [name for name in cfg.data.metrics if name not in METRICS and name not in JUDGED_METRICS]
+    if unknown:
+        raise ConfigError(f"data.metrics: unknown metric(s) {unknown}; known: "
+                          f"{', '.join(sorted([*METRICS, *JUDGED_METRICS]))}")
 
 
 def _merged_for_eval(cfg: RunConfig, trained, loaded, record: RunRecord):

@@ -61,6 +61,8 @@ class WandbTracker:
         summary = {f"metrics/{k}": v for k, v in record.metrics.items()}
         summary.update({f"cost/{k}": v for k, v in record.cost.items() if isinstance(v, int | float)})
         summary.update({f"train/{k}": v for k, v in record.train.items() if isinstance(v, int | float)})
+        for name, counts in record.judge.get("metrics", {}).items():
+            summary.update({f"judge/{name}/scored": counts["scored"], f"judge/{name}/failed": counts["failed"]})
         summary.update(status=record.status, run_key=record.run_key)
         if record.error:
             summary["error"] = redact(record.error)
@@ -68,8 +70,10 @@ class WandbTracker:
             self.run.log({"train/loss": loss, "train/step": step})
         self.run.summary.update(summary)
         if self.cfg.log_predictions and rows:
-            columns = list(rows[0])
-            self.run.log({"eval/predictions": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])})
+            # Judge failures add `<metric>_error` keys to the rows they happened on only.
+            columns = list(dict.fromkeys(c for r in rows for c in r))
+            self.run.log({"eval/predictions": wandb.Table(columns=columns,
+                                                          data=[[r.get(c) for c in columns] for r in rows])})
         if self.cfg.log_adapter and adapter_dir is not None and adapter_dir.exists():
             artifact = wandb.Artifact(f"adapter-{record.run_key}", type="lora-adapter", metadata=redact(record.config))
             artifact.add_dir(str(adapter_dir))

@@ -4,6 +4,7 @@ import os
 
 # Before any Hugging Face import anywhere in the test session.
 os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["RAGAS_DO_NOT_TRACK"] = "true"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"

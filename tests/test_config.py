@@ -14,6 +14,8 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "datasets_gen")
 # `tuning` holds per-model presets selected by the model choice, not a section of RunConfig.
 OPTIONS = [(g, yaml.stem) for g in GROUPS if g != "tuning" for yaml in sorted((CONF / g).glob("*.yaml"))]
+# Options that need the user's own values (an endpoint, a model name) before they validate.
+USER_SUPPLIED = {("judge", "openai"): ["judge.model=served-model", "judge.base_url=http://localhost:8000/v1"]}
 
 
 def test_every_group_of_the_design_exists():
@@ -22,7 +24,7 @@ def test_every_group_of_the_design_exists():
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_validates(compose_cfg, group, option):
-    cfg = compose_cfg(f"{group}={option}")
+    cfg = compose_cfg(f"{group}={option}", *USER_SUPPLIED.get((group, option), []))
     run_cfg = to_run_config(cfg)
     assert isinstance(run_cfg, RunConfig)
     section = getattr(run_cfg, group)
@@ -150,3 +152,25 @@ def test_every_model_hardware_preset_passes_the_memory_preflight(compose_cfg, pr
     for method in ("instruct", "instruct_rag"):
         estimate = preflight(to_run_config(compose_cfg(f"model={model}", f"hardware={hardware}", f"method={method}")))
         assert estimate.fits and estimate.total_gb < estimate.available_gb
+
+
+def test_judge_options_say_what_the_user_must_supply(compose_cfg):
+    with pytest.raises(ConfigError, match=r"judge.model: judge=openai needs the judge model's name"):
+        to_run_config(compose_cfg("judge=openai"))
+    with pytest.raises(ConfigError, match=r"judge.base_url: judge=openai needs the endpoint"):
+        to_run_config(compose_cfg("judge=openai", "judge.model=m"))
+    with pytest.raises(ConfigError, match=r"judge.api_key_env: must be the NAME of an environment variable"):
+        to_run_config(compose_cfg("judge=ollama", "judge.api_key_env=" + "sk-" + "abc123.xyz"))
+    with pytest.raises(ConfigError, match=r"judge.ragas_metrics: unknown \['faithfulnes'\]"):
+        to_run_config(compose_cfg("judge=ollama", "judge.ragas_metrics=[faithfulnes]"))
+    cfg = to_run_config(compose_cfg("judge=ollama"))
+    assert cfg.judge.model and cfg.judge.temperature == 0.0 and cfg.judge.base_url is None
+    assert to_run_config(compose_cfg()).judge.backend.value == "none"
+
+
+def test_unknown_metric_in_data_config_fails_before_anything_runs(compose_cfg):
+    from harness.run import check_metric_names
+
+    with pytest.raises(ConfigError, match=r"data.metrics: unknown metric\(s\) \['rogue'\]; known: .*ragas"):
+        check_metric_names(to_run_config(compose_cfg("data.metrics=[bleu,rogue]")))
+    check_metric_names(to_run_config(compose_cfg("data.metrics=[bleu,ragas]")))

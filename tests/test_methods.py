@@ -14,7 +14,8 @@ METHODS = ("base", "base_rag", "causal", "causal_rag", "instruct", "instruct_rag
 def test_retrieved_context_reaches_train_and_eval_prompts(compose_cfg, tmp_path):
     cfg = to_run_config(compose_cfg("model=tiny_random", "method=instruct_rag", f"cache_dir={tmp_path}"))
     data = load_dataset(cfg.data)
-    contexts, report = retrieve_contexts(cfg, data, data.eval)
+    retrieved = retrieve_contexts(cfg, data, data.eval)
+    contexts, report = retrieved.contexts, retrieved.report
     assert set(contexts) == {r.id for r in data.train + data.eval}
     assert report["top_k"] == 3 and report["recall_at_k"] >= 0.9 and report["chunks"] > len(data.corpus)
     record = data.eval[0]
@@ -23,13 +24,17 @@ def test_retrieved_context_reaches_train_and_eval_prompts(compose_cfg, tmp_path)
     assert record.context in gold_text and record.context[:60] in contexts[record.id]
     user = prompt_messages(record, cfg.data, cfg.model, contexts[record.id])[-1]["content"]
     assert contexts[record.id] in user and record.question in user and user.startswith("Answer using the context.")
+    # RAGAS judges the chunks the prompt showed, one by one.
+    shown = retrieved.chunks[record.id]
+    assert set(retrieved.chunks) == {r.id for r in data.eval}
+    assert 1 <= len(shown) <= 3 and all(chunk in contexts[record.id] for chunk in shown)
 
 
 def test_rag_training_context_is_shortened_to_keep_the_answer(compose_cfg, tmp_path):
     cfg = to_run_config(compose_cfg("model=tiny_random", "method=instruct_rag", "qlora.max_length=400",
                                     f"cache_dir={tmp_path}"))
     data = load_dataset(cfg.data)
-    contexts, _ = retrieve_contexts(cfg, data, data.eval)
+    contexts = retrieve_contexts(cfg, data, data.eval).contexts
     loaded = load_model(cfg.model, cfg.hardware, cfg.qlora, tmp_path)
     ctx = TrainContext(cfg, loaded, data, tmp_path, contexts)
     record = data.train[0]
