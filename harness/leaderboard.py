@@ -70,6 +70,63 @@ def known_metrics(rows: list[dict]) -> list[str]:
     return list(names)
 
 
+def judged(row: dict, metric: str) -> dict | None:
+    """The judge's accounting for `metric` in this run (scored, failed, reasons, scored_set), if it judged it."""
+    return (row.get("judge") or {}).get("metrics", {}).get(metric)
+
+
+def sample_set(row: dict, metric: str) -> str | None:
+    """Fingerprint of the samples `metric` was computed on: the judge's scored set for a judged metric, else
+    the run's eval set; None for records written before fingerprints existed (not checked)."""
+    counts = judged(row, metric)
+    return counts["scored_set"] if counts else row.get("eval_set")
+
+
+def _coverage(row: dict, metric: str) -> str:
+    counts = judged(row, metric)
+    if not counts:
+        return f"{row.get('metric_samples', '?')} eval examples"
+    text = f"{counts['scored']} of {counts['scored'] + counts['failed']} scored"
+    if counts["failed"]:
+        text += " (" + ", ".join(f"{k}: {v}" for k, v in counts["reasons"].items()) + ")"
+    return text
+
+
+def mismatched_samples(rows: list[dict], metric: str) -> list[dict]:
+    """Completed rows with `metric` whose sample set differs from the most common one ([] when they agree)."""
+    having = [r for r in rows if r.get("status") == COMPLETED and metric in r.get("metrics", {})
+              and sample_set(r, metric) is not None]
+    counts: dict[str, int] = {}
+    for row in having:
+        counts[sample_set(row, metric)] = counts.get(sample_set(row, metric), 0) + 1
+    if len(counts) < 2:
+        return []
+    # The biggest group is the reference; ties go to the set with the most scored samples.
+    common = max(counts, key=lambda key: (counts[key], max(_scored(r, metric) for r in having
+                                                            if sample_set(r, metric) == key)))
+    return [r for r in having if sample_set(r, metric) != common]
+
+
+def _scored(row: dict, metric: str) -> int:
+    counts = judged(row, metric)
+    return counts["scored"] if counts else int(row.get("metric_samples") or 0)
+
+
+def check_same_samples(rows: list[dict], metrics: list[str]) -> None:
+    """Refuse to rank or pick on a metric computed on different samples in different runs: a judge that failed
+    on two hard questions for one run would otherwise hand it a better mean."""
+    for metric in dict.fromkeys(metrics):
+        odd = mismatched_samples(rows, metric)
+        if odd:
+            having = [r for r in rows if r.get("status") == COMPLETED and metric in r.get("metrics", {})]
+            detail = "; ".join(f"{r.get('model')}/{r.get('method')} [{r.get('run_key')}]: {_coverage(r, metric)}"
+                               + (" <- differs" if r in odd else "") for r in having)
+            raise LeaderboardError(
+                f"{metric} was computed on different samples in different runs, so their means do not compare: "
+                f"{detail}. Re-score the failed samples (judge replies are cached, so only they cost anything), "
+                f"filter with --sweep, or pass --allow-different-samples to rank anyway (such rows are marked *).")
+
+
 def rank(rows: list[dict], metric: str) -> list[dict]:
     """Completed runs by `metric`, best first; failed runs after them, newest first."""
     done = [r for r in rows if r.get("status") == COMPLETED]
@@ -129,16 +186,28 @@ def _fmt_ci(ci: dict) -> str:
     return f"{ci['mean']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
 
 
+def _metric_cell(row: dict, name: str, odd: set[str]) -> str:
+    """`0.8123`; `0.8123 (18/20)` when the judge failed on some samples; `*` when its samples differ from
+    most rows' (only shown with --allow-different-samples)."""
+    value = row.get("metrics", {}).get(name)
+    if value is None:
+        return "-"
+    counts = judged(row, name)
+    partial = f" ({counts['scored']}/{counts['scored'] + counts['failed']})" if counts and counts["failed"] else ""
+    return f"{value:.4f}{partial}" + ("*" if row.get("run_key") in odd else "")
+
+
 def table_rows(rows: list[dict], metrics: list[str], cost_key: str,
                ci_metric: str | None = None) -> tuple[list[str], list[list[str]]]:
     """Table cells; with `ci_metric`, a column with its 95% CI (`mean [low, high]`) after the metrics."""
+    odd = {name: {r.get("run_key") for r in mismatched_samples(rows, name)} for name in metrics}
     found = [ci for row in rows if ci_metric and (ci := ci_of(row, ci_metric))]
     ci_header = [f"{found[0][0]} 95% CI"] if found else []
     header = ["#", "model", "method", "r", "status", *metrics, *ci_header, cost_key, "$ run", "train s",
               "eval tok/s", "peak GB", "run key"]
     body = []
     for index, row in enumerate(rows, start=1):
-        m, c = row.get("metrics", {}), row.get("cost", {})
+        c = row.get("cost", {})
         trained = bool(row.get("train"))
         body.append([
             str(index),
@@ -146,7 +215,7 @@ def table_rows(rows: list[dict], metrics: list[str], cost_key: str,
             str(row.get("method")),
             str(row.get("config", {}).get("qlora", {}).get("r", "")) if trained else "-",
             str(row.get("status")),
-            *[f"{m[name]:.4f}" if name in m else "-" for name in metrics],
+            *[_metric_cell(row, name, odd[name]) for name in metrics],
             *([_fmt_ci(ci[1]) if (ci := ci_of(row, ci_metric)) else "-"] if ci_header else []),
             _cost(row, cost_key),
             _cost(row, "usd_total"),
@@ -162,7 +231,9 @@ def render_markdown(header, body, verdict: Verdict | None, floors, cost_key: str
     lines = [f"# Leaderboard\n\nSource: `{source}`. Metrics are 0..1, higher is better; "
              f"cost on each run's hardware preset. A 95% CI is a bootstrap interval over eval examples, "
              f"`mean [low, high]`; `_sample_mean` marks a corpus metric (BLEU, chrF) whose interval is "
-             f"for the mean of per-example scores. Compare two runs with `--compare KEY_A KEY_B`.\n",
+             f"for the mean of per-example scores. `(18/20)`: the LLM judge scored 18 of 20 samples (the mean is over "
+             f"those; failures are in the ledger's `judge` field). `*`: computed on other samples than most rows. "
+             f"Compare two runs with `--compare KEY_A KEY_B`.\n",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     if verdict is not None:
@@ -189,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="paired bootstrap of run B against run A on their shared eval examples "
                              "(unique prefixes of run keys are accepted)")
     parser.add_argument("--metric", default=None, help="with --compare: only this per-sample metric")
+    parser.add_argument("--allow-different-samples", action="store_true",
+                        help="rank (or compare) on a metric even where runs were scored on different samples "
+                             "(e.g. the judge failed on some); such rows are marked *")
     args = parser.parse_args(argv)
     # Wide enough for every column when piped to a file or CI log (rich assumes 80 there).
     console = Console(width=None if sys.stdout.isatty() else 220)
@@ -197,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.compare:
         try:
-            comparison = compare(args.ledger, *args.compare, metric=args.metric)
+            comparison = compare(args.ledger, *args.compare, metric=args.metric,
+                                 allow_different_samples=args.allow_different_samples)
         except LeaderboardError as exc:
             console.print(f"[red]error:[/red] {escape(str(exc))}")
             return 2
@@ -241,6 +316,8 @@ def build(args):
     if unknown:
         raise LeaderboardError(f"unknown metric(s) {unknown}; the ledger has: {', '.join(metrics) or 'none'}")
     sort_by = args.sort or next(iter(floors), "rougeL" if "rougeL" in metrics else (metrics or [""])[0])
+    if not args.allow_different_samples:
+        check_same_samples(rows, [sort_by, *floors])
     ranked = rank(rows, sort_by)
     header, body = table_rows(ranked, metrics, args.cost, ci_metric=sort_by)
     verdict = pick_cheapest(ranked, floors, args.cost) if floors else None
@@ -260,6 +337,8 @@ class Comparison:
     a: dict
     b: dict
     results: dict[str, dict]  # metric name -> paired_bootstrap result
+    # metric name -> why it was not compared (scored on different samples, e.g. judge failures)
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def resolve_run(records: list[dict], prefix: str, ledger: Path) -> dict:
@@ -310,8 +389,8 @@ def _some(ids) -> str:
     return ", ".join(ids[:10]) + (f" (and {len(ids) - 10} more)" if len(ids) > 10 else "")
 
 
-def compare(ledger: Path, key_a: str, key_b: str, metric: str | None = None,
-            n_resamples: int = 2000, seed: int = 0) -> Comparison:
+def compare(ledger: Path, key_a: str, key_b: str, metric: str | None = None, n_resamples: int = 2000,
+            seed: int = 0, allow_different_samples: bool = False) -> Comparison:
     """Paired bootstrap of every per-sample metric the two runs share, on the same eval examples."""
     records = Ledger(ledger).records()
     if not records:
@@ -330,24 +409,30 @@ def compare(ledger: Path, key_a: str, key_b: str, metric: str | None = None,
         raise LeaderboardError(f"different eval sets cannot be compared: {sets}; same ids but different "
                                f"references for: {_some(changed)}")
     ids = list(rows_a)
-    shared = [k for k in rows_a[ids[0]] if k not in ROW_FIELDS
-              and all(_is_score(rows_a[i].get(k)) and _is_score(rows_b[i].get(k)) for i in ids)]
-    names = {}
-    for key in shared:
-        sample_mean = sum(rows_a[i][key] for i in ids) / len(ids)
-        names[key] = ci_name(key, a.get("metrics", {}).get(key), sample_mean)
+    keys = [k for k in dict.fromkeys(k for i in ids for k in (*rows_a[i], *rows_b[i]))
+            if k not in ROW_FIELDS and not k.endswith("_error")
+            and any(_is_score(rows_a[i].get(k)) for i in ids) and any(_is_score(rows_b[i].get(k)) for i in ids)]
     if metric is not None:
-        wanted = [k for k in shared if metric in (k, names[k])]
-        if not wanted:
-            raise LeaderboardError(f"metric {metric!r} is not a per-sample score of both runs; they share: "
-                                   f"{', '.join(shared) or 'none'}")
-        shared = wanted
-    if not shared:
+        keys = [k for k in keys if metric in (k, k + SAMPLE_MEAN_SUFFIX) or metric == ci_name(k, a.get("metrics", {}).get(k))]
+        if not keys:
+            raise LeaderboardError(f"metric {metric!r} is not a per-sample score of both runs")
+    results, skipped = {}, {}
+    for key in keys:
+        both = [i for i in ids if _is_score(rows_a[i].get(key)) and _is_score(rows_b[i].get(key))]
+        name = ci_name(key, a.get("metrics", {}).get(key), sum(rows_a[i][key] for i in both) / len(both) if both else None)
+        if len(both) < len(ids):
+            scored_a = sum(_is_score(rows_a[i].get(key)) for i in ids)
+            scored_b = sum(_is_score(rows_b[i].get(key)) for i in ids)
+            what = f"scored on different samples (A: {scored_a}, B: {scored_b} of {len(ids)}; both: {len(both)})"
+            if not allow_different_samples or not both:
+                skipped[name] = what + ("" if not both else "; --allow-different-samples compares the shared ones")
+                continue
+            name += f" (on {len(both)} shared)"
+        results[name] = paired_bootstrap([rows_a[i][key] for i in both], [rows_b[i][key] for i in both],
+                                         n_resamples=n_resamples, confidence=CONFIDENCE, seed=seed)
+    if not results and not skipped:
         raise LeaderboardError("the two runs share no per-sample metric scores")
-    results = {names[k]: paired_bootstrap([rows_a[i][k] for i in ids], [rows_b[i][k] for i in ids],
-                                          n_resamples=n_resamples, confidence=CONFIDENCE, seed=seed)
-               for k in shared}
-    return Comparison(a=a, b=b, results=results)
+    return Comparison(a=a, b=b, results=results, skipped=skipped)
 
 
 def _fmt_p(p: float, n_resamples: int = 2000) -> str:
@@ -365,6 +450,8 @@ def print_comparison(console: Console, comparison: Comparison) -> None:
                  f"[{r['low']:+.4f}, {r['high']:+.4f}]", _fmt_p(r["p_value"]), str(r["n"]), verdict(r, CONFIDENCE)]
         table.add_row(*map(escape, cells))
     console.print(table)
+    for name, why in comparison.skipped.items():
+        console.print(escape(f"not compared: {name}: {why}"))
     if any(name.endswith(SAMPLE_MEAN_SUFFIX) for name in comparison.results):
         console.print("_sample_mean: a corpus metric (BLEU, chrF) compared on its mean per-example score")
 

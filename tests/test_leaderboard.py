@@ -87,3 +87,57 @@ def test_cli_errors_are_plain_messages(ledger, capsys, args, message):
 def test_empty_ledger_tells_how_to_fill_it(tmp_path, capsys):
     assert main(["--ledger", str(tmp_path / "none.jsonl")]) == 2
     assert "run a sweep first" in capsys.readouterr().out
+
+
+# --- judged metrics: rows scored on different samples are not ranked together unless asked --------------
+
+def _judged_row(key, faithfulness, scored, failed_ids, usd_1k, reasons=None):
+    from harness.metrics.ragas import scored_set_hash
+
+    ids = [f"q{i}" for i in range(scored + len(failed_ids))]
+    kept = [i for i in ids if i not in failed_ids]
+    row = _row(key, "m-" + key, "instruct", 0.4, usd_1k)
+    row["eval_set"] = "same-eval-set"
+    row["metrics"]["faithfulness"] = faithfulness
+    row["judge"] = {"backend": "ollama", "model": "judge", "metrics": {"faithfulness": {
+        "scored": len(kept), "failed": len(failed_ids), "failed_ids": failed_ids,
+        "reasons": reasons or ({"unparseable judge output": len(failed_ids)} if failed_ids else {}),
+        "scored_set": scored_set_hash(kept)}}}
+    return row
+
+
+@pytest.fixture
+def judged_ledger(tmp_path):
+    rows = [_judged_row("full1", 0.70, 20, [], 0.5), _judged_row("full2", 0.60, 20, [], 0.4),
+            _judged_row("part", 0.90, 18, ["q3", "q7"], 0.1)]
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_ranking_on_a_judged_metric_with_different_scored_sets_is_refused(judged_ledger, capsys):
+    assert main(["--ledger", str(judged_ledger), "--min", "faithfulness=0.5"]) == 2
+    out = " ".join(capsys.readouterr().out.split())
+    assert "faithfulness was computed on different samples in different runs" in out
+    assert "m-part/instruct [part]: 18 of 20 scored (unparseable judge output: 2) <- differs" in out
+    assert "m-full1/instruct [full1]: 20 of 20 scored;" in out
+    assert "--allow-different-samples" in out
+    # Metrics every run computed on the same samples still rank.
+    assert main(["--ledger", str(judged_ledger), "--min", "rougeL=0.3"]) == 0
+
+
+def test_allowing_different_samples_ranks_and_marks_the_odd_row(judged_ledger, capsys):
+    assert main(["--ledger", str(judged_ledger), "--min", "faithfulness=0.5", "--allow-different-samples"]) == 0
+    out = capsys.readouterr().out
+    assert "cheapest adequate: m-part/instruct" in out
+    report = (judged_ledger.parent / "leaderboard.md").read_text()
+    assert "0.9000 (18/20)*" in report and "| 0.7000 |" in report
+
+
+def test_runs_on_different_eval_sets_do_not_rank_together(tmp_path, capsys):
+    rows = [_row("x", "m1", "base", 0.3, 0.1), _row("y", "m2", "base", 0.5, 0.2), _row("z", "m3", "base", 0.4, 0.3)]
+    rows[0]["eval_set"], rows[1]["eval_set"], rows[2]["eval_set"] = "set-A", "set-A", "set-B"
+    ledger = tmp_path / "runs.jsonl"
+    ledger.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["--ledger", str(ledger)]) == 2
+    assert "[z]: ? eval examples <- differs" in " ".join(capsys.readouterr().out.split())

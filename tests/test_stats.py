@@ -196,3 +196,31 @@ def test_leaderboard_shows_the_ci_of_the_sort_metric(runs, capsys):
     report = (runs.parent / "leaderboard.md").read_text()
     assert "rougeL 95% CI" in report
     assert "[0.150, 0.220] |" in report
+
+
+def test_compare_skips_a_judged_metric_scored_on_different_samples_unless_allowed(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.1, 0.5, size=len(IDS))
+    records = [_write_run(tmp_path, "jjjj1111", base.tolist(), base.tolist()),
+               _write_run(tmp_path, "kkkk2222", (base + 0.2).tolist(), base.tolist())]
+    faith_a = rng.uniform(0.2, 0.6, size=len(IDS)).tolist()
+    for key, shift, broken in (("jjjj1111", 0.0, {3, 9}), ("kkkk2222", 0.3, set())):
+        path = tmp_path / "runs" / key / f"predictions-{key}-id.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        for n, row in enumerate(rows):
+            row["faithfulness"] = None if n in broken else faith_a[n] + shift
+            if n in broken:
+                row["faithfulness_error"] = "timeout"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ledger = tmp_path / "runs.jsonl"
+    ledger.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    assert main(["--ledger", str(ledger), "--compare", "jjjj", "kkkk"]) == 0
+    rows, out = _lines(capsys)
+    assert "rougeL" in rows and "faithfulness" not in rows
+    assert "not compared: faithfulness: scored on different samples (A: 38, B: 40 of 40; both: 38)" in out
+
+    assert main(["--ledger", str(ledger), "--compare", "jjjj", "kkkk", "--allow-different-samples"]) == 0
+    rows, out = _lines(capsys)
+    shared = rows["faithfulness (on 38 shared)"]
+    assert shared[3] == "+0.3000" and shared[6] == "38" and shared[7] == "B better"
