@@ -356,13 +356,13 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
     return run_cfg
 
 
-def load_option(group: str, name: str, schema: type):
-    """One group option validated by its schema, without composing a whole run (for other entry points)."""
+def load_option(group: str, name: str, schema: type, overrides: dict | None = None):
+    """One group option (with `overrides` on top) validated by its schema, without composing a whole run."""
     path = CONF_DIR / group / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
         raise ConfigError(f"{group}={name}: no such option in {CONF_DIR / group}; known: {known}")
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(path)))
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(path), overrides or {}))
 
 
 def resolve_data_dir(data: DataConfig) -> Path:
