@@ -21,6 +21,26 @@ Endpoints (field names as in the ollama server's api types and docs/api.md):
   POST /api/embed         input (str | list[str]) -> embeddings (unit vectors; equal texts -> equal vectors)
   POST /api/embeddings    legacy: prompt -> embedding
 
+OpenAI-compatible endpoints (ollama's openai/openai.go + middleware/openai.go; for the `openai` client with
+base_url=srv.host + "/v1", any api_key):
+  POST /v1/chat/completions   {model, messages, max_tokens, temperature, response_format, stream, stream_options...}
+                              -> {"id": "chatcmpl-N", "object": "chat.completion", "created", "model",
+                                  "system_fingerprint": "fp_ollama", "choices": [{"index": 0, "message": {"role":
+                                  "assistant", "content"}, "finish_reason": "stop"|"length"}], "usage": {prompt_tokens,
+                                  completion_tokens, total_tokens}}. The responder gets the request body as sent (it has
+                              "messages"); max_tokens truncates like options.num_predict (finish_reason "length").
+                              "stream": true -> text/event-stream: `data: {chat.completion.chunk}` events (delta
+                              {role, content}, finish_reason null, then a last chunk with finish_reason), a usage chunk
+                              (choices []) when stream_options.include_usage, then `data: [DONE]`.
+  GET  /v1/models             {"object": "list", "data": [{"id", "object": "model", "created", "owned_by"}]}
+                              (owned_by is the name's namespace: "library" for plain names, as ollama's ParseName)
+  GET  /v1/models/{model}     one such entry
+Errors there use OpenAI's shape, as ollama's openai.NewError writes it:
+  {"error": {"message": ..., "type": "invalid_request_error" (400) | "not_found_error" (404) | "api_error" (other),
+             "param": null, "code": null}}
+An unknown model is 404 with the /api/chat wording, "model 'X' not found" (the middleware forwards to ChatHandler);
+the `openai` client raises NotFoundError. Empty messages -> 400 "[] is too short - 'messages'".
+
 Streaming is Ollama's: "stream" absent or true -> application/x-ndjson, chunked, a few done=false pieces then a
 done=true chunk with done_reason and the stats; "stream": false -> one application/json object.
 eval_count / prompt_eval_count are whitespace token counts; durations are in nanoseconds, derived from
@@ -31,7 +51,9 @@ Unknown model -> 404 {"error": ...} with the wording the current ollama server u
 (server/routes.go): chat, generate and show answer "model 'X' not found"; embed/embeddings go through the scheduler
 and answer 'model "X" not found, try pulling it first'. Clients should match on the 404 status, not on the words.
 
-Faults: `srv.inject(kind, times=1, path=None)` makes the next `times` requests (to `path`, or to any path) fail:
+Faults: `srv.inject(kind, times=1, path=None)` makes the next `times` requests (to `path`, or to any path) fail
+(/v1/chat/completions included: "httpNNN" and responder errors answer in the OpenAI error shape there, "malformed"
+is a 200 whose body (or SSE data line) is not JSON, "stream_error" an in-band `data: {"error": {...}}` event):
   "hang"          accept the request and send nothing until `hang_s` passes (client read timeout)
   "stall"         send the status line/headers (and, when streaming, the first chunk), then go silent
   "drop"          close the connection without any response (httpx.RemoteProtocolError)
@@ -53,16 +75,18 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
+from urllib.parse import unquote
 
 Responder = Callable[[dict], str]
 
 FAULT_KINDS = ("hang", "stall", "drop", "cut", "malformed", "nonjson_reply", "stream_error")
 _HTTP_FAULT = re.compile(r"^http([1-5]\d\d)$")
-_INFERENCE_PATHS = ("/api/chat", "/api/generate", "/api/embed", "/api/embeddings")
+_INFERENCE_PATHS = ("/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/v1/chat/completions")
 _MODIFIED_AT = "2025-01-01T00:00:00.000000Z"
+_MODIFIED_AT_UNIX = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp())
 SERVER_VERSION = "0.12.6"
 
 
@@ -90,7 +114,7 @@ def fake_embedding(model: str, text: str, dim: int) -> list[float]:
 
 
 def _now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _pieces(text: str) -> list[str]:
@@ -119,7 +143,7 @@ def _truncate_tokens(text: str, limit: int) -> str:
 
 
 class _Fault:
-    __slots__ = ("kind", "remaining", "path")
+    __slots__ = ("kind", "path", "remaining")
 
     def __init__(self, kind: str, remaining: int, path: str | None):
         self.kind, self.remaining, self.path = kind, remaining, path
@@ -155,6 +179,7 @@ class OllamaTestServer:
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
         self._in_flight = 0
+        self._completion_ids = 0
         self._loaded: dict[str, float] = {}
         self._parallel = threading.BoundedSemaphore(max_parallel) if max_parallel else None
         self._stop = threading.Event()
@@ -190,7 +215,7 @@ class OllamaTestServer:
             self._thread.join(timeout=5)
         self._httpd = None
 
-    def __enter__(self) -> OllamaTestServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -253,6 +278,14 @@ class OllamaTestServer:
         if self._parallel is not None:
             self._parallel.release()
 
+    def _next_completion_id(self) -> str:
+        with self._lock:
+            self._completion_ids += 1
+            return f"chatcmpl-{self._completion_ids}"
+
+    def _v1_model(self, name: str) -> dict:
+        return {"id": name, "object": "model", "created": _MODIFIED_AT_UNIX, "owned_by": _namespace(name)}
+
     def _model_details(self, name: str) -> dict:
         return {
             "parent_model": "",
@@ -274,6 +307,21 @@ class OllamaTestServer:
         }
 
 
+def _namespace(name: str) -> str:
+    """The namespace ollama's model.ParseName gives "[host/][namespace/]model[:tag]"; "library" by default."""
+    parts = name.split(":", 1)[0].split("/")
+    return parts[-2] if len(parts) >= 2 and parts[-2] else "library"
+
+
+def _message_text(content: Any) -> str:
+    """An OpenAI message's content as text: a string, or the text parts of a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
 def _echo(body: dict) -> str:
     if "messages" in body:
         msgs = body.get("messages") or [{}]
@@ -283,6 +331,7 @@ def _echo(body: dict) -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     owner: OllamaTestServer
+    _openai = False  # the request is to the OpenAI-compatible /v1 API: errors in OpenAI's shape
     protocol_version = "HTTP/1.1"  # keep-alive and chunked streaming, as the real (Go) server
     timeout = 60  # idle keep-alive sockets do not pin a handler thread forever
     disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms Nagle/delayed-ACK stall
@@ -325,6 +374,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_bytes(status, json.dumps(obj).encode(), "application/json; charset=utf-8")
 
     def _error(self, status: int, message: str) -> None:
+        if self._openai:  # ollama's openai.NewError: an object, typed by status
+            etype = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+            return self._send_json(status, {"error": {"message": message, "type": etype, "param": None, "code": None}})
         self._send_json(status, {"error": message})
 
     def _start_stream(self) -> None:
@@ -365,6 +417,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         path = self.path.split("?", 1)[0]
+        self._openai = path.startswith("/v1/")
         body, body_err = (None, None)
         if method in ("POST", "DELETE"):
             body, body_err = self._read_body()
@@ -386,6 +439,15 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_json(200, {"models": [o._tags_entry(n) for n in o.models]})
         if path == "/api/ps" and method == "GET":
             return self._send_json(200, {"models": self._ps()})
+        if path == "/v1/models" and method == "GET":
+            return self._send_json(200, {"object": "list", "data": [o._v1_model(n) for n in o.models]})
+        if path.startswith("/v1/models/") and method == "GET":
+            name = unquote(path[len("/v1/models/") :])
+            if name not in o.models:
+                return self._error(404, f"model '{name}' not found")
+            return self._send_json(200, o._v1_model(name))
+        if path == "/v1/chat/completions" and method == "POST":
+            return self._v1_chat_route(body, body_err)
         handlers = {
             "/api/show": self._show,
             "/api/chat": self._chat,
@@ -443,7 +505,7 @@ class _Handler(BaseHTTPRequestHandler):
         for name, t in sorted(loaded.items(), key=lambda kv: -kv[1]):
             entry = o._tags_entry(name)
             del entry["modified_at"]
-            expires = datetime.fromtimestamp(t, timezone.utc) + timedelta(minutes=5)
+            expires = datetime.fromtimestamp(t, UTC) + timedelta(minutes=5)
             out.append(
                 {
                     **entry,
@@ -483,11 +545,12 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
-    def _reply(self, name: str, body: dict) -> tuple[str, str] | None:
-        """The responder's text, truncated to options.num_predict; None after answering a responder error."""
+    def _reply(self, name: str, body: dict, num_predict: Any = None) -> tuple[str, str] | None:
+        """The responder's text, truncated to `num_predict` tokens (by default options.num_predict); None after
+        answering a responder error."""
         try:
             text = self.owner.models[name](body)
-        except Exception as e:  # a broken responder is a 500, as a crashed runner would be
+        except Exception as e:  # noqa: BLE001 -- a broken responder is a 500, as a crashed runner would be
             self.owner.errors.append(f"{type(e).__name__}: {e}")
             self._error(500, f"responder error: {type(e).__name__}: {e}")
             return None
@@ -496,7 +559,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self._fault == "nonjson_reply":
             text = "Sure! Here is the answer you asked for, but not as JSON."
         done_reason = "stop"
-        num_predict = (body.get("options") or {}).get("num_predict")
+        if num_predict is None:
+            num_predict = (body.get("options") or {}).get("num_predict")
         if isinstance(num_predict, int) and num_predict >= 0 and count_tokens(text) > num_predict:
             text, done_reason = _truncate_tokens(text, num_predict), "length"
         return text, done_reason
@@ -587,6 +651,126 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._sleep(self.owner.chunk_delay_s if chunks else 0)
         self._chunk(json.dumps(final("")).encode() + b"\n")
+        self._end_stream()
+
+    # ---- OpenAI-compatible API -------------------------------------------------------------------------------
+    def _v1_chat_route(self, body: Any, body_err: str | None) -> None:
+        """Validation as ollama's ChatMiddleware + ChatHandler do it, then the completion."""
+        o = self.owner
+        if body_err is not None:
+            return self._error(400, body_err)
+        if not isinstance(body, dict):
+            return self._error(400, "invalid request body")
+        msgs = body.get("messages")
+        if not isinstance(msgs, list) or not msgs:
+            return self._error(400, "[] is too short - 'messages'")
+        name = body.get("model") or ""
+        if not name:
+            return self._error(400, "model is required")
+        if name not in o.models:
+            return self._error(404, f"model '{name}' not found")
+        o._enter(name)
+        try:
+            if self._sleep(o.delay_s):
+                return self._drop()
+            self._v1_chat(name, body)
+        finally:
+            o._leave()
+
+    def _v1_chat(self, name: str, body: dict) -> None:
+        max_tokens = body.get("max_tokens")
+        got = self._reply(name, body, num_predict=max_tokens if isinstance(max_tokens, int) else -1)
+        if got is None:
+            return
+        text, finish_reason = got
+        fault = self._fault
+        msgs = [m for m in body["messages"] if isinstance(m, dict)]
+        prompt_tokens = sum(count_tokens(_message_text(m.get("content"))) for m in msgs)
+        completion_tokens = count_tokens(text)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        cid, created = self.owner._next_completion_id(), int(time.time())
+        head = {"id": cid, "created": created, "model": name, "system_fingerprint": "fp_ollama"}
+
+        if not body.get("stream"):  # the OpenAI API does not stream unless told "stream": true
+            completion = {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": name,
+                "system_fingerprint": "fp_ollama",
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
+                ],
+                "usage": usage,
+            }
+            data = json.dumps(completion).encode()
+            if fault == "malformed":
+                data = b'{"id": "' + cid.encode() + b'", "object": "chat.completion", "choi'  # cut short: not JSON
+            if fault in ("stall", "cut"):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if fault == "cut":
+                    self.wfile.write(data[: len(data) // 2])
+                else:
+                    self._sleep(self.owner.hang_s)
+                return self._drop()
+            return self._send_bytes(200, data, "application/json")
+
+        def event(delta_content: str, finish: str | None) -> bytes:
+            chunk = {
+                **head,
+                "object": "chat.completion.chunk",
+                "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": delta_content}, "finish_reason": finish}
+                ],
+            }
+            return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        chunks = _split_chunks(text, self.owner.stream_chunks)
+        for i, content in enumerate(chunks):
+            if i and self._sleep(self.owner.chunk_delay_s):
+                return self._drop()
+            self._chunk(event(content, None))
+            if i == 0 and fault in ("stall", "cut", "malformed", "stream_error"):
+                break
+        if fault == "stall":
+            self._sleep(self.owner.hang_s)
+            return self._drop()
+        if fault == "cut":
+            self._chunk(b'data: {"id": "' + cid.encode() + b'", "obj')  # half an event, then the connection dies
+            return self._drop()
+        if fault == "malformed":
+            self._chunk(b"data: this event is not json\n\n")
+            self._end_stream()
+            return
+        if fault == "stream_error":
+            err = {
+                "error": {
+                    "message": "injected fault: runner terminated mid-stream",
+                    "type": "api_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
+            self._chunk(b"data: " + json.dumps(err).encode() + b"\n\n")
+            self._end_stream()
+            return
+        self._sleep(self.owner.chunk_delay_s if chunks else 0)
+        self._chunk(event("", finish_reason))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage_chunk = {**head, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+            self._chunk(b"data: " + json.dumps(usage_chunk).encode() + b"\n\n")
+        self._chunk(b"data: [DONE]\n\n")
         self._end_stream()
 
     def _embed(self, name: str, body: dict) -> None:

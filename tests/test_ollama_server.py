@@ -8,6 +8,13 @@ Also pins down what the client (0.6.x) raises on each failure, which datasets_ge
   read timeout                 -> httpx.ReadTimeout (stream or not; the client does not wrap it)
   connection dropped           -> httpx.RemoteProtocolError
   body not JSON                -> json.JSONDecodeError
+
+and what the `openai` client (2.x, sync and async) raises against the OpenAI-compatible /v1 endpoints:
+  unknown model (404)          -> openai.NotFoundError (body: {"message", "type": "not_found_error", ...})
+  5xx                          -> openai.InternalServerError (after max_retries more attempts: 2 by default)
+  read timeout                 -> openai.APITimeoutError (also retried max_retries times)
+  connection dropped           -> openai.APIConnectionError
+  200 whose body is not JSON   -> json.JSONDecodeError, unwrapped
 """
 
 import asyncio
@@ -17,6 +24,7 @@ import time
 
 import httpx
 import ollama
+import openai
 import pytest
 from ollama_server import OllamaTestServer, fake_digest
 
@@ -193,7 +201,7 @@ def test_timeout_is_httpx_read_timeout(server):
         parts = []
         with pytest.raises(httpx.ReadTimeout):
             for p in c.chat(model=MODEL, messages=USER, stream=True):
-                parts.append(p)
+                parts.append(p)  # noqa: PERF402 -- keep the parts received before the timeout
         assert len(parts) == 1
         assert c.chat(model=MODEL, messages=USER).message.content == REPLY  # faults were used up
 
@@ -300,3 +308,184 @@ def test_connection_refused_after_stop():
         asyncio.run(main(False))
     with pytest.raises(httpx.ConnectError):
         asyncio.run(main(True))
+
+
+# ---- the OpenAI-compatible API (/v1), with the official `openai` client ------------------------------------------
+def _openai(server, **kw) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.host + "/v1", api_key="ollama", **{"max_retries": 0, "timeout": 5, **kw})
+
+
+def test_openai_chat_completion(server):
+    with _openai(server) as c:
+        r = c.chat.completions.create(model=MODEL, messages=USER, temperature=0.0, seed=3)
+    assert r.object == "chat.completion" and r.id.startswith("chatcmpl-") and r.model == MODEL
+    assert r.system_fingerprint == "fp_ollama" and isinstance(r.created, int)
+    (choice,) = r.choices
+    assert choice.index == 0 and choice.finish_reason == "stop"
+    assert choice.message.role == "assistant" and choice.message.content == REPLY
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (5, len(REPLY.split()))
+    assert r.usage.total_tokens == 5 + len(REPLY.split())
+    (req,) = server.requests_to("/v1/chat/completions")
+    assert req["body"]["messages"] == USER and req["body"]["temperature"] == 0.0 and req["body"]["seed"] == 3
+    assert server.peak_concurrency == 1
+
+
+def test_openai_responder_sees_the_body_and_response_format(server):
+    """The responder gets the OpenAI request body as sent (messages, response_format, ...)."""
+
+    def schema_keys(body: dict) -> str:
+        assert body["response_format"] == {"type": "json_object"}
+        return json.dumps({"n_messages": len(body["messages"]), "max_tokens": body.get("max_tokens")})
+
+    with OllamaTestServer({"json-llm": schema_keys}) as srv, _openai(srv) as c:
+        r = c.chat.completions.create(
+            model="json-llm", messages=USER, response_format={"type": "json_object"}, max_tokens=50
+        )
+        assert json.loads(r.choices[0].message.content) == {"n_messages": 1, "max_tokens": 50}
+
+
+def test_openai_max_tokens_truncates_with_finish_reason_length(server):
+    with _openai(server) as c:
+        r = c.chat.completions.create(model=MODEL, messages=USER, max_tokens=3)
+    assert r.choices[0].message.content == "The quick brown" and r.choices[0].finish_reason == "length"
+    assert r.usage.completion_tokens == 3
+
+
+def test_openai_stream(server):
+    with _openai(server) as c:
+        chunks = list(
+            c.chat.completions.create(model=MODEL, messages=USER, stream=True, stream_options={"include_usage": True})
+        )
+    *content, last, usage = chunks
+    assert all(ch.object == "chat.completion.chunk" and ch.id == chunks[0].id for ch in chunks)
+    assert len(content) >= 2 and all(ch.choices[0].finish_reason is None for ch in content)
+    assert "".join(ch.choices[0].delta.content for ch in content) == REPLY
+    assert last.choices[0].finish_reason == "stop" and last.choices[0].delta.content == ""
+    assert usage.choices == [] and usage.usage.completion_tokens == len(REPLY.split())
+    r = httpx.post(server.host + "/v1/chat/completions", json={"model": MODEL, "messages": USER, "stream": True})
+    assert r.headers["content-type"] == "text/event-stream" and r.text.endswith("data: [DONE]\n\n")
+
+
+def test_openai_async_concurrent():
+    def numbered(body: dict) -> str:
+        return "answer to " + body["messages"][-1]["content"]
+
+    async def main(host: str) -> tuple[list[str], float]:
+        async with openai.AsyncOpenAI(base_url=host + "/v1", api_key="ollama", max_retries=0, timeout=5) as ac:
+            t0 = time.monotonic()
+            rs = await asyncio.gather(
+                *(
+                    ac.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"q{i}"}])
+                    for i in range(4)
+                )
+            )
+            return [r.choices[0].message.content for r in rs], time.monotonic() - t0
+
+    with OllamaTestServer({MODEL: numbered}, delay_s=0.2) as srv:
+        contents, elapsed = asyncio.run(main(srv.host))
+        assert contents == [f"answer to q{i}" for i in range(4)]
+        assert elapsed < 0.6 and srv.peak_concurrency == 4
+
+
+def test_openai_models_list_and_retrieve(server):
+    with _openai(server) as c:
+        models = {m.id: m for m in c.models.list()}
+        assert set(models) == {MODEL, "json-llm", EMBED_MODEL}
+        m = models[MODEL]
+        assert m.object == "model" and m.owned_by == "library" and m.created == 1735689600  # modified_at, 2025-01-01
+        assert c.models.retrieve(MODEL).id == MODEL
+        with pytest.raises(openai.NotFoundError):
+            c.models.retrieve("nope:1b")
+    raw = httpx.get(server.host + "/v1/models").json()
+    assert raw["object"] == "list" and {"id", "object", "created", "owned_by"} == set(raw["data"][0])
+
+
+def test_openai_unknown_model_is_not_found_error(server):
+    with _openai(server) as c:
+        with pytest.raises(openai.NotFoundError) as ei:
+            c.chat.completions.create(model="nope:1b", messages=USER)
+        assert ei.value.status_code == 404
+        assert ei.value.body == {
+            "message": "model 'nope:1b' not found",
+            "type": "not_found_error",
+            "param": None,
+            "code": None,
+        }
+        with pytest.raises(openai.BadRequestError) as ei:
+            c.chat.completions.create(model=MODEL, messages=[])
+        assert ei.value.type == "invalid_request_error"
+
+
+def test_openai_http500_is_internal_server_error(server):
+    server.inject("http500", path="/v1/chat/completions")
+    with _openai(server) as c:
+        with pytest.raises(openai.InternalServerError) as ei:
+            c.chat.completions.create(model=MODEL, messages=USER)
+        assert ei.value.status_code == 500 and ei.value.type == "api_error"
+        assert ei.value.body == {
+            "message": "injected fault: HTTP 500",
+            "type": "api_error",
+            "param": None,
+            "code": None,
+        }
+    assert len(server.requests_to("/v1/chat/completions")) == 1  # max_retries=0: one attempt
+    server.inject("http503", path="/v1/chat/completions")
+    with _openai(server, max_retries=1) as c:  # the client retries a 5xx itself (after a ~0.5 s backoff)
+        assert c.chat.completions.create(model=MODEL, messages=USER).choices[0].message.content == REPLY
+    assert len(server.requests_to("/v1/chat/completions")) == 3
+
+
+def test_openai_timeout_is_api_timeout_error(server):
+    for stream in (False, True):
+        server.inject("hang", path="/v1/chat/completions")
+        t0 = time.monotonic()
+        with _openai(server, timeout=0.3) as c, pytest.raises(openai.APITimeoutError):
+            r = c.chat.completions.create(model=MODEL, messages=USER, stream=stream)
+            if stream:
+                list(r)
+        assert time.monotonic() - t0 < 2
+
+    async def main():
+        async with openai.AsyncOpenAI(base_url=server.host + "/v1", api_key="x", max_retries=0, timeout=0.3) as ac:
+            server.inject("hang", path="/v1/chat/completions")
+            await ac.chat.completions.create(model=MODEL, messages=USER)
+
+    with pytest.raises(openai.APITimeoutError):
+        asyncio.run(main())
+
+
+def test_openai_other_faults(server):
+    with _openai(server, timeout=0.3) as c:
+        call = lambda **kw: c.chat.completions.create(model=MODEL, messages=USER, **kw)
+        server.inject("drop", path="/v1/chat/completions")
+        with pytest.raises(openai.APIConnectionError):
+            call()
+        server.inject("malformed", path="/v1/chat/completions")
+        with pytest.raises(json.JSONDecodeError):  # the client does not wrap it
+            call()
+        server.inject("malformed", path="/v1/chat/completions")
+        with pytest.raises(json.JSONDecodeError):
+            list(call(stream=True))
+        server.inject("stream_error", path="/v1/chat/completions")
+        with pytest.raises(openai.APIError, match="mid-stream"):
+            list(call(stream=True))
+        server.inject("stall", path="/v1/chat/completions")
+        with pytest.raises(openai.APITimeoutError):
+            call()
+        server.inject("nonjson_reply", path="/v1/chat/completions")
+        text = call(response_format={"type": "json_object"}).choices[0].message.content
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(text)
+        server.inject("http500", path="/api/chat")  # another path's fault leaves /v1 alone
+        assert call().choices[0].message.content == REPLY
+
+
+def test_openai_responder_exception_is_500_in_openai_shape():
+    def broken(body: dict) -> str:
+        raise RuntimeError("boom")
+
+    with OllamaTestServer({MODEL: broken}) as srv, _openai(srv) as c:
+        with pytest.raises(openai.InternalServerError) as ei:
+            c.chat.completions.create(model=MODEL, messages=USER)
+        assert "boom" in ei.value.message and ei.value.type == "api_error"
+        assert srv.errors == ["RuntimeError: boom"]
