@@ -206,7 +206,7 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path)
     with progress_bar("score", total=len(plain), unit="metric", enabled=cfg.progress) as advance:
         scores = {}
         for name in plain:
-            scores.update(score_all([name], predicted.predictions, references))
+            scores.update(score_all([name], predicted.predictions, references, dataset))
             advance(1)
     record.metrics = {k: v for result in scores.values() for k, v in result.values.items()}
     if record.retrieval.get("recall_at_k") is not None:

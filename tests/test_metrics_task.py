@@ -209,3 +209,33 @@ def test_valid_id_rate_with_catalog():
         pytest.approx(2 / 3)
     assert ProductIds().score(predictions, references).values["valid_id_rate"] == pytest.approx(1 / 3)
     assert ProductIds().score(["nothing"], references[:1]).values["valid_id_rate"] == 0.0
+
+
+# ---- metrics that read their reference sets from the run's dataset ------------------------------------------
+
+
+def test_product_ids_from_dataset_counts_ids_outside_the_catalog_as_invalid(tmp_path):
+    from harness.data import Dataset
+
+    catalog = Dataset("recs", tmp_path, [], [], corpus={"p1": {"text": "a"}, "p2": {"text": "b"}, "p9": {"text": "c"}})
+    predictions = ["Try (closest product: Lamp: id p9) and (closest product: Mug: id p404)."]
+    references = ["Try (closest product: Desk: id p1)."]
+    from_catalog = score_all(["product_ids"], predictions, references, catalog)["product_ids"]
+    assert from_catalog.values["valid_id_rate"] == 0.5  # p9 exists in the catalog though no reference cites it
+    guessed = score_all(["product_ids"], predictions, references)["product_ids"]
+    assert guessed.values["valid_id_rate"] == 0.0  # without the catalog only referenced ids count as real
+
+
+def test_accuracy_from_dataset_uses_labels_json(tmp_path):
+    from harness.data import Dataset
+
+    (tmp_path / "labels.json").write_text('{"labels": ["Kitchen", "Garden", "Home Office"], "counts": {}}')
+    data = Dataset("departments", tmp_path, [], [])
+    # "Garden" never occurs in the eval references, yet is a label of the set: parsed, and wrong, not unparseable.
+    result = score_all(["accuracy"], ["Garden", "kitchen."], ["Kitchen", "Kitchen"], data)["accuracy"]
+    assert result.values["unparseable_rate"] == 0.0 and result.values["accuracy"] == 0.5
+    without = score_all(["accuracy"], ["Garden", "kitchen."], ["Kitchen", "Kitchen"])["accuracy"]
+    assert without.values["unparseable_rate"] == 0.5
+    (tmp_path / "labels.json").write_text('{"labels": "Kitchen"}')
+    with pytest.raises(ValueError, match=r"labels.json: \"labels\" must be a list of strings"):
+        score_all(["accuracy"], ["Garden"], ["Kitchen"], data)

@@ -44,21 +44,26 @@ def register_metric(name: str) -> Callable[[type[Any]], type[Any]]:
     return decorator
 
 
-def get_metric(name: str) -> Metric:
+def get_metric(name: str, dataset: Any = None) -> Metric:
+    """The named metric; given the run's dataset, a metric class with a `from_dataset` classmethod reads what
+    it needs from it (the label set, the catalog's product ids) instead of guessing from the references."""
     try:
         factory = METRICS[name]
     except KeyError:
         raise UnknownMetricError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}") from None
+    if dataset is not None and hasattr(factory, "from_dataset"):
+        return factory.from_dataset(dataset)
     return factory()
 
 
-def score_all(names: list[str], predictions: list[str], references: list[str]) -> dict[str, MetricResult]:
+def score_all(names: list[str], predictions: list[str], references: list[str],
+              dataset: Any = None) -> dict[str, MetricResult]:
     """Score with every named metric; inputs are checked once here so metrics can assume aligned data."""
     if len(predictions) != len(references):
         raise ValueError(f"got {len(predictions)} predictions but {len(references)} references")
     if not predictions:
         raise ValueError("cannot score an empty list of predictions")
-    metrics = [get_metric(name) for name in names]  # resolve all names before any (slow) scoring
+    metrics = [get_metric(name, dataset) for name in names]  # resolve all names before any (slow) scoring
     return {metric.name: metric.score(predictions, references) for metric in metrics}
 
 

@@ -11,8 +11,8 @@ belongs in Kitchen". `parse_label` maps such an answer to a label of the set:
 
 Unparseable answers count as wrong; they are never dropped from the denominator.
 
-The label set is the constructor's `labels`, or, through the registry (`score(predictions, references)`
-with no labels), the distinct references. With the latter, a prediction naming a label that happens not to
+The label set is the constructor's `labels` (in a sweep: `labels.json` beside the dataset, which the
+departments recipe writes), or, with no labels given, the distinct references. With the latter, a prediction naming a label that happens not to
 occur in the eval split reads as unparseable rather than as that label; it is wrong either way.
 
 Macro-F1 averages per-label F1 = 2TP / (2TP + FP + FN) over the labels of the set that occur among the
@@ -23,11 +23,14 @@ false positive for none. This equals scikit-learn's `f1_score(..., labels=those,
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from harness.metrics import MetricResult, register_metric
 
+LABELS_FILE = "labels.json"
 # Stripped from both ends of an answer before the exact comparison: quotes, markdown, brackets, punctuation.
 _EDGE = " \t\r\n\"'`*_#>[](){}.,;:!?"
 
@@ -100,6 +103,20 @@ class Accuracy:
     def __init__(self, labels: Sequence[str] | None = None) -> None:
         self.labels = list(labels) if labels is not None else None
 
+    @classmethod
+    def from_dataset(cls, dataset) -> Accuracy:
+        """The full label set from the dataset's labels.json (so a label absent from eval still parses)."""
+        path = Path(dataset.dir) / LABELS_FILE
+        if not path.is_file():
+            return cls()
+        try:
+            labels = json.loads(path.read_text(encoding="utf-8"))["labels"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: expected {{\"labels\": [...]}} ({exc})") from None
+        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+            raise ValueError(f"{path}: \"labels\" must be a list of strings")
+        return cls(labels)
+
     def label_set(self, references: Sequence[str]) -> list[str]:
         if self.labels is None:
             return list(dict.fromkeys(r.strip() for r in references))
@@ -122,27 +139,32 @@ class Accuracy:
             "accuracy": correct, "unparseable_rate": [1.0 if p is None else 0.0 for p in parsed]})
 
 
-def tfidf_baseline(train_texts: Sequence[str], train_labels: Sequence[str], eval_texts: Sequence[str],
-                   eval_labels: Sequence[str], labels: Sequence[str] | None = None, seed: int = 0) -> dict[str, float]:
-    """A non-LLM reference point: TF-IDF (word 1-2 grams) + logistic regression, fit on train, scored on eval.
-
-    Scored by the same `Accuracy` metric (same label set rules) as the models, so the numbers compare; its
-    predictions are labels, so nothing is unparseable unless it predicts a label missing from the set.
-    """
+def fit_predict_tfidf(train_texts: Sequence[str], train_labels: Sequence[str], eval_texts: Sequence[str],
+                      seed: int = 0) -> list[str]:
+    """A non-LLM reference point: TF-IDF (word 1-2 grams) + logistic regression, fit on train, labels for eval."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    if len(train_texts) != len(train_labels) or len(eval_texts) != len(eval_labels):
-        raise ValueError("tfidf_baseline: texts and labels differ in length")
+    if len(train_texts) != len(train_labels):
+        raise ValueError("tfidf baseline: train texts and labels differ in length")
     if len(set(train_labels)) < 2:
-        raise ValueError(f"tfidf_baseline: training needs two or more labels (got {sorted(set(train_labels))})")
+        raise ValueError(f"tfidf baseline: training needs two or more labels (got {sorted(set(train_labels))})")
     if not eval_texts:
-        raise ValueError("tfidf_baseline: no eval examples")
+        raise ValueError("tfidf baseline: no eval examples")
     model = make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
         LogisticRegression(max_iter=1000, random_state=seed),
     )
     model.fit(list(train_texts), list(train_labels))
-    predicted = [str(p) for p in model.predict(list(eval_texts))]
+    return [str(p) for p in model.predict(list(eval_texts))]
+
+
+def tfidf_baseline(train_texts: Sequence[str], train_labels: Sequence[str], eval_texts: Sequence[str],
+                   eval_labels: Sequence[str], labels: Sequence[str] | None = None, seed: int = 0) -> dict[str, float]:
+    """The baseline's accuracy, macro-F1 and unparseable rate, by the same `Accuracy` metric (same label set
+    rules) as the models, so the numbers compare. `python -m harness.baseline` writes it as a ledger row."""
+    if len(eval_texts) != len(eval_labels):
+        raise ValueError("tfidf baseline: eval texts and labels differ in length")
+    predicted = fit_predict_tfidf(train_texts, train_labels, eval_texts, seed)
     return Accuracy(labels).score(predicted, list(eval_labels)).values

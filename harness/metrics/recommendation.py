@@ -10,8 +10,9 @@ Per sample, with P the set of predicted ids and G the gold ids:
 - id_recall = |P ∩ G| / |G| (0 when the reference cites nothing, which catalog_recs never writes);
 - id_f1 = their harmonic mean (0 when both are 0).
 The corpus values are the means of these. `valid_id_rate` is the share of all cited ids (pooled over the
-eval set) that name a real product: one of the constructor's `catalog_ids`, or, through the registry (no
-catalog given), one cited anywhere in the references. 0 when no prediction cites anything.
+eval set) that name a real product: one of the constructor's `catalog_ids` (in a sweep: the ids of the
+dataset's corpus, which catalog_recs writes one product per entry), else one cited anywhere in the references.
+0 when no prediction cites anything.
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ class ProductIds:
 
     def __init__(self, catalog_ids: Iterable[str] | None = None) -> None:
         self.catalog_ids = {_normal_id(str(i)) for i in catalog_ids} if catalog_ids is not None else None
+
+    @classmethod
+    def from_dataset(cls, dataset) -> ProductIds:
+        """The catalog is the dataset's corpus (one entry per product, id = product id), when it has one."""
+        return cls(catalog_ids=list(dataset.corpus)) if dataset.corpus else cls()
 
     def score(self, predictions: list[str], references: list[str]) -> MetricResult:
         predicted = [set(cited_ids(p)) for p in predictions]

@@ -1,0 +1,100 @@
+"""`python -m harness.baseline data=departments`: the non-LLM baseline row for a classification dataset.
+
+TF-IDF (word 1-2 grams) + logistic regression, fit on the train split and scored on the same eval split, by
+the same accuracy metric (same label set from labels.json) as the LLM cells, with the same record shape, so
+the leaderboard ranks it beside them: an LLM that cannot beat it is not worth its GPU bill. Its cost is the
+CPU time of fitting and predicting, priced at the hardware preset (default `hardware=cpu`).
+
+Takes the sweep's own overrides (data=..., data.dir=..., hardware=..., results_dir=..., eval.num_examples=...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import harness
+from harness.config import CONF_DIR, ConfigError, to_run_config
+from harness.cost import PeakMemory, cost_report
+from harness.data import DataError, load_dataset
+from harness.ledger import COMPLETED, Ledger, RunRecord, run_key
+from harness.redact import redact
+from harness.run import _now, eval_set_hash, git_sha, library_versions, metric_cis
+
+MODEL = "tfidf_logreg"
+METHOD = "baseline"
+log = logging.getLogger("harness.baseline")
+
+
+def run_baseline(overrides: list[str]) -> RunRecord:
+    from harness.metrics import score_all
+    from harness.metrics.classification import Accuracy, fit_predict_tfidf
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        composed = compose(config_name="config", overrides=overrides)
+    cfg = to_run_config(composed)
+    if "accuracy" not in cfg.data.metrics:
+        raise ConfigError(f"data={cfg.data.name}: the TF-IDF baseline is for classification datasets, whose "
+                          f"data.metrics include accuracy (got {cfg.data.metrics})")
+    dataset = load_dataset(cfg.data)
+    eval_records = dataset.eval[: cfg.eval.num_examples] if cfg.eval.num_examples else dataset.eval
+    train = dataset.train[: cfg.data.max_train_examples] if cfg.data.max_train_examples else dataset.train
+    key_config = {"baseline": MODEL, "data": OmegaConf.to_container(composed.data, resolve=True),
+                  "eval_examples": len(eval_records), "seed": cfg.qlora.seed}
+    record = RunRecord(
+        run_key=run_key(key_config, dataset.file_hashes, harness.__version__), run_id=uuid.uuid4().hex[:12],
+        status=COMPLETED, started_at=_now(), finished_at="", sweep_id="baseline", model=MODEL, method=METHOD,
+        data=cfg.data.name, hardware=cfg.hardware.name, config=redact(key_config), data_hashes=dataset.file_hashes,
+        versions=library_versions(), git_sha=git_sha())
+    with PeakMemory("cpu") as peak:
+        start = time.perf_counter()
+        labels = Accuracy.from_dataset(dataset).label_set([r.answer for r in eval_records])
+        predicted = fit_predict_tfidf([r.question for r in train], [r.answer for r in train],
+                                      [r.question for r in eval_records], seed=cfg.qlora.seed)
+        elapsed = time.perf_counter() - start
+    references = [r.answer for r in eval_records]
+    scores = score_all(["accuracy"], predicted, references, dataset)
+    record.metrics = dict(scores["accuracy"].values)
+    record.metric_samples = len(eval_records)
+    record.eval_set = eval_set_hash(eval_records)
+    record.metrics_ci = metric_cis(scores, cfg.qlora.seed)
+    # Fitting and predicting are one step here; it is all booked as training, none as serving.
+    record.cost = cost_report(cfg.hardware, load_s=0.0, train_s=elapsed, train_tokens=0, eval_s=0.0,
+                              eval_examples=len(eval_records), eval_generated_tokens=0, peak=peak,
+                              adapter_dir=None).to_dict()
+    record.train = {"examples": len(train), "labels": labels, "train_s": elapsed}
+    run_dir = Path(cfg.results_dir) / "runs" / record.run_key
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rows = [{"id": r.id, "question": r.question, "reference": r.answer, "prediction": p, "generated_tokens": 0,
+             **{k: v[i] for k, v in scores["accuracy"].per_sample.items()}}
+            for i, (r, p) in enumerate(zip(eval_records, predicted, strict=True))]
+    predictions_file = run_dir / f"predictions-{record.run_id}.jsonl"
+    predictions_file.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    record.predictions_file = str(predictions_file)
+    record.finished_at = _now()
+    Ledger(Path(cfg.results_dir) / "runs.jsonl").append(record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        record = run_baseline(list(sys.argv[1:] if argv is None else argv))
+    except (ConfigError, DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    values = " ".join(f"{k}={v:.3f}" for k, v in record.metrics.items())
+    print(f"{MODEL} on {record.data}: {values} [{record.run_key}] (ledger: {Path(record.predictions_file).parents[2]}"
+          f"/runs.jsonl)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The TF-IDF + logistic-regression baseline as a ledger row beside the LLM cells."""
+
+import json
+
+from harness.baseline import main
+from harness.leaderboard import main as leaderboard
+
+KITCHEN = ["chef knife steel blade", "cast iron frying pan", "ceramic coffee mug", "bamboo cutting board",
+           "stainless saucepan lid", "silicone baking mat", "glass mixing bowl", "wooden spatula set"]
+GARDEN = ["garden hose reel", "pruning shears blade", "terracotta flower pot", "lawn mower bag",
+          "watering can brass", "compost bin lid", "seed tray set", "garden gloves leather"]
+
+
+def _dataset(folder):
+    folder.mkdir()
+    rows = [(f"k{i}", t, "Kitchen") for i, t in enumerate(KITCHEN)] + [(f"g{i}", t, "Garden") for i, t in enumerate(GARDEN)]
+    train = [r for i, r in enumerate(rows) if i % 4]
+    evaluation = [r for i, r in enumerate(rows) if i % 4 == 0]
+    for name, part in (("train.jsonl", train), ("eval.jsonl", evaluation)):
+        (folder / name).write_text("".join(json.dumps({"id": i, "question": f"Which department sells: {t}?",
+                                                       "answer": y}) + "\n" for i, t, y in part))
+    (folder / "labels.json").write_text(json.dumps({"labels": ["Kitchen", "Garden", "Bathroom"]}))
+    return [r for r in rows if r in evaluation]
+
+
+def test_baseline_row_lands_in_the_ledger_and_ranks(tmp_path, capsys):
+    evaluation = _dataset(tmp_path / "departments")
+    results = tmp_path / "results"
+    assert main(["data=departments", f"data.dir={tmp_path / 'departments'}", f"results_dir={results}"]) == 0
+    record = json.loads((results / "runs.jsonl").read_text().splitlines()[0])
+    assert (record["model"], record["method"], record["status"]) == ("tfidf_logreg", "baseline", "completed")
+    assert set(record["metrics"]) == {"accuracy", "macro_f1", "unparseable_rate"}
+    assert record["metric_samples"] == len(evaluation) == 4 and record["eval_set"]
+    assert record["train"]["labels"] == ["Kitchen", "Garden", "Bathroom"]  # the full set from labels.json
+    assert record["cost"]["usd_total"] >= 0 and record["metrics_ci"]["accuracy"]["n"] == 4
+    rows = [json.loads(line) for line in open(record["predictions_file"])]
+    assert [r["id"] for r in rows] == [r[0] for r in evaluation]
+    assert sum(r["accuracy"] for r in rows) / 4 == record["metrics"]["accuracy"]
+    assert leaderboard(["--ledger", str(results / "runs.jsonl"), "--sort", "accuracy"]) == 0
+    assert "tfidf_logreg" in capsys.readouterr().out
+
+
+def test_baseline_refuses_a_dataset_without_accuracy(tmp_path, capsys):
+    assert main(["data=hr_handbook", f"results_dir={tmp_path}"]) == 2
+    assert "the TF-IDF baseline is for classification datasets" in capsys.readouterr().err
