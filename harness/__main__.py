@@ -23,6 +23,8 @@ logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 logging.getLogger("absl").setLevel(logging.WARNING)
 # faiss logs each CPU-specific build it tries before the one that loads.
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+# instructor logs every failed judge attempt at ERROR; the harness counts them per metric and reports once.
+logging.getLogger("instructor").setLevel(logging.CRITICAL)
 # peft still calls the old name of transformers' activation checkpointing API; nothing for a user to do.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 

@@ -149,7 +149,11 @@ def failure_reason(exc: BaseException) -> str:
             return f"http {error.status_code}"
     for error in chain:
         name = type(error).__name__
-        if name in ("InstructorRetryException", "ValidationError", "JSONDecodeError", "IncompleteOutputException"):
+        if name == "IncompleteOutputException":
+            return "judge output cut at judge.max_tokens"
+    for error in chain:
+        name = type(error).__name__
+        if name in ("InstructorRetryException", "ValidationError", "JSONDecodeError"):
             return "unparseable judge output"
         if isinstance(error, TimeoutError):
             return "timeout"
