@@ -379,6 +379,20 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_json(status, {"error": {"message": message, "type": etype, "param": None, "code": None}})
         self._send_json(status, {"error": message})
 
+    def _send_whole(self, data: bytes, ctype: str, fault: str | None) -> None:
+        """A non-streamed 200 reply, or its "stall" (headers, then silence) / "cut" (half the body) fault."""
+        if fault not in ("stall", "cut"):
+            return self._send_bytes(200, data, ctype)
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if fault == "cut":
+            self.wfile.write(data[: len(data) // 2])
+        else:
+            self._sleep(self.owner.hang_s)
+        return self._drop()
+
     def _start_stream(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/x-ndjson")
@@ -615,17 +629,7 @@ class _Handler(BaseHTTPRequestHandler):
             data = json.dumps(final(text)).encode()
             if fault == "malformed":
                 data = b'{"model": "' + name.encode() + b'", "message": {"role": "assist'  # cut short: not JSON
-            if fault in ("stall", "cut"):
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if fault == "cut":
-                    self.wfile.write(data[: len(data) // 2])
-                else:
-                    self._sleep(self.owner.hang_s)
-                return self._drop()
-            return self._send_bytes(200, data, "application/json; charset=utf-8")
+            return self._send_whole(data, "application/json; charset=utf-8", fault)
 
         self._start_stream()
         chunks = _split_chunks(text, self.owner.stream_chunks)
@@ -710,17 +714,7 @@ class _Handler(BaseHTTPRequestHandler):
             data = json.dumps(completion).encode()
             if fault == "malformed":
                 data = b'{"id": "' + cid.encode() + b'", "object": "chat.completion", "choi'  # cut short: not JSON
-            if fault in ("stall", "cut"):
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if fault == "cut":
-                    self.wfile.write(data[: len(data) // 2])
-                else:
-                    self._sleep(self.owner.hang_s)
-                return self._drop()
-            return self._send_bytes(200, data, "application/json")
+            return self._send_whole(data, "application/json", fault)
 
         def event(delta_content: str, finish: str | None) -> bytes:
             chunk = {
