@@ -260,7 +260,7 @@ def eval_set_hash(eval_records) -> str:
 def _judge_ragas(cfg: RunConfig, eval_records, predictions: list[str], retrieved: Retrieved | None,
                  record: RunRecord):
     """RAGAS metrics by the configured judge; with judge=none they are recorded as skipped, not as 0."""
-    from harness.judge import Judge
+    from harness.judge import Judge, JudgeUnavailable
     from harness.metrics.ragas import JudgedSample, applicable_metrics, score_ragas
     from harness.stats import bootstrap_ci
 
@@ -276,7 +276,12 @@ def _judge_ragas(cfg: RunConfig, eval_records, predictions: list[str], retrieved
     ]
     judge = Judge(cfg.judge, Path(cfg.cache_dir))
     if cfg.judge.check_on_start:
-        judge.check()  # already passed before loading; this also fills in the Ollama digest for the cache key
+        try:
+            judge.check()  # passed before loading; this also reads the Ollama digest for the cache key
+        except JudgeUnavailable as exc:
+            # The judge went away during the cell: keep the predictions and the other metrics, and let every
+            # judged sample fail with its reason rather than losing the whole cell.
+            log.warning("judge unavailable after generation (%s); its samples will be counted as failed", exc)
     judged = score_ragas(judge, samples, names, cfg.retrieval.embedding_model)
     record.metrics.update(judged.values)
     for name, values in judged.per_sample.items():
