@@ -193,3 +193,10 @@ def test_judge_none_records_ragas_as_skipped_not_zero(run_harness, tmp_path):
     record = json.loads((results / "runs.jsonl").read_text().splitlines()[0])
     assert record["judge"] == {"backend": "none", "skipped": "ragas: no judge configured (judge=none)"}
     assert not set(ALL) & set(record["metrics"]) and "rougeL" in record["metrics"]
+
+
+def test_a_judge_that_is_gone_fails_every_sample_with_the_reason(tmp_path):
+    cfg = JudgeConfig(backend=JudgeBackend.ollama, model=JUDGE, base_url="http://127.0.0.1:9/v1", max_retries=0)
+    result = score_ragas(Judge(cfg, tmp_path), SAMPLES[:2], ["faithfulness"])
+    assert result.errors["faithfulness"] == ["connection error", "connection error"]
+    assert result.values == {} and result.accounting["faithfulness"]["reasons"] == {"connection error": 2}
