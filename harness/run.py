@@ -32,6 +32,8 @@ log = logging.getLogger("harness")
 NON_SEMANTIC_KEYS = ("tracker", "results_dir", "cache_dir", "force", "progress", "sweep_id", "preflight")
 # Metrics scored by an LLM judge rather than by the registry's score(predictions, references).
 JUDGED_METRICS = ("ragas",)
+# How the judge is reached, not what it answers: changing them re-uses a cell's result.
+JUDGE_TRANSPORT_KEYS = ("concurrency", "timeout_s", "max_retries", "cache", "check_on_start", "api_key_env")
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "evaluate", "wandb")
 
 
@@ -72,7 +74,7 @@ def run_cell(cfg: RunConfig, config: dict) -> RunRecord | None:
     ledger = Ledger(results / "runs.jsonl")
     OUTCOME.ledger = ledger.path
     dataset = load_dataset(cfg.data)
-    key_config = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
+    key_config = semantic_config(config)
     key = run_key(key_config, dataset.file_hashes, harness.__version__)
     cell = f"{cfg.model.name}/{cfg.method.name} [{key}]"
     if not cfg.force and (done := ledger.completed(key)):
@@ -353,6 +355,19 @@ def shown_chunks(hits, rendered: str) -> list[str]:
     if not shown and hits and rendered:
         shown = [rendered.split("\n", 1)[-1]]  # the first block, cut to max_context_chars, minus its title line
     return shown
+
+
+def semantic_config(config: dict) -> dict:
+    """The part of a composed config that decides a cell's results, hashed into its run key: the judge only
+    where a judged metric is listed, and then without its transport settings."""
+    key_config = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
+    metrics = (key_config.get("data") or {}).get("metrics") or []
+    if "judge" in key_config:
+        if any(name in JUDGED_METRICS for name in metrics):
+            key_config["judge"] = {k: v for k, v in key_config["judge"].items() if k not in JUDGE_TRANSPORT_KEYS}
+        else:
+            del key_config["judge"]
+    return key_config
 
 
 def check_metric_names(cfg: RunConfig) -> None:

@@ -174,3 +174,18 @@ def test_unknown_metric_in_data_config_fails_before_anything_runs(compose_cfg):
     with pytest.raises(ConfigError, match=r"data.metrics: unknown metric\(s\) \['rogue'\]; known: .*ragas"):
         check_metric_names(to_run_config(compose_cfg("data.metrics=[bleu,rogue]")))
     check_metric_names(to_run_config(compose_cfg("data.metrics=[bleu,ragas]")))
+
+
+def test_judge_transport_settings_do_not_change_the_run_key(compose_cfg):
+    from omegaconf import OmegaConf
+
+    from harness.run import semantic_config
+
+    def key_part(*overrides):
+        return semantic_config(OmegaConf.to_container(compose_cfg(*overrides), resolve=True))
+
+    judged = ("judge=ollama", "data.metrics=[rouge,ragas]")
+    assert key_part(*judged) == key_part(*judged, "judge.concurrency=16", "judge.timeout_s=5")
+    assert key_part(*judged) != key_part(*judged, "judge.model=llama3.1:70b")
+    # Without a judged metric the judge does not matter at all.
+    assert "judge" not in key_part("judge=ollama", "data.metrics=[rouge]")
