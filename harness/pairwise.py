@@ -193,8 +193,9 @@ async def _judge_all(judge: Judge, pairs: list[Pair]) -> tuple[dict, dict, int]:
         except Exception as exc:  # counted per question; one bad reply must not lose the others
             outcomes[pair.id], errors[pair.id] = None, _pairwise_failure(exc)
             return
-        outcomes[pair.id] = combine(forward, backward)
-        agreed += combine(forward, backward) != "tie" or (forward == backward == "tie")
+        outcome = combine(forward, backward)
+        outcomes[pair.id] = outcome
+        agreed += outcome != "tie" or forward == backward == "tie"  # the verdict followed the answer, not the slot
 
     try:
         await asyncio.gather(*(one(pair) for pair in pairs))

@@ -58,7 +58,7 @@ def scored_set_hash(ids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
 
 
-def account(name: str, samples: Sequence[JudgedSample], scores: list[float | None],
+def account(samples: Sequence[JudgedSample], scores: list[float | None],
             errors: list[str | None]) -> dict:
     failed = [(s.id, e) for s, e in zip(samples, errors, strict=True) if e is not None]
     scored_ids = [s.id for s, v in zip(samples, scores, strict=True) if v is not None]
@@ -179,6 +179,6 @@ def score_ragas(judge: Judge, samples: Sequence[JudgedSample], names: Sequence[s
         kept = [v for v in scores[name] if v is not None]
         if kept:
             values[name] = sum(kept) / len(kept)
-        accounting[name] = account(name, samples, scores[name], errors[name])
+        accounting[name] = account(samples, scores[name], errors[name])
     return JudgedScores(values=values, per_sample=scores, errors=errors, accounting=accounting,
                         judge_s=time.perf_counter() - start)
