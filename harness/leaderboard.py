@@ -413,17 +413,20 @@ def compare(ledger: Path, key_a: str, key_b: str, metric: str | None = None, n_r
             if k not in ROW_FIELDS and not k.endswith("_error")
             and any(_is_score(rows_a[i].get(k)) for i in ids) and any(_is_score(rows_b[i].get(k)) for i in ids)]
     if metric is not None:
-        keys = [k for k in keys if metric in (k, k + SAMPLE_MEAN_SUFFIX) or metric == ci_name(k, a.get("metrics", {}).get(k))]
-        if not keys:
-            raise LeaderboardError(f"metric {metric!r} is not a per-sample score of both runs")
+        wanted = [k for k in keys if metric in (k, k + SAMPLE_MEAN_SUFFIX) or metric == ci_name(k, a.get("metrics", {}).get(k))]
+        if not wanted:
+            raise LeaderboardError(f"metric {metric!r} is not a per-sample score of both runs; they share: "
+                                   f"{', '.join(keys) or 'none'}")
+        keys = wanted
     results, skipped = {}, {}
     for key in keys:
-        both = [i for i in ids if _is_score(rows_a[i].get(key)) and _is_score(rows_b[i].get(key))]
-        name = ci_name(key, a.get("metrics", {}).get(key), sum(rows_a[i][key] for i in both) / len(both) if both else None)
+        scored_a = [i for i in ids if _is_score(rows_a[i].get(key))]
+        both = [i for i in scored_a if _is_score(rows_b[i].get(key))]
+        # Named as its interval is in run A's record: from A's corpus value and A's own per-sample mean.
+        name = ci_name(key, a.get("metrics", {}).get(key), sum(rows_a[i][key] for i in scored_a) / len(scored_a))
         if len(both) < len(ids):
-            scored_a = sum(_is_score(rows_a[i].get(key)) for i in ids)
             scored_b = sum(_is_score(rows_b[i].get(key)) for i in ids)
-            what = f"scored on different samples (A: {scored_a}, B: {scored_b} of {len(ids)}; both: {len(both)})"
+            what = f"scored on different samples (A: {len(scored_a)}, B: {scored_b} of {len(ids)}; both: {len(both)})"
             if not allow_different_samples or not both:
                 skipped[name] = what + ("" if not both else "; --allow-different-samples compares the shared ones")
                 continue
