@@ -389,13 +389,9 @@ def _some(ids) -> str:
     return ", ".join(ids[:10]) + (f" (and {len(ids) - 10} more)" if len(ids) > 10 else "")
 
 
-def compare(ledger: Path, key_a: str, key_b: str, metric: str | None = None, n_resamples: int = 2000,
-            seed: int = 0, allow_different_samples: bool = False) -> Comparison:
-    """Paired bootstrap of every per-sample metric the two runs share, on the same eval examples."""
-    records = Ledger(ledger).records()
-    if not records:
-        raise LeaderboardError(f"no runs in {ledger}")
-    a, b = resolve_run(records, key_a, ledger), resolve_run(records, key_b, ledger)
+def paired_rows(a: dict, b: dict, ledger: Path) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Two completed runs' prediction rows by example id, checked to cover the same examples with the same
+    references (anything paired across runs, a bootstrap or a judge's comparison, needs that)."""
     rows_a, rows_b = _by_id(load_predictions(a, ledger), a), _by_id(load_predictions(b, ledger), b)
     sets = f"A={a.get('run_key')} (data={a.get('data')}, {len(rows_a)} examples), " \
            f"B={b.get('run_key')} (data={b.get('data')}, {len(rows_b)} examples)"
@@ -408,6 +404,17 @@ def compare(ledger: Path, key_a: str, key_b: str, metric: str | None = None, n_r
     if changed:
         raise LeaderboardError(f"different eval sets cannot be compared: {sets}; same ids but different "
                                f"references for: {_some(changed)}")
+    return rows_a, rows_b
+
+
+def compare(ledger: Path, key_a: str, key_b: str, metric: str | None = None, n_resamples: int = 2000,
+            seed: int = 0, allow_different_samples: bool = False) -> Comparison:
+    """Paired bootstrap of every per-sample metric the two runs share, on the same eval examples."""
+    records = Ledger(ledger).records()
+    if not records:
+        raise LeaderboardError(f"no runs in {ledger}")
+    a, b = resolve_run(records, key_a, ledger), resolve_run(records, key_b, ledger)
+    rows_a, rows_b = paired_rows(a, b, ledger)
     ids = list(rows_a)
     keys = [k for k in dict.fromkeys(k for i in ids for k in (*rows_a[i], *rows_b[i]))
             if k not in ROW_FIELDS and not k.endswith("_error")

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from harness.config import ConfigError, JudgeBackend, JudgeConfig, load_option
 from harness.judge import Judge, failure_reason
-from harness.leaderboard import LeaderboardError, _by_id, load_predictions, resolve_run
+from harness.leaderboard import LeaderboardError, _by_id, load_predictions, paired_rows, resolve_run
 from harness.ledger import Ledger, append_line
 from harness.stats import bootstrap_ci
 
@@ -116,16 +116,13 @@ def load_pairs(ledger: Path, key_a: str, key_b: str) -> tuple[str, str, list[Pai
         raise PairwiseError(f"no runs in {ledger}")
     try:
         b = resolve_run(records, key_b, ledger)
-        rows_b = _by_id(load_predictions(b, ledger), b)
         if key_a == REFERENCE:
+            rows_b = _by_id(load_predictions(b, ledger), b)
             name_a, answers_a = REFERENCE, {i: row["reference"] for i, row in rows_b.items()}
         else:
             a = resolve_run(records, key_a, ledger)
-            name_a = a["run_key"]
-            rows_a = _by_id(load_predictions(a, ledger), a)
-            if rows_a.keys() != rows_b.keys() or any(rows_a[i]["reference"] != rows_b[i]["reference"] for i in rows_a):
-                raise PairwiseError(f"runs {name_a} and {b['run_key']} were not evaluated on the same examples")
-            answers_a = {i: row["prediction"] for i, row in rows_a.items()}
+            rows_a, rows_b = paired_rows(a, b, ledger)
+            name_a, answers_a = a["run_key"], {i: row["prediction"] for i, row in rows_a.items()}
     except LeaderboardError as exc:
         raise PairwiseError(str(exc)) from None
     pairs = [Pair(i, row["question"], row["reference"], answers_a[i], row["prediction"]) for i, row in rows_b.items()]
