@@ -10,7 +10,6 @@ Takes the sweep's own overrides (data=..., data.dir=..., hardware=..., results_d
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -26,7 +25,7 @@ from harness.cost import PeakMemory, cost_report
 from harness.data import DataError, load_dataset
 from harness.ledger import COMPLETED, Ledger, RunRecord, run_key
 from harness.redact import redact
-from harness.run import _now, eval_set_hash, git_sha, library_versions, metric_cis
+from harness.run import _now, eval_set_hash, git_sha, library_versions, metric_cis, write_predictions
 
 MODEL = "tfidf_logreg"
 METHOD = "baseline"
@@ -75,9 +74,7 @@ def run_baseline(overrides: list[str]) -> RunRecord:
     rows = [{"id": r.id, "question": r.question, "reference": r.answer, "prediction": p, "generated_tokens": 0,
              **{k: v[i] for k, v in scores["accuracy"].per_sample.items()}}
             for i, (r, p) in enumerate(zip(eval_records, predicted, strict=True))]
-    predictions_file = run_dir / f"predictions-{record.run_id}.jsonl"
-    predictions_file.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    record.predictions_file = str(predictions_file)
+    record.predictions_file = str(write_predictions(run_dir, record.run_id, rows))
     record.finished_at = _now()
     Ledger(Path(cfg.results_dir) / "runs.jsonl").append(record)
     return record

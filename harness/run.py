@@ -83,10 +83,13 @@ def run_cell(cfg: RunConfig, config: dict) -> RunRecord | None:
         return None
 
     check_metric_names(cfg)
-    if "ragas" in cfg.data.metrics and cfg.judge.backend != JudgeBackend.none and cfg.judge.check_on_start:
+    judge = None
+    if "ragas" in cfg.data.metrics and cfg.judge.backend != JudgeBackend.none:
         from harness.judge import Judge
 
-        Judge(cfg.judge, Path(cfg.cache_dir)).check()  # before any GPU time is spent on a cell it cannot score
+        judge = Judge(cfg.judge, Path(cfg.cache_dir))
+        if cfg.judge.check_on_start:
+            judge.check()  # before any GPU time is spent on a cell it cannot score; reads the Ollama digest too
 
     estimate, refusal = None, None
     if cfg.preflight:
@@ -133,7 +136,7 @@ def run_cell(cfg: RunConfig, config: dict) -> RunRecord | None:
     rows: list[dict] = []
     adapter_dir = None
     try:
-        rows, adapter_dir = _execute(cfg, dataset, record, results / "runs" / key)
+        rows, adapter_dir = _execute(cfg, dataset, record, results / "runs" / key, judge)
         record.status = COMPLETED
         OUTCOME.completed.append(key)
         log.info("%s: completed %s", cell, _summary(record))
@@ -150,7 +153,8 @@ def run_cell(cfg: RunConfig, config: dict) -> RunRecord | None:
     return record
 
 
-def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path) -> tuple[list[dict], Path | None]:
+def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
+             judge=None) -> tuple[list[dict], Path | None]:
     """Load → train → predict → score → cost; `record.failed_stage` says where an exception came from."""
     from harness.metrics import score_all
     from harness.models import load_model, select_device
@@ -218,7 +222,7 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path)
     record.metrics_ci = metric_cis(scores, cfg.qlora.seed)
     judged = None
     if "ragas" in cfg.data.metrics:
-        judged = _judge_ragas(cfg, eval_records, predicted.predictions, retrieved, record)
+        judged = _judge_ragas(cfg, judge, eval_records, predicted.predictions, retrieved, record)
 
     rows = []
     for i, (r, prediction) in enumerate(zip(eval_records, predicted.predictions, strict=True)):
@@ -229,9 +233,7 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path)
             row.update({k: v[i] for k, v in judged.per_sample.items()})
             row.update({f"{k}_error": v[i] for k, v in judged.errors.items() if v[i] is not None})
         rows.append(row)
-    predictions_file = run_dir / f"predictions-{record.run_id}.jsonl"
-    predictions_file.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    record.predictions_file = str(predictions_file)
+    record.predictions_file = str(write_predictions(run_dir, record.run_id, rows))
 
     adapter_dir = trained.adapter_dir if trained else None
     record.adapter_dir = str(adapter_dir) if adapter_dir else None
@@ -252,6 +254,13 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path)
     return rows, adapter_dir
 
 
+def write_predictions(run_dir: Path, run_id: str, rows: list[dict]) -> Path:
+    """The run's per-example rows (question, reference, prediction, per-sample scores) as JSON lines."""
+    path = run_dir / f"predictions-{run_id}.jsonl"
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
 def eval_set_hash(eval_records) -> str:
     """Fingerprint of the eval examples (ids and reference answers) a run was scored on."""
     from harness.metrics.ragas import scored_set_hash
@@ -259,14 +268,13 @@ def eval_set_hash(eval_records) -> str:
     return scored_set_hash([f"{r.id}\t{r.answer}" for r in eval_records])
 
 
-def _judge_ragas(cfg: RunConfig, eval_records, predictions: list[str], retrieved: Retrieved | None,
+def _judge_ragas(cfg: RunConfig, judge, eval_records, predictions: list[str], retrieved: Retrieved | None,
                  record: RunRecord):
-    """RAGAS metrics by the configured judge; with judge=none they are recorded as skipped, not as 0."""
-    from harness.judge import Judge, JudgeUnavailable
+    """RAGAS metrics by the cell's judge; without one (judge=none) they are recorded as skipped, not as 0.
+    A judge that went away since the cell started fails each sample with its reason; nothing else is lost."""
     from harness.metrics.ragas import JudgedSample, applicable_metrics, score_ragas
-    from harness.stats import bootstrap_ci
 
-    if cfg.judge.backend == JudgeBackend.none:
+    if judge is None:
         record.judge = {"backend": "none", "skipped": "ragas: no judge configured (judge=none)"}
         log.info("ragas metrics skipped: judge=none (set judge=ollama judge.model=NAME to score them)")
         return None
@@ -276,21 +284,9 @@ def _judge_ragas(cfg: RunConfig, eval_records, predictions: list[str], retrieved
                      retrieved.chunks[r.id] if retrieved is not None else ([r.context] if r.context else []))
         for r, prediction in zip(eval_records, predictions, strict=True)
     ]
-    judge = Judge(cfg.judge, Path(cfg.cache_dir))
-    if cfg.judge.check_on_start:
-        try:
-            judge.check()  # passed before loading; this also reads the Ollama digest for the cache key
-        except JudgeUnavailable as exc:
-            # The judge went away during the cell: keep the predictions and the other metrics, and let every
-            # judged sample fail with its reason rather than losing the whole cell.
-            log.warning("judge unavailable after generation (%s); its samples will be counted as failed", exc)
     judged = score_ragas(judge, samples, names, cfg.retrieval.embedding_model)
     record.metrics.update(judged.values)
-    for name, values in judged.per_sample.items():
-        kept = [v for v in values if v is not None]
-        if kept:
-            mean, low, high = bootstrap_ci(kept, seed=cfg.qlora.seed)
-            record.metrics_ci[name] = {"mean": mean, "low": low, "high": high, "n": len(kept)}
+    record.metrics_ci.update(metric_cis({"ragas": judged}, cfg.qlora.seed))
     record.judge = {**redact(judge.settings()), "metrics": judged.accounting, "judge_s": round(judged.judge_s, 3),
                     **judge.stats.to_dict()}
     for name, acc in judged.accounting.items():
@@ -301,12 +297,16 @@ def _judge_ragas(cfg: RunConfig, eval_records, predictions: list[str], retrieved
 
 
 def metric_cis(scores: dict, seed: int, confidence: float = 0.95) -> dict[str, dict]:
-    """A bootstrap CI of the mean of every per-sample metric key (see harness/stats.py for the naming)."""
+    """A bootstrap CI of the mean of every per-sample metric key (see harness/stats.py for the naming), over
+    the samples that were scored: a judge's failures (None) are not in the interval, and `n` says so."""
     from harness.stats import bootstrap_ci, ci_name
 
     out = {}
     for result in scores.values():
-        for key, values in result.per_sample.items():
+        for key, scored in result.per_sample.items():
+            values = [v for v in scored if v is not None]
+            if not values:
+                continue
             try:
                 mean, low, high = bootstrap_ci(values, confidence=confidence, seed=seed)
             except ValueError as exc:  # e.g. NaN scores: no interval, but the run's result stands
