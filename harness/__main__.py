@@ -35,6 +35,9 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from harness.argv_guard import guard_argv
+
+    guard_argv()  # secrets, escaping paths and config mistakes end here, before Hydra writes anything
     main()
     done = OUTCOME
     where = f" (ledger: {done.ledger}; table: python -m harness.leaderboard --ledger {done.ledger})" if done.ledger else ""

@@ -8,7 +8,11 @@ function turns the composed DictConfig into objects (`to_run_config`), before an
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
+import string
+import typing
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -27,6 +31,38 @@ class ConfigError(ValueError):
 def _require(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {message}")
+
+
+# A name that becomes part of a path (a dataset folder, a report file): one plain path component.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# judge.api_key_env and the like hold the NAME of an environment variable, never its value.
+ENV_VAR_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+# transformers.trainer_utils.SchedulerType's values (a test keeps the copy in step; importing transformers
+# here would cost seconds on every command line).
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                 "warmup_stable_decay", "greedy")
+# A training sequence must hold a chat template's framing plus some question and answer.
+MIN_MAX_LENGTH = 32
+
+
+def require_safe_name(value: str, key: str) -> None:
+    """`key` names something that becomes a path part: no separators, no `..`, nothing hidden."""
+    _require(bool(SAFE_NAME.fullmatch(value or "")) and ".." not in value, key,
+             f"must be a plain name (letters, digits, '.', '_', '-'; no '/' or '..'), got {value!r}")
+
+
+def check_template(template: str, key: str, allowed: set[str], required: set[str]) -> None:
+    """A str.format template that formats: balanced braces, only the allowed placeholders."""
+    usage = "placeholders " + " ".join(f"{{{n}}}" for n in sorted(allowed)) + ", literal braces as {{ and }}"
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise ConfigError(f"{key}: not a valid template ({exc}); write {usage}") from None
+    unknown = sorted(names - allowed)
+    _require(not unknown, key, f"unknown placeholder(s) {unknown}; write {usage}")
+    missing = sorted(required - names)
+    _require(not missing, key, "must contain " + " and ".join(f"{{{n}}}" for n in missing))
 
 
 class ModelSource(str, Enum):
@@ -93,7 +129,10 @@ class ModelConfig:
                 "model.gguf_package",
                 f"model '{self.name}' has source=gguf_package: set both gguf_package and gguf_file",
             )
+        require_safe_name(self.name, "model.name")
         _require(self.params_b > 0, "model.params_b", f"must be > 0 (got {self.params_b})")
+        for key in ("n_layers", "hidden_size", "n_heads", "n_kv_heads", "intermediate_size", "vocab_size", "max_context"):
+            _require(getattr(self, key) > 0, f"model.{key}", f"must be > 0 (got {getattr(self, key)})")
         _require(bool(self.lora_target_modules), "model.lora_target_modules", "must name at least one module")
 
 
@@ -105,6 +144,9 @@ class MethodConfig:
     # Retrieved corpus chunks go into the prompt at evaluation (and, for a trainer that uses prompts, in training).
     retrieval: bool = False
     description: str = ""
+
+    def __post_init__(self) -> None:
+        require_safe_name(self.name, "method.name")
 
 
 @dataclass
@@ -123,6 +165,9 @@ class RetrievalConfig:
             _require(getattr(self, key) > 0, f"retrieval.{key}", f"must be > 0 (got {getattr(self, key)})")
         _require(0 <= self.chunk_overlap < self.chunk_chars, "retrieval.chunk_overlap",
                  f"must be in [0, chunk_chars) (got {self.chunk_overlap})")
+        if self.max_context_chars is not None:
+            _require(self.max_context_chars > 0, "retrieval.max_context_chars",
+                     f"must be > 0 or null for all top_k chunks (got {self.max_context_chars}); 0 shows no context")
 
 
 @dataclass
@@ -157,6 +202,10 @@ class QLoraConfig:
         for key in ("r", "alpha", "batch_size", "grad_accum", "max_length", "logging_steps"):
             value = getattr(self, key)
             _require(value > 0, f"qlora.{key}", f"must be > 0 (got {value})")
+        _require(self.max_length >= MIN_MAX_LENGTH, "qlora.max_length",
+                 f"must be >= {MIN_MAX_LENGTH} tokens to hold a prompt and its answer (got {self.max_length})")
+        _require(self.lr_scheduler in LR_SCHEDULERS, "qlora.lr_scheduler",
+                 f"unknown scheduler {self.lr_scheduler!r}; known: {', '.join(LR_SCHEDULERS)}")
         _require(0.0 <= self.dropout < 1.0, "qlora.dropout", f"must be in [0, 1) (got {self.dropout})")
         _require(self.lr > 0, "qlora.lr", f"must be > 0 (got {self.lr})")
         _require(
@@ -188,15 +237,15 @@ class DataConfig:
     metrics: list[str] = field(default_factory=lambda: ["bleu", "rouge", "ngram"])
     # Cap on training examples (None: all); the eval cap lives in eval.num_examples.
     max_train_examples: int | None = None
+    # Train and eval sharing ids or questions is refused at load (scores would measure recall); true accepts it.
+    allow_overlap: bool = False
 
     def __post_init__(self) -> None:
+        require_safe_name(self.name, "data.name")
         _require(bool(self.metrics), "data.metrics", "list at least one metric")
-        for key in ("prompt_template", "rag_prompt_template"):
-            names = {m.group(1) for m in re.finditer(r"{(\w*)}", getattr(self, key))}
-            unknown = names - {"question", "context"}
-            _require(not unknown, f"data.{key}", f"unknown placeholder(s) {sorted(unknown)}; use {{question}} and {{context}}")
-            _require("question" in names, f"data.{key}", "must contain {question}")
-        _require("{context}" in self.rag_prompt_template, "data.rag_prompt_template", "must contain {context}")
+        check_template(self.prompt_template, "data.prompt_template", {"question", "context"}, {"question"})
+        check_template(self.rag_prompt_template, "data.rag_prompt_template", {"question", "context"},
+                       {"question", "context"})
         if self.max_train_examples is not None:
             _require(self.max_train_examples > 0, "data.max_train_examples", "must be > 0 or null")
 
@@ -217,6 +266,7 @@ class HardwareConfig:
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
+        require_safe_name(self.name, "hardware.name")
         _require(self.usd_per_hour >= 0, "hardware.usd_per_hour", f"must be >= 0 (got {self.usd_per_hour})")
         _require(self.memory_gb > 0, "hardware.memory_gb", f"must be > 0 (got {self.memory_gb})")
         if self.num_threads is not None:
@@ -242,6 +292,8 @@ class EvalConfig:
             _require(self.num_examples > 0, "eval.num_examples", "must be > 0 or null (all)")
         if self.do_sample:
             _require(self.temperature > 0, "eval.temperature", "must be > 0 when sampling")
+        _require(self.temperature >= 0, "eval.temperature", f"must be >= 0 (got {self.temperature})")
+        _require(0.0 < self.top_p <= 1.0, "eval.top_p", f"must be in (0, 1] (got {self.top_p})")
 
 
 @dataclass
@@ -295,8 +347,10 @@ class JudgeConfig:
             _require(self.base_url.startswith(("http://", "https://")), "judge.base_url",
                      f"must start with http:// or https:// (got {self.base_url!r})")
         if self.api_key_env:
-            _require(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env) is not None, "judge.api_key_env",
-                     "must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not the key itself")
+            # The value is never echoed: a key typed here by mistake must not reach the console or a log.
+            _require(ENV_VAR_NAME.fullmatch(self.api_key_env) is not None, "judge.api_key_env",
+                     "must be the NAME of an environment variable (upper-case letters, digits, '_'; e.g. "
+                     "OPENAI_API_KEY), not the key itself")
         unknown = sorted(set(self.ragas_metrics) - set(RAGAS_METRICS))
         _require(not unknown, "judge.ragas_metrics", f"unknown {unknown}; known: {', '.join(RAGAS_METRICS)}")
         for key in ("max_tokens", "concurrency", "answer_relevancy_strictness"):
@@ -337,6 +391,16 @@ class RunConfig:
             "fail_at",
             f"must be one of load, train, predict, score or null (got {self.fail_at!r})",
         )
+        _require(bool(str(self.results_dir).strip()), "results_dir", "must name a folder")
+        # "~/x" means the home folder, as in a shell (never a literal "~" folder).
+        self.results_dir = os.path.expanduser(self.results_dir)
+        if isinstance(self.model, ModelConfig) and isinstance(self.eval, EvalConfig):
+            _require(self.eval.max_new_tokens < self.model.max_context, "eval.max_new_tokens",
+                     f"{self.eval.max_new_tokens} does not fit model {self.model.name}'s context of "
+                     f"{self.model.max_context} tokens with any prompt; lower it")
+            _require(self.qlora.max_length <= self.model.max_context, "qlora.max_length",
+                     f"{self.qlora.max_length} exceeds model {self.model.name}'s context of {self.model.max_context} "
+                     "tokens; lower it")
 
 
 def uses_gradient_checkpointing(hardware: HardwareConfig, qlora: QLoraConfig) -> bool:
@@ -349,8 +413,44 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
 
+def unknown_keys(cfg: DictConfig, schema: type = None, prefix: str = "") -> list[str]:
+    """Keys of a composed config that its schema does not define. Hydra lets `+key=value` add them past the
+    schema, and OmegaConf.to_object drops them silently: the cell would run without the setting yet record it."""
+    schema = schema or RunConfig
+    hints = typing.get_type_hints(schema)
+    known = {f.name for f in dataclasses.fields(schema)}
+    found = []
+    for key in cfg.keys():
+        if key == "hydra":
+            continue
+        if key not in known:
+            found.append(f"{prefix}{key}")
+            continue
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and dataclasses.is_dataclass(hints[key]) and not node._is_missing():
+            found += unknown_keys(node, hints[key], f"{prefix}{key}.")
+    return found
+
+
+def schema_keys(path: str) -> list[str]:
+    """The settings a schema section (e.g. "qlora") defines; the top level for ""."""
+    schema = RunConfig
+    for part in filter(None, path.split(".")):
+        hint = typing.get_type_hints(schema).get(part)
+        if not dataclasses.is_dataclass(hint):
+            return []
+        schema = hint
+    return [f.name for f in dataclasses.fields(schema)]
+
+
 def to_run_config(cfg: DictConfig) -> RunConfig:
     """Turn a composed config into objects, running every `__post_init__` check."""
+    unknown = unknown_keys(cfg)
+    if unknown:
+        section = unknown[0].rpartition(".")[0]
+        where = f"a setting of {section}" if section else "a top-level setting"
+        raise ConfigError(f"{unknown[0]}: not {where} (however it is added, +key included); known: "
+                          f"{', '.join(schema_keys(section))}")
     run_cfg = OmegaConf.to_object(cfg)
     assert isinstance(run_cfg, RunConfig)
     return run_cfg

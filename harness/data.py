@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.config import DataConfig, ModelConfig, resolve_data_dir
+from harness.config import ConfigError, DataConfig, ModelConfig, resolve_data_dir
 
 
 class DataError(ValueError):
@@ -56,11 +56,63 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     corpus = _read_corpus(folder / cfg.corpus_file, hashes)
     _check_sources(folder / cfg.train_file, train, corpus)
     _check_sources(folder / cfg.eval_file, eval_records, corpus)
-    card_path = folder / "card.json"
-    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    card = _read_card(folder / "card.json")
     if cfg.max_train_examples is not None:
         train = train[: cfg.max_train_examples]
+    if not cfg.allow_overlap:
+        check_no_overlap(folder / cfg.train_file, train, folder / cfg.eval_file, eval_records)
     return Dataset(cfg.name, folder, train, eval_records, corpus, card, hashes)
+
+
+def _read_card(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        card = json.loads(_decode(path, path.read_bytes()))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+                        "fix it or delete the card") from None
+    if not isinstance(card, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(card).__name__}; fix it or delete the card")
+    return card
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start}); "
+                        "save the file as UTF-8") from None
+
+
+def _normal_question(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def check_no_overlap(train_path: Path, train: list[QARecord], eval_path: Path, eval_records: list[QARecord]) -> None:
+    """Eval examples that also appear in training (same id or same question) score memory, not skill."""
+    train_ids = {r.id for r in train}
+    train_questions = {_normal_question(r.question) for r in train}
+    shared_ids = [r.id for r in eval_records if r.id in train_ids]
+    shared_questions = [r.question for r in eval_records if _normal_question(r.question) in train_questions]
+    if not shared_ids and not shared_questions:
+        return
+    parts = []
+    if shared_ids:
+        parts.append(f"{len(shared_ids)} shared id(s) (first: {', '.join(repr(i) for i in shared_ids[:3])})")
+    if shared_questions:
+        first = ", ".join(repr(q[:60]) for q in shared_questions[:2])
+        parts.append(f"{len(shared_questions)} identical question(s) (first: {first})")
+    raise DataError(f"{eval_path.name} overlaps {train_path.name} in {eval_path.parent}: {'; '.join(parts)}; "
+                    "remove them from one split, or set data.allow_overlap=true to score anyway")
+
+
+def check_dataset_for_run(dataset: Dataset, data: DataConfig, retrieves: bool, method: str) -> None:
+    """What a cell needs from its dataset, known before any model loads."""
+    if retrieves and not dataset.corpus:
+        raise ConfigError(f"method={method} retrieves from the dataset's corpus, but {dataset.dir} has no "
+                          f"{data.corpus_file}; use a method without _rag or add the corpus")
 
 
 def _read_jsonl(path: Path, hashes: dict[str, str]) -> list[tuple[int, dict]]:
@@ -69,7 +121,7 @@ def _read_jsonl(path: Path, hashes: dict[str, str]) -> list[tuple[int, dict]]:
     raw = path.read_bytes()
     hashes[path.name] = hashlib.sha256(raw).hexdigest()
     rows = []
-    for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+    for number, line in enumerate(_decode(path, raw).splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 import harness
 from harness.config import ConfigError, JudgeBackend, RunConfig, to_run_config
 from harness.cost import PeakMemory, cost_report
-from harness.data import DataError, Dataset, load_dataset, prompt_messages
+from harness.data import DataError, Dataset, check_dataset_for_run, load_dataset, prompt_messages
 from harness.ledger import COMPLETED, FAILED, SKIPPED, Ledger, RunRecord, run_key
 from harness.preflight import PreflightRefusal, preflight
 from harness.redact import redact, redact_text
@@ -73,7 +73,7 @@ def run_cell(cfg: RunConfig, config: dict) -> RunRecord | None:
     results = Path(cfg.results_dir)
     ledger = Ledger(results / "runs.jsonl")
     OUTCOME.ledger = ledger.path
-    dataset = load_dataset(cfg.data)
+    dataset = check_before_load(cfg)
     key_config = semantic_config(config)
     key = run_key(key_config, dataset.file_hashes, harness.__version__)
     cell = f"{cfg.model.name}/{cfg.method.name} [{key}]"
@@ -82,7 +82,6 @@ def run_cell(cfg: RunConfig, config: dict) -> RunRecord | None:
         OUTCOME.skipped.append(key)
         return None
 
-    check_metric_names(cfg)
     judge = None
     if "ragas" in cfg.data.metrics and cfg.judge.backend != JudgeBackend.none:
         from harness.judge import Judge
@@ -368,6 +367,27 @@ def semantic_config(config: dict) -> dict:
         else:
             del key_config["judge"]
     return key_config
+
+
+def check_before_load(cfg: RunConfig) -> Dataset:
+    """Every user mistake that can be found without a model: metric names, the dataset and what the method
+    needs from it, the accelerator the hardware preset promises. The entry point runs it before Hydra starts."""
+    check_metric_names(cfg)
+    dataset = load_dataset(cfg.data)
+    check_dataset_for_run(dataset, cfg.data, cfg.method.retrieval, cfg.method.name)
+    check_accelerator(cfg)
+    return dataset
+
+
+def check_accelerator(cfg: RunConfig) -> None:
+    from harness.config import Accelerator
+
+    if cfg.hardware.accelerator == Accelerator.cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"hardware={cfg.hardware.name} expects a CUDA GPU but torch sees none; use "
+                              "hardware=cpu (or run where a GPU and a CUDA build of torch are present)")
 
 
 def check_metric_names(cfg: RunConfig) -> None:

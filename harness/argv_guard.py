@@ -1,0 +1,220 @@
+"""Check a `python -m harness` command line before Hydra sees it.
+
+Hydra writes the overrides into `.hydra/*.yaml` and, under `-m`, into a job folder's name before the task
+function runs: a secret typed on the command line, or a value with `../` in it, would reach the disk before any
+schema check could refuse it. And a mistake found inside the task function costs a folder per job and, under
+-m, one failure per cell. So the entry point calls `guard_argv` first: it refuses secrets and escaping paths
+from the raw text, then composes the config the way Hydra will (each swept value once) and runs every check
+that needs no model (`harness.run.check_before_load`). A mistake ends here with one line and exit status 2,
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from itertools import islice
+from pathlib import Path
+
+# Hydra's own flags that print something and exit, or compose from another config tree: Hydra handles them
+# as it sees fit; only the secrets check applies.
+_HANDED_OVER_FLAGS = {"-h", "--help", "--hydra-help", "--version", "--info", "-i", "--cfg", "-c",
+                      "--shell-completion", "-sc", "--experimental-rerun", "--config-path", "-cp", "--config-name",
+                      "-cn", "--config-dir", "-cd", "--package", "-p", "--resolve"}
+_MULTIRUN_FLAGS = {"-m", "--multirun"}
+# Settings that name a folder: "~" means the home folder, as in a shell.
+_HOME_EXPANDED = ("results_dir", "cache_dir")
+# Compose at most this many variants of a sweep up front (each swept value once); the task function checks all.
+MAX_VARIANTS = 64
+
+
+class UsageError(Exception):
+    """A mistake on the command line: printed as one line, exit status 2."""
+
+
+def guard_argv(argv: list[str] | None = None) -> None:
+    """Check `sys.argv` (rewriting `results_dir=~/x` in place); on a mistake print one line and exit 2."""
+    args = sys.argv if argv is None else argv
+    try:
+        args[1:] = check_command_line(args[1:])
+    except UsageError as exc:
+        print(f"tunebench: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def check_command_line(args: list[str]) -> list[str]:
+    """The arguments to hand to Hydra (with `~` expanded), or UsageError naming the first mistake."""
+    flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}
+    if flags & _HANDED_OVER_FLAGS:
+        _refuse_secrets([a for a in args if "=" in a and not a.startswith("-")])
+        return args
+    overrides = [a for a in args if not a.startswith("-")]
+    _refuse_secrets(overrides)
+    args = [a if a.startswith("-") else _expand_home(a) for a in args]
+    overrides = [a for a in args if not a.startswith("-")]
+    parsed = _parse(overrides)
+    if flags & _MULTIRUN_FLAGS:
+        _refuse_escaping_job_folder(parsed)
+    for variant in islice(_variants(parsed), MAX_VARIANTS):
+        _check_variant(variant)
+    return args
+
+
+def _key_and_value(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~").split("@", 1)[0], value
+
+
+def _refuse_secrets(overrides: list[str]) -> None:
+    from harness.config import ENV_VAR_NAME
+    from harness.redact import is_secret_key, looks_like_secret
+
+    for override in overrides:
+        key, value = _key_and_value(override)
+        name = key.rpartition(".")[2]
+        # Never echo the value: the line goes to a console, maybe a CI log.
+        if name.endswith("_env") and value not in ("", "null") and not ENV_VAR_NAME.fullmatch(value):
+            raise UsageError(f"{key}: must be the NAME of an environment variable (upper-case letters, digits, '_'; "
+                             f"e.g. {key}=OPENAI_API_KEY), not a key; nothing was written")
+        if is_secret_key(name) or looks_like_secret(value):
+            raise UsageError(f"{key}: the value looks like a secret (API key or token); secrets are never taken on "
+                             "the command line: put it in an environment variable (OPENAI_API_KEY, HF_TOKEN, "
+                             "WANDB_API_KEY) and, for the judge, name it with judge.api_key_env; nothing was written")
+
+
+def _expand_home(override: str) -> str:
+    key, value = _key_and_value(override)
+    if key in _HOME_EXPANDED and value.startswith("~"):
+        return override.partition("=")[0] + "=" + os.path.expanduser(value)
+    return override
+
+
+def _parse(overrides: list[str]):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        return OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as exc:
+        raise UsageError(f"cannot read an override: {str(exc).splitlines()[0]}; write key=value, quoting values "
+                         "with spaces, braces or commas ('key=\"a, b\"')") from None
+
+
+def _refuse_escaping_job_folder(parsed) -> None:
+    """Under -m each job's folder is named after its overrides (hydra.sweep.subdir): `..` in a value could put
+    the folder, its log and .hydra/ outside results_dir."""
+    root = Path("/sweep")
+    lines = []
+    for override in parsed:
+        if override.is_hydra_override():
+            continue
+        if override.is_sweep_override():
+            values = list(override.sweep_string_iterator()) if override.is_discrete_sweep() else []
+        else:
+            values = [override.get_value_element_as_str()]
+        for value in values:
+            _job_folder_under(root, f"{override.get_key_element()}={value}", f"{override.get_key_element()}={value}")
+        lines += [f"{override.get_key_element()}={v}" for v in values[:1]]
+    _job_folder_under(root, ",".join(sorted(lines)), "these overrides together")
+
+
+def _job_folder_under(root: Path, dirname: str, culprit: str) -> None:
+    folder = Path(os.path.normpath(root / f"0_{dirname}"))
+    if root not in folder.parents:
+        raise UsageError(f"{culprit}: under -m the overrides become the job folder's name, and the '..' in it would "
+                         "put the folder outside results_dir; give a plain name, or a path without '..'")
+
+
+def _variants(parsed):
+    """The override lists to compose: the first value of every sweep, then each other swept value once."""
+    sweeps = [(i, list(o.sweep_string_iterator())) for i, o in enumerate(parsed)
+              if o.is_sweep_override() and o.is_discrete_sweep()]
+    if any(o.is_sweep_override() and not o.is_discrete_sweep() for o in parsed):
+        return  # interval sweeps belong to a sweeper plugin (optuna): the task function checks each trial
+    base = [o.input_line if not o.is_sweep_override() else None for o in parsed]
+    firsts = {i: values[0] for i, values in sweeps}
+
+    def build(choice: dict[int, str]) -> list[str]:
+        return [line if line is not None else f"{parsed[i].get_key_element()}={choice[i]}"
+                for i, line in enumerate(base)]
+
+    yield build(firsts)
+    for i, values in sweeps:
+        for value in values[1:]:
+            yield build({**firsts, i: value})
+
+
+def _check_variant(overrides: list[str]) -> None:
+    from harness.config import ConfigError
+    from harness.data import DataError
+    from harness.run import check_before_load
+
+    cfg = _compose(overrides)
+    try:
+        from harness.config import to_run_config
+
+        run_cfg = to_run_config(cfg)
+        check_results_dir(Path(run_cfg.results_dir))
+        check_before_load(run_cfg)
+    except (ConfigError, DataError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from harness.config import CONF_DIR
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=[o for o in overrides if not o.startswith("hydra")])
+    except MissingConfigException as exc:
+        raise UsageError(_missing_option(exc)) from None
+    except (ConfigCompositionException, OmegaConfBaseException) as exc:
+        raise UsageError(_composition_error(exc)) from None
+
+
+def _missing_option(exc) -> str:
+    from harness.config import CONF_DIR
+
+    missing = getattr(exc, "missing_cfg_file", "") or ""
+    group, _, name = str(missing).rpartition("/")
+    if group and (CONF_DIR / group).is_dir():
+        known = ", ".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+        return f"{group}={name}: no such option; known: {known}"
+    return str(exc).splitlines()[0]
+
+
+def _composition_error(exc) -> str:
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    from harness.config import schema_keys
+
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    key = getattr(cause, "full_key", None)
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError) and key:
+        section = key.rpartition(".")[0]
+        where = f"a setting of {section}" if section else "a top-level setting"
+        return f"{key}: not {where}; known: {', '.join(schema_keys(section))}"
+    first = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    if key:
+        return f"{key}: {first}; give {key} a value of its type (see conf/ and harness/config.py)"
+    return f"{first} ({str(exc).splitlines()[0]})"
+
+
+def check_results_dir(results: Path) -> None:
+    """results_dir must be a folder this user can write (Hydra creates its run folder there first)."""
+    from harness.config import ConfigError
+
+    if results.exists() and not results.is_dir():
+        raise ConfigError(f"results_dir={results}: is a file, not a folder; give a folder (results_dir=results)")
+    existing = results
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"results_dir={results}: {existing} is a file, not a folder; give another results_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"results_dir={results}: {existing} is not writable by this user; give a folder you can "
+                          "write (results_dir=...)")
