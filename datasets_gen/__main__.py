@@ -37,6 +37,36 @@ def main(cfg: DictConfig) -> None:
     )
 
 
+def guard_argv() -> None:
+    """Before Hydra creates `<output>/.work/hydra/`: compose the config, check the name and the input, and
+    stop with one line on a mistake (no backend is contacted for that)."""
+    from pathlib import Path
+
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    from datasets_gen.pipeline import check_input
+    from harness.argv_guard import UsageError, compose_config, refuse_secrets
+
+    args = sys.argv[1:]
+    if any(a.startswith("-") for a in args):
+        return  # Hydra's own flags (--help, --cfg, -m ...): Hydra handles them
+    try:
+        refuse_secrets(args)
+        cfg = compose_config(args, Path(__file__).resolve().parent.parent / "conf" / "datasets_gen")
+        try:
+            gen_cfg = OmegaConf.to_object(cfg)
+        except MissingMandatoryValue as exc:
+            raise UsageError(f"{exc.full_key}: required; give {exc.full_key}=PATH (a documents folder for "
+                             "recipe=doc_qa, a .csv/.jsonl catalog for the catalog recipes)") from None
+        except OmegaConfBaseException as exc:
+            raise UsageError(f"{exc.full_key}: {str(exc).splitlines()[0]}") from None
+        check_input(gen_cfg)
+    except (UsageError, ConfigError, GenError) as exc:
+        print(f"datasets_gen: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
+    guard_argv()
     main()
     sys.exit(EXIT["code"])

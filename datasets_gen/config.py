@@ -13,7 +13,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from harness.config import ConfigError
+from harness.config import ConfigError, require_safe_name
 
 
 class BackendKind(str, Enum):
@@ -83,6 +83,7 @@ class GenConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        require_safe_name(self.name, "name")  # the default output folder is data/<name>
         if not 0.0 < self.eval_fraction < 1.0:
             raise ConfigError(f"eval_fraction: must be in (0, 1) (got {self.eval_fraction})")
         if self.limit is not None and self.limit <= 0:

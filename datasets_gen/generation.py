@@ -53,6 +53,7 @@ class Generator:
         self.progress = progress
         self.stats: dict[str, StepStats] = {}
         self.prompts: dict[str, str] = {}
+        self._checked = False
 
     def _load(self, path: Path) -> dict[str, str]:
         done: dict[str, str] = {}
@@ -99,6 +100,9 @@ class Generator:
                 advance(1)
 
             if todo:
+                if not self._checked:
+                    self.backend.check()  # fail fast, before the first request; never when none is needed
+                    self._checked = True
                 self.backend.run(todo, on_result)
         stats.seconds += time.perf_counter() - start
         return results

@@ -17,14 +17,24 @@ from datasets_gen.recipes import RecipeContext, get_recipe, read_params
 CARD_SCHEMA_VERSION = 1
 
 
+def check_input(cfg) -> None:
+    """The input exists: found before any backend is contacted."""
+    path = Path(cfg.input).expanduser()
+    if not path.exists():
+        raise GenError(f"input: {cfg.input} does not exist; give input= a documents folder (recipe=doc_qa) or a "
+                       ".csv/.jsonl catalog (the catalog recipes)")
+
+
 def build_dataset(cfg, recipe_section: dict) -> dict:
     """Write the dataset to `cfg.output` and return its card. Checkpoints stay in `<output>/.work/`."""
     started = time.perf_counter()
     recipe = get_recipe(recipe_section.get("name", ""))
     params = read_params(recipe, recipe_section)
     output_dir = Path(cfg.output).expanduser().resolve()
+    check_input(cfg)
+    # The backend is checked (a server asked, a local model loaded) only when a request has to be sent:
+    # a recipe that finds everything in its input, or a re-run served from checkpoints, needs none.
     backend = make_backend(cfg.backend, cfg.seed)
-    backend.check()
     generator = Generator(backend, output_dir / ".work", progress=cfg.progress)
     quality = QualityFilter(cfg.quality)
     ctx = RecipeContext(cfg, params, generator, quality, Path(cfg.input).expanduser().resolve(),

@@ -46,10 +46,10 @@ def check_command_line(args: list[str]) -> list[str]:
     """The arguments to hand to Hydra (with `~` expanded), or UsageError naming the first mistake."""
     flags = {a.split("=", 1)[0] for a in args if a.startswith("-")}
     if flags & _HANDED_OVER_FLAGS:
-        _refuse_secrets([a for a in args if "=" in a and not a.startswith("-")])
+        refuse_secrets([a for a in args if "=" in a and not a.startswith("-")])
         return args
     overrides = [a for a in args if not a.startswith("-")]
-    _refuse_secrets(overrides)
+    refuse_secrets(overrides)
     args = [a if a.startswith("-") else _expand_home(a) for a in args]
     overrides = [a for a in args if not a.startswith("-")]
     parsed = _parse(overrides)
@@ -65,7 +65,7 @@ def _key_and_value(override: str) -> tuple[str, str]:
     return key.lstrip("+~").split("@", 1)[0], value
 
 
-def _refuse_secrets(overrides: list[str]) -> None:
+def refuse_secrets(overrides: list[str]) -> None:
     from harness.config import ENV_VAR_NAME
     from harness.redact import is_secret_key, looks_like_secret
 
@@ -149,7 +149,7 @@ def _check_variant(overrides: list[str]) -> None:
     from harness.data import DataError
     from harness.run import check_before_load
 
-    cfg = _compose(overrides)
+    cfg = compose_config(overrides)
     try:
         from harness.config import to_run_config
 
@@ -160,34 +160,35 @@ def _check_variant(overrides: list[str]) -> None:
         raise UsageError(str(exc)) from None
 
 
-def _compose(overrides: list[str]):
+def compose_config(overrides: list[str], conf_dir: Path | None = None):
+    """Compose `conf_dir`/config.yaml (the harness's by default) with `overrides` as Hydra would; a mistake is
+    a UsageError of one line."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import ConfigCompositionException, MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
 
     from harness.config import CONF_DIR
 
+    conf_dir = conf_dir or CONF_DIR
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             return compose(config_name="config", overrides=[o for o in overrides if not o.startswith("hydra")])
     except MissingConfigException as exc:
-        raise UsageError(_missing_option(exc)) from None
+        raise UsageError(_missing_option(exc, conf_dir)) from None
     except (ConfigCompositionException, OmegaConfBaseException) as exc:
-        raise UsageError(_composition_error(exc)) from None
+        raise UsageError(_composition_error(exc, conf_dir == CONF_DIR)) from None
 
 
-def _missing_option(exc) -> str:
-    from harness.config import CONF_DIR
-
+def _missing_option(exc, conf_dir: Path) -> str:
     missing = getattr(exc, "missing_cfg_file", "") or ""
     group, _, name = str(missing).rpartition("/")
-    if group and (CONF_DIR / group).is_dir():
-        known = ", ".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+    if group and (conf_dir / group).is_dir():
+        known = ", ".join(sorted(p.stem for p in (conf_dir / group).glob("*.yaml")))
         return f"{group}={name}: no such option; known: {known}"
     return str(exc).splitlines()[0]
 
 
-def _composition_error(exc) -> str:
+def _composition_error(exc, harness_schema: bool = True) -> str:
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
     from harness.config import schema_keys
@@ -197,10 +198,11 @@ def _composition_error(exc) -> str:
     if isinstance(cause, ConfigAttributeError | ConfigKeyError) and key:
         section = key.rpartition(".")[0]
         where = f"a setting of {section}" if section else "a top-level setting"
-        return f"{key}: not {where}; known: {', '.join(schema_keys(section))}"
+        known = f"; known: {', '.join(schema_keys(section))}" if harness_schema else ""
+        return f"{key}: not {where}{known}"
     first = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
     if key:
-        return f"{key}: {first}; give {key} a value of its type (see conf/ and harness/config.py)"
+        return f"{key}: {first}; give {key} a value of its type"
     return f"{first} ({str(exc).splitlines()[0]})"
 
 

@@ -16,11 +16,11 @@ import time
 import uuid
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import harness
-from harness.config import CONF_DIR, ConfigError, to_run_config
+from harness.argv_guard import UsageError, check_results_dir, compose_config
+from harness.config import ConfigError, to_run_config
 from harness.cost import PeakMemory, cost_report
 from harness.data import DataError, load_dataset
 from harness.ledger import COMPLETED, Ledger, RunRecord, run_key
@@ -36,9 +36,9 @@ def run_baseline(overrides: list[str]) -> RunRecord:
     from harness.metrics import score_all
     from harness.metrics.classification import Accuracy, fit_predict_tfidf
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        composed = compose(config_name="config", overrides=overrides)
+    composed = compose_config(overrides)
     cfg = to_run_config(composed)
+    check_results_dir(Path(cfg.results_dir))
     if "accuracy" not in cfg.data.metrics:
         raise ConfigError(f"data={cfg.data.name}: the TF-IDF baseline is for classification datasets, whose "
                           f"data.metrics include accuracy (got {cfg.data.metrics})")
@@ -82,9 +82,18 @@ def run_baseline(overrides: list[str]) -> RunRecord:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = list(sys.argv[1:] if argv is None else argv)
+    if {"-h", "--help"} & set(args):
+        print(__doc__.strip())
+        return 0
+    flags = [a for a in args if a.startswith("-")]
+    if flags:
+        print(f"error: unknown option {flags[0]}; this command takes only key=value overrides (see --help)",
+              file=sys.stderr)
+        return 2
     try:
-        record = run_baseline(list(sys.argv[1:] if argv is None else argv))
-    except (ConfigError, DataError, ValueError) as exc:
+        record = run_baseline(args)
+    except (ConfigError, DataError, UsageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     values = " ".join(f"{k}={v:.3f}" for k, v in record.metrics.items())

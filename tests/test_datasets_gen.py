@@ -153,7 +153,7 @@ def test_missing_model_tells_the_user_to_pull_it(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["input=/nonexistent/docs"], "input: /nonexistent/docs is not a folder"),
+        (["input=/nonexistent/docs"], "input: /nonexistent/docs does not exist"),
         (["recipe.name=poems"], "recipe.name: unknown recipe 'poems'"),
         (["recipe.chunk_chars=big"], "recipe.chunk_chars"),
         (["+recipe.colour=red"], "recipe.colour"),

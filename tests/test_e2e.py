@@ -100,7 +100,7 @@ def test_failing_cell_is_recorded_and_the_sweep_goes_on(run_harness, tmp_path):
     [
         ("qlora.r=0", "qlora.r: must be > 0 (got 0)"),
         ("qlora.r=eight", "qlora.r"),
-        ("model=gpt5", "Could not find 'model/gpt5'"),
+        ("model=gpt5", "model=gpt5: no such option; known:"),
         ("data.dir=/nonexistent/data", "data.dir: dataset folder /nonexistent/data does not exist"),
     ],
 )
