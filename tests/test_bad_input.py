@@ -278,3 +278,32 @@ def test_baseline_help_prints_usage():
     proc = _run("harness.baseline", "--help")
     assert proc.returncode == 0 and "python -m harness.baseline data=departments" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_secrets_from_the_environment_and_the_command_line_reach_no_file(tmp_path):
+    """A real cell with secrets in the environment (and one refused on the command line), then every file it
+    wrote is searched: results, Hydra's folders and log, the W&B offline run, the cache. Settings named like
+    tokens (eval.max_new_tokens, judge.max_tokens) are recorded as values, not masked."""
+    secrets = {"HF_TOKEN": FAKE_HF_TOKEN, "OPENAI_API_KEY": FAKE_OPENAI_KEY, "WANDB_API_KEY": HEX_KEY}
+    env = {**secrets, "HOME": str(tmp_path / "home"), "WANDB_MODE": "offline"}
+    refused = _run("harness", *BASE, *JUDGE, f"judge.api_key_env={FAKE_OPENAI_KEY}", "results_dir=~/results",
+                   env=env)
+    assert refused.returncode == 2
+    ran = _run("harness", "model=tiny_random", "tracker=wandb_offline", "method=base", "eval.num_examples=3",
+               "results_dir=~/results", env=env)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    results = tmp_path / "home" / "results"  # "~" expanded, no literal "~" folder
+    assert not (REPO / "~").exists()
+    (record,) = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()]
+    assert record["status"] == "completed"
+    assert record["config"]["eval"]["max_new_tokens"] == 64
+    assert record["config"]["judge"]["max_tokens"] == 1024
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "tunebench.log" for p in written) and any(p.suffix == ".wandb" for p in written)
+    assert any(".hydra" in p.parts for p in written)
+    for path in written:
+        data = path.read_bytes()
+        leaked = [name for name, value in secrets.items() if value.encode() in data]
+        assert not leaked, f"{path} holds {leaked}"
+    for output in (refused.stdout + refused.stderr, ran.stdout + ran.stderr):
+        assert not [name for name, value in secrets.items() if value in output]

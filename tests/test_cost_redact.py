@@ -62,3 +62,15 @@ def test_lora_flops_and_mfu():
     # 3000 tok/s on an A10 (125 TFLOP/s dense bf16) would be ~80% of peak: the formula, not a claim.
     assert mfu(3000, flops, 125.0) == pytest.approx(3000 * flops / 125e12)
     assert 0.7 < mfu(3000, flops, 125.0) < 0.9
+
+
+def test_masking_keeps_every_setting_that_shapes_a_result(monkeypatch):
+    """Only keys that hold secrets are masked: token counts and limits are settings, and stay in every record."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    config = {"eval": {"max_new_tokens": 64}, "judge": {"max_tokens": 1024, "api_key_env": "OPENAI_API_KEY"},
+              "train": {"train_tokens": 5000, "tokens_per_s": 12.5}, "cost": {"eval_generated_tokens": 80},
+              "tokenizer": "gpt2", "datasets_gen": {"num_predict": 512}}
+    assert redact(config) == config
+    secrets = {"api_key": "abc", "hf_token": "x1", "token": "t", "password": "p", "wandb_api_key": "w",
+               "openai_api_key": "o", "client_secret": "c", "OPENAI_API_KEY": "k"}
+    assert redact(secrets) == {k: MASK for k in secrets}
