@@ -64,6 +64,9 @@ class CostReport:
     load_s: float
     train_s: float
     eval_s: float
+    # Wall time of a cell's work outside load, trainer.train() and generation: tokenising and building the
+    # training set, retrieval, saving the adapter. Paid for like the rest, so it counts in total_s.
+    prep_s: float
     total_s: float
     train_tokens: int
     train_tokens_per_s: float
@@ -118,8 +121,9 @@ def cost_report(
     peak: PeakMemory,
     adapter_dir: Path | None,
     train_flops_per_token: float | None = None,
+    prep_s: float = 0.0,
 ) -> CostReport:
-    total_s = load_s + train_s + eval_s
+    total_s = load_s + prep_s + train_s + eval_s
     per_example = eval_s / eval_examples if eval_examples else 0.0
     return CostReport(
         hardware=hardware.name,
@@ -129,6 +133,7 @@ def cost_report(
         load_s=load_s,
         train_s=train_s,
         eval_s=eval_s,
+        prep_s=prep_s,
         total_s=total_s,
         train_tokens=train_tokens,
         train_tokens_per_s=train_tokens / train_s if train_s > 0 else 0.0,

@@ -163,6 +163,7 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
 
     run_dir.mkdir(parents=True, exist_ok=True)
     trained = None
+    work_start = time.perf_counter()
     with PeakMemory(select_device(cfg.hardware)) as peak:
         record.failed_stage = "load"
         _inject_failure(cfg, "load")
@@ -203,6 +204,7 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
             prompt_messages(r, cfg.data, cfg.model, contexts[r.id] if contexts is not None else None) for r in eval_records
         ]
         predicted = generate(model, loaded.tokenizer, conversations, cfg.eval, progress=cfg.progress)
+    work_s = time.perf_counter() - work_start
 
     record.failed_stage = "score"
     _inject_failure(cfg, "score")
@@ -247,6 +249,8 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
         peak=peak,
         adapter_dir=adapter_dir,
         train_flops_per_token=_flops_per_token(cfg, trained) if trained else None,
+        # Everything from load to the last prediction that is not load, train() or generation itself.
+        prep_s=max(0.0, work_s - loaded.load_s - (trained.train_s if trained else 0.0) - predicted.generate_s),
     ).to_dict()
     record.cost.update(device=loaded.device, dtype=loaded.dtype, quantized_4bit=loaded.quantized_4bit)
     record.failed_stage = None

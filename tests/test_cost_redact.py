@@ -29,6 +29,11 @@ def test_cost_report_arithmetic(tmp_path):
     assert report.peak_memory_gb == pytest.approx(3.0)
     assert report.adapter_mb == pytest.approx(1.0)
     assert (report.price_source, report.price_date) == ("test", "2026-01-01")
+    # Preparing data (tokenising, building the training set, retrieval) is paid time too.
+    prepared = cost_report(HW, load_s=10, train_s=600, train_tokens=120_000, eval_s=200, eval_examples=100,
+                           eval_generated_tokens=5000, peak=peak, adapter_dir=adapter, prep_s=90)
+    assert prepared.total_s == 900 and prepared.prep_s == 90
+    assert prepared.usd_total == pytest.approx(900 / 3600 * 1.80)
 
 
 def test_peak_memory_sees_an_allocation_made_inside():

@@ -93,6 +93,10 @@ def test_failing_cell_is_recorded_and_the_sweep_goes_on(run_harness, tmp_path):
     retry = run_harness(*TINY, "method=instruct", "tracker=none", results_dir=results)
     assert retry.returncode == 0, retry.stderr[-3000:]
     assert [r["status"] for r in _ledger(results) if r["method"] == "instruct"] == ["failed", "completed"]
+    # total_s is the cell's whole working time: data preparation (tokenising the training set) included.
+    cost = _ledger(results)[-1]["cost"]
+    assert cost["prep_s"] > 0
+    assert cost["total_s"] == pytest.approx(cost["load_s"] + cost["prep_s"] + cost["train_s"] + cost["eval_s"])
 
 
 @pytest.mark.parametrize(
