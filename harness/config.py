@@ -229,9 +229,12 @@ class DataConfig:
     train_file: str = "train.jsonl"
     eval_file: str = "eval.jsonl"
     corpus_file: str = "corpus.jsonl"
+    # qa, classification, recommendation, ...; a classification prompt must list the labels ({labels}).
     task: str = "qa"
+    # May contain {labels} (the dataset's label set, comma-separated); no other placeholder.
     system_prompt: str = ""
-    # Formats one record into the user turn: {question}; RAG methods use rag_prompt_template with {context} too.
+    # Formats one record into the user turn: {question} (and {labels}); RAG methods use rag_prompt_template with
+    # {context} too.
     prompt_template: str = "{question}"
     rag_prompt_template: str = "Answer using the context.\n\nContext:\n{context}\n\nQuestion: {question}"
     metrics: list[str] = field(default_factory=lambda: ["bleu", "rouge", "ngram"])
@@ -243,9 +246,18 @@ class DataConfig:
     def __post_init__(self) -> None:
         require_safe_name(self.name, "data.name")
         _require(bool(self.metrics), "data.metrics", "list at least one metric")
-        check_template(self.prompt_template, "data.prompt_template", {"question", "context"}, {"question"})
-        check_template(self.rag_prompt_template, "data.rag_prompt_template", {"question", "context"},
+        check_template(self.prompt_template, "data.prompt_template", {"question", "context", "labels"}, {"question"})
+        check_template(self.rag_prompt_template, "data.rag_prompt_template", {"question", "context", "labels"},
                        {"question", "context"})
+        if self.task == "classification":
+            # Without the label set in the prompt, an untrained model cannot know what to answer: base would be
+            # no floor, and fine-tuning would be credited with merely learning the label names.
+            _require("{labels}" in self.system_prompt + self.prompt_template, "data.system_prompt",
+                     "a classification prompt must list the allowed labels: put {labels} in data.system_prompt "
+                     "(or data.prompt_template), the same for every method")
+            _require("{labels}" in self.system_prompt + self.rag_prompt_template, "data.rag_prompt_template",
+                     "a classification prompt must list the allowed labels: put {labels} in data.system_prompt "
+                     "(or data.rag_prompt_template)")
         if self.max_train_examples is not None:
             _require(self.max_train_examples > 0, "data.max_train_examples", "must be > 0 or null")
 

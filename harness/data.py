@@ -6,6 +6,8 @@ A dataset folder (what `datasets_gen` writes, and what `harness/samples/` bundle
   passage that supports the answer).
 - corpus.jsonl: the documents, one object a line with `id`, `text` and optional `title`.
 - card.json: how the set was made (recipe, model, counts); copied into every run's record.
+- labels.json (classification): `{"labels": [...]}`, the label set every prompt shows and accuracy scores
+  against. Without it, a `task: classification` dataset's labels are the distinct answers of train and eval.
 """
 
 from __future__ import annotations
@@ -41,9 +43,12 @@ class Dataset:
     card: dict = field(default_factory=dict)
     # sha256 of every file read: part of the run key, so edited data never reuses old results.
     file_hashes: dict[str, str] = field(default_factory=dict)
+    # The label set of a classification dataset, in the order prompts list it (None: not classification).
+    labels: list[str] | None = None
 
 
 _QA_FIELDS = {"id": str, "question": str, "answer": str}
+LABELS_FILE = "labels.json"
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
@@ -61,7 +66,26 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         train = train[: cfg.max_train_examples]
     if not cfg.allow_overlap:
         check_no_overlap(folder / cfg.train_file, train, folder / cfg.eval_file, eval_records)
-    return Dataset(cfg.name, folder, train, eval_records, corpus, card, hashes)
+    labels = None
+    if (folder / LABELS_FILE).is_file():
+        labels = read_labels(folder / LABELS_FILE, hashes)
+    elif cfg.task == "classification":
+        labels = sorted({r.answer.strip() for r in train + eval_records})
+    return Dataset(cfg.name, folder, train, eval_records, corpus, card, hashes, labels)
+
+
+def read_labels(path: Path, hashes: dict[str, str] | None = None) -> list[str]:
+    """The label list of a labels.json file; its bytes join the run key (the prompt shows the labels)."""
+    raw = path.read_bytes()
+    try:
+        labels = json.loads(_decode(path, raw))["labels"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: expected {{\"labels\": [...]}} ({exc})") from None
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x.strip() for x in labels):
+        raise DataError(f"{path}: \"labels\" must be a non-empty list of strings")
+    if hashes is not None:
+        hashes[path.name] = hashlib.sha256(raw).hexdigest()
+    return [label.strip() for label in labels]
 
 
 def _read_card(path: Path) -> dict:
@@ -180,14 +204,30 @@ def _check_sources(path: Path, records: list[QARecord], corpus: dict[str, dict])
             raise DataError(f"{path}: record {record.id!r} cites {missing} which are not in the corpus")
 
 
-def prompt_messages(record: QARecord, data: DataConfig, model: ModelConfig, context: str | None = None) -> list[dict]:
-    """The conversation up to the answer; the same for training and evaluation, so both see one format.
-    With a retrieved `context` (RAG methods) the user turn follows `data.rag_prompt_template`."""
+def prompt_messages(record: QARecord, data: DataConfig, model: ModelConfig, context: str | None = None,
+                    labels: list[str] | None = None) -> list[dict]:
+    """The conversation up to the answer; the same for training and evaluation and for every method, so all
+    see one format. With a retrieved `context` (RAG methods) the user turn follows `data.rag_prompt_template`.
+    `{labels}` in the system prompt or a template lists the dataset's label set (classification)."""
     template = data.prompt_template if context is None else data.rag_prompt_template
-    user = template.format(question=record.question, context=context or "")
-    if not data.system_prompt:
+    shown = ", ".join(labels) if labels else None
+    if shown is None and "{labels}" in data.system_prompt + template:
+        raise DataError(f"data={data.name}: the prompt shows {{labels}}, but the dataset has no label set "
+                        f"(add {LABELS_FILE} or set data.task=classification)")
+    user = template.format(question=record.question, context=context or "", labels=shown)
+    system = data.system_prompt.replace("{labels}", shown) if shown else data.system_prompt
+    if not system:
         return [{"role": "user", "content": user}]
     if model.supports_system_role:
-        return [{"role": "system", "content": data.system_prompt}, {"role": "user", "content": user}]
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
     # Gemma-style templates reject a system turn: fold the instructions into the user turn.
-    return [{"role": "user", "content": f"{data.system_prompt}\n\n{user}"}]
+    return [{"role": "user", "content": f"{system}\n\n{user}"}]
+
+
+def prompt_fingerprint(data: DataConfig, retrieval: bool, labels: list[str] | None) -> str:
+    """sha256 of what shapes every prompt of a run besides the record: system prompt, the template the method
+    uses, and the label list shown. Cells with equal fingerprints asked their questions the same way."""
+    template = data.rag_prompt_template if retrieval else data.prompt_template
+    payload = json.dumps({"system_prompt": data.system_prompt, "template": template, "labels": labels},
+                         sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()

@@ -40,6 +40,9 @@ class RunRecord:
     metrics_ci: dict[str, dict] = field(default_factory=dict)
     # Fingerprint of the eval examples scored (ids + references): rows with different ones do not rank together.
     eval_set: str | None = None
+    # How the questions were asked: template_sha256 (system prompt, template, labels shown) and the exact rendered
+    # prompt of the first eval example (chat template applied), so a reader can see what every cell was sent.
+    prompt: dict = field(default_factory=dict)
     # The LLM judge and, per judged metric: scored, failed, reasons, failed_ids, scored_set (see metrics/ragas.py).
     judge: dict = field(default_factory=dict)
     cost: dict = field(default_factory=dict)

@@ -20,7 +20,14 @@ from omegaconf import DictConfig, OmegaConf
 import harness
 from harness.config import ConfigError, JudgeBackend, RunConfig, to_run_config
 from harness.cost import PeakMemory, cost_report
-from harness.data import DataError, Dataset, check_dataset_for_run, load_dataset, prompt_messages
+from harness.data import (
+    DataError,
+    Dataset,
+    check_dataset_for_run,
+    load_dataset,
+    prompt_fingerprint,
+    prompt_messages,
+)
 from harness.ledger import COMPLETED, FAILED, SKIPPED, Ledger, RunRecord, run_key
 from harness.preflight import PreflightRefusal, preflight
 from harness.redact import redact, redact_text
@@ -157,7 +164,7 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
     """Load → train → predict → score → cost; `record.failed_stage` says where an exception came from."""
     from harness.metrics import score_all
     from harness.models import load_model, select_device
-    from harness.predict import generate
+    from harness.predict import generate, render_prompts
     from harness.progress import progress_bar
     from harness.train import TrainContext, get_trainer
 
@@ -201,8 +208,14 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
         record.failed_stage = "predict"
         _inject_failure(cfg, "predict")
         conversations = [
-            prompt_messages(r, cfg.data, cfg.model, contexts[r.id] if contexts is not None else None) for r in eval_records
+            prompt_messages(r, cfg.data, cfg.model, contexts[r.id] if contexts is not None else None, dataset.labels)
+            for r in eval_records
         ]
+        record.prompt = {
+            "template_sha256": prompt_fingerprint(cfg.data, cfg.method.retrieval, dataset.labels),
+            "first_eval_id": eval_records[0].id,
+            "first_eval_prompt": render_prompts(loaded.tokenizer, conversations[:1])[0],
+        }
         predicted = generate(model, loaded.tokenizer, conversations, cfg.eval, progress=cfg.progress)
     work_s = time.perf_counter() - work_start
 
@@ -317,6 +330,7 @@ def metric_cis(scores: dict, seed: int, confidence: float = 0.95) -> dict[str, d
                 continue
             name = ci_name(key, result.values.get(key), mean)
             out[name] = {"mean": mean, "low": low, "high": high, "n": len(values)}
+        out.update(getattr(result, "intervals", {}))  # figures no per-sample mean gives (macro-F1)
     return out
 
 

@@ -75,6 +75,18 @@ def bootstrap_ci(values: list[float], n_resamples: int = 2000, confidence: float
     return float(array.mean()), low, high
 
 
+def bootstrap_statistic(n: int, statistic, n_resamples: int = 2000, confidence: float = 0.95,
+                        seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of any statistic of n examples that is no mean of per-example scores
+    (macro-F1): `statistic(indices)` recomputes it on one resample of example indices."""
+    _check(n_resamples, confidence)
+    if n < 1:
+        raise ValueError("bootstrap_statistic: need at least one example")
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(n_resamples)], dtype=float)
+    return _percentiles(values, confidence)
+
+
 def paired_bootstrap(a: list[float], b: list[float], n_resamples: int = 2000, confidence: float = 0.95,
                      seed: int = 0) -> dict:
     """Paired bootstrap of the mean difference b - a, with a[i] and b[i] scored on the same example i.

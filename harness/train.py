@@ -195,7 +195,7 @@ def instruct_dataset(ctx: TrainContext):
     for record in ctx.dataset.train:
         context = None if ctx.contexts is None else fit_context(ctx, record, ctx.contexts[record.id])
         rows.append({
-            "prompt": prompt_messages(record, cfg.data, cfg.model, context),
+            "prompt": prompt_messages(record, cfg.data, cfg.model, context, ctx.dataset.labels),
             "completion": [{"role": "assistant", "content": record.answer}],
         })
     return HFDataset.from_list(rows)
@@ -207,7 +207,7 @@ def fit_context(ctx: TrainContext, record, context: str) -> str:
     tokenizer, cfg = ctx.loaded.tokenizer, ctx.cfg
 
     def length(text: str) -> int:
-        messages = prompt_messages(record, cfg.data, cfg.model, text)
+        messages = prompt_messages(record, cfg.data, cfg.model, text, ctx.dataset.labels)
         messages.append({"role": "assistant", "content": record.answer})
         rendered = tokenizer.apply_chat_template(messages, tokenize=False)
         return len(tokenizer(rendered, add_special_tokens=False)["input_ids"])

@@ -10,6 +10,7 @@ import sacrebleu
 from rouge_score import rouge_scorer
 
 from harness.metrics import METRICS, MetricResult, get_metric, register_metric, score_all
+from harness.metrics.keys import higher, spec_of
 
 PREDICTIONS = [
     "the cat sat on the mat while the dog slept by the door",
@@ -107,8 +108,51 @@ def test_duplicate_registration_raises():
     before = dict(METRICS)
     with pytest.raises(ValueError, match="bleu"):
 
-        @register_metric("bleu")
+        @register_metric("bleu", keys={"bleu": higher()})
         class _Duplicate:
             pass
 
     assert METRICS == before
+
+
+def test_a_metric_must_declare_its_keys_and_directions():
+    with pytest.raises(ValueError, match="must declare the keys"):
+
+        @register_metric("no_keys_declared", keys={})
+        class _NoKeys:
+            pass
+
+    assert "no_keys_declared" not in METRICS
+
+
+def test_an_undeclared_key_is_refused_when_scored(monkeypatch):
+    @register_metric("leaky", keys={"leaky": higher()})
+    class _Leaky:
+        def score(self, predictions, references):
+            return MetricResult(values={"leaky": 1.0, "surprise_rate": 0.5}, per_sample={})
+
+    try:
+        with pytest.raises(ValueError, match=r"undeclared key\(s\) \['surprise_rate'\]"):
+            score_all(["leaky"], ["a"], ["a"])
+    finally:
+        METRICS.pop("leaky")
+
+
+@pytest.mark.parametrize(("key", "better"), [
+    ("bleu", "higher"), ("rougeL", "higher"), ("chrf", "higher"), ("semantic", "higher"), ("accuracy", "higher"),
+    ("macro_f1", "higher"), ("unparseable_rate", "lower"), ("faithfulness", "higher"), ("recall@3", "higher"),
+    ("recall@10", "higher"), ("id_f1", "higher"), ("usd_per_1k_generations", "lower"), ("peak_memory_gb", "lower"),
+    ("eval_latency_s_per_example", "lower"), ("eval_tokens_per_s", "higher"), ("bleu_sample_mean", "higher"),
+])
+def test_every_key_knows_which_way_is_better(key, better):
+    assert spec_of(key).better.value == better
+
+
+def test_every_registered_metric_declares_every_key_it_produces():
+    from harness.metrics import get_metric
+
+    for name in ("bleu", "rouge", "ngram", "accuracy", "product_ids"):
+        metric = get_metric(name)
+        values = metric.score(["Kitchen (closest product: Pan: id 3)"], ["Kitchen (closest product: Pan: id 3)"]).values
+        assert set(values) <= set(type(metric).keys), name
+    assert spec_of("no_such_metric") is None

@@ -1,10 +1,12 @@
 """Metric registry: sweeps name metrics in config, so each family registers itself by name here."""
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
+
+from harness.metrics.keys import KeySpec, declare
 
 
 @dataclass
@@ -13,6 +15,9 @@ class MetricResult:
 
     values: dict[str, float]
     per_sample: dict[str, list[float]]
+    # Bootstrap intervals a metric computes itself, for a corpus figure that is no mean of per-sample scores
+    # but can be recomputed on resampled examples (macro-F1): {key: {mean, low, high, n}}.
+    intervals: dict[str, dict] = field(default_factory=dict)
 
 
 class Metric(Protocol):
@@ -31,13 +36,18 @@ class UnknownMetricError(KeyError):
 METRICS: dict[str, Callable[[], Metric]] = {}
 
 
-def register_metric(name: str) -> Callable[[type[Any]], type[Any]]:
-    """Class decorator: register a metric under `name` (also set as its `name`); duplicates are bugs."""
+def register_metric(name: str, keys: dict[str, KeySpec]) -> Callable[[type[Any]], type[Any]]:
+    """Class decorator: register a metric under `name` (also set as its `name`), with the direction and range
+    of every corpus key it produces (see harness/metrics/keys.py); duplicates are bugs."""
 
     def decorator(cls: type[Any]) -> type[Any]:
         if name in METRICS:
             raise ValueError(f"metric {name!r} is already registered")
+        if not keys:
+            raise ValueError(f"metric {name!r} must declare the keys it produces and which way is better")
         cls.name = name
+        cls.keys = dict(keys)
+        declare(keys)
         METRICS[name] = cls
         return cls
 
@@ -64,7 +74,14 @@ def score_all(names: list[str], predictions: list[str], references: list[str],
     if not predictions:
         raise ValueError("cannot score an empty list of predictions")
     metrics = [get_metric(name, dataset) for name in names]  # resolve all names before any (slow) scoring
-    return {metric.name: metric.score(predictions, references) for metric in metrics}
+    results = {}
+    for metric in metrics:
+        results[metric.name] = result = metric.score(predictions, references)
+        undeclared = sorted(set(result.values) - set(type(metric).keys))
+        if undeclared:  # a ranking would not know which way is better
+            raise ValueError(f"metric {metric.name!r} produced undeclared key(s) {undeclared}; declare them in "
+                             f"register_metric({metric.name!r}, keys=...)")
+    return results
 
 
 PER_SAMPLE_SUFFIX = "_per_sample"

@@ -1,69 +1,71 @@
-"""Classification: read a label out of a free-text answer, then accuracy and macro-F1 over the label set.
+"""Classification: accuracy and macro-F1 of answers that are a label of the set, and nothing else.
 
-A model asked for "one department from the list" may answer "Kitchen", "kitchen.", "**Kitchen**" or "This
-belongs in Kitchen". `parse_label` maps such an answer to a label of the set:
+A model asked for "one department from the list" is credited only when its answer IS a label. `parse_label`
+accepts the label after normalising:
 
-1. exact match, ignoring case and runs of whitespace (and quotes/markdown/punctuation around the answer);
-2. else the one label mentioned as a whole word or phrase (case-insensitive); where mentions overlap the
-   longest wins ("Home Office" hides the "Home" inside it), and two different labels mentioned separately
-   make the answer unparseable (we do not guess which one the model meant);
-3. else unparseable.
+- case and runs of whitespace ("home   office" is "Home Office");
+- quotes, markdown emphasis, brackets and punctuation around the answer ('"Garden."', "**Kitchen**");
+- an optional short lead-in of at most three words and a colon ("Department: Kitchen", "Answer: kitchen").
 
-Unparseable answers count as wrong; they are never dropped from the denominator.
+Anything else is unparseable: a sentence that mentions a label ("The product belongs to the
+"libhtml-truncate-perl" package." is not `perl`), an echoed product name that contains one ("golang-xyz" is not
+`golang`), two labels, or a label followed by an explanation. Crediting mentions would reward a model for
+repeating the question. Unparseable answers count as wrong; they are never dropped from the denominator.
 
-The label set is the constructor's `labels` (in a sweep: `labels.json` beside the dataset, which the
-departments recipe writes), or, with no labels given, the distinct references. With the latter, a prediction naming a label that happens not to
-occur in the eval split reads as unparseable rather than as that label; it is wrong either way.
+The label set is the constructor's `labels` (in a sweep: the dataset's labels, from `labels.json` beside it,
+which the departments recipe writes, the same list every prompt shows), or, with no labels given, the
+distinct references.
 
 Macro-F1 averages per-label F1 = 2TP / (2TP + FP + FN) over the labels of the set that occur among the
 references or the parsed predictions (a label with neither has no defined F1 and is left out; with the
 default label set every label occurs). An unparseable answer is a false negative for its gold label and a
-false positive for none. This equals scikit-learn's `f1_score(..., labels=those, average="macro")`.
+false positive for none. This equals scikit-learn's `f1_score(..., labels=those, average="macro")`. Its 95%
+interval is a bootstrap over eval examples: resample the examples, recompute macro-F1.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.data import LABELS_FILE
 from harness.metrics import MetricResult, register_metric
+from harness.metrics.keys import higher, lower
 
-LABELS_FILE = "labels.json"
 # Stripped from both ends of an answer before the exact comparison: quotes, markdown, brackets, punctuation.
 _EDGE = " \t\r\n\"'`*_#>[](){}.,;:!?"
+# "Department:", "The answer:", "Predicted label:": at most three words before a colon.
+_LEAD_IN = re.compile(r"\s*(?:[^\W\d_]+\s+){0,2}[^\W\d_]+\s*:\s*")
 
 
 def _normal(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def _mention_pattern(label: str) -> re.Pattern:
-    """The label as a whole word or phrase: any whitespace between its words, no word character either side."""
-    words = [re.escape(word) for word in label.split()]
-    return re.compile(r"(?<!\w)" + r"\s+".join(words) + r"(?!\w)", re.IGNORECASE)
-
-
 class LabelParser:
-    """Maps free text to one label of a fixed set, or None (unparseable)."""
+    """Maps an answer to the one label it is (see the module docstring), or None (unparseable)."""
 
     def __init__(self, labels: Sequence[str]) -> None:
         self.labels = list(dict.fromkeys(label.strip() for label in labels if label.strip()))
         if not self.labels:
             raise ValueError("classification: the label set is empty")
-        self._exact = {_normal(label): label for label in self.labels}
-        self._patterns = [(label, _mention_pattern(label)) for label in self.labels]
+        self._exact: dict[str, str] = {}
+        for label in self.labels:  # "Toys (Kids)" matches as written and as "Toys (Kids" after edge-stripping
+            self._exact.setdefault(_normal(label), label)
+            self._exact.setdefault(_normal(label.strip(_EDGE)), label)
+
+    def _match(self, text: str) -> str | None:
+        return self._exact.get(_normal(text)) or self._exact.get(_normal(text.strip(_EDGE)))
 
     def parse(self, text: str) -> str | None:
-        exact = self._exact.get(_normal(text)) or self._exact.get(_normal(text.strip(_EDGE)))
-        if exact is not None:
-            return exact
-        spans = [(m.start(), m.end(), label) for label, pattern in self._patterns for m in pattern.finditer(text)]
-        # A mention inside a longer mention of another label does not count ("Home" in "Home Office").
-        kept = {label for start, end, label in spans
-                if not any(s <= start and end <= e and (e - s) > (end - start) for s, e, _ in spans)}
-        return kept.pop() if len(kept) == 1 else None
+        found = self._match(text)
+        if found is not None:
+            return found
+        lead_in = _LEAD_IN.match(text.strip(_EDGE.replace(":", "")))
+        if lead_in is None:
+            return None
+        return self._match(text.strip(_EDGE.replace(":", ""))[lead_in.end():])
 
 
 def parse_label(text: str, labels: Sequence[str]) -> str | None:
@@ -74,28 +76,61 @@ def classification_scores(parsed: Sequence[str | None], references: Sequence[str
                           labels: Sequence[str]) -> tuple[dict[str, float], list[float]]:
     """Corpus values (accuracy, macro_f1, unparseable_rate) and per-sample correctness of parsed labels."""
     correct = [1.0 if p is not None and p == r else 0.0 for p, r in zip(parsed, references, strict=True)]
-    f1s = []
-    for label in labels:
-        tp = sum(1 for p, r in zip(parsed, references) if p == label and r == label)
-        fp = sum(1 for p, r in zip(parsed, references) if p == label and r != label)
-        fn = sum(1 for p, r in zip(parsed, references) if p != label and r == label)
-        if tp + fp + fn:
-            f1s.append(2 * tp / (2 * tp + fp + fn))
     n = len(references)
     values = {
         "accuracy": sum(correct) / n if n else 0.0,
-        "macro_f1": sum(f1s) / len(f1s) if f1s else 0.0,
+        "macro_f1": macro_f1(*_encode(parsed, references, labels), len(labels)),
         "unparseable_rate": sum(p is None for p in parsed) / n if n else 0.0,
     }
     return values, correct
 
 
-@register_metric("accuracy")
+def _encode(parsed: Sequence[str | None], references: Sequence[str], labels: Sequence[str]):
+    """Labels as integers 0..L-1; an unparseable answer is -1, a reference outside the set is L (no label's)."""
+    import numpy as np
+
+    index = {label: i for i, label in enumerate(labels)}
+    predicted = np.array([index.get(p, len(labels)) if p is not None else -1 for p in parsed], dtype=int)
+    gold = np.array([index.get(r, len(labels)) for r in references], dtype=int)
+    return predicted, gold
+
+
+def macro_f1(predicted, gold, n_labels: int) -> float:
+    """Mean F1 = 2TP / (2TP + FP + FN) = 2TP / (predicted + gold counts) over labels that occur on either side."""
+    import numpy as np
+
+    size = n_labels + 1
+    true_pos = np.bincount(gold[predicted == gold], minlength=size)[:n_labels]
+    predicted_counts = np.bincount(predicted[predicted >= 0], minlength=size)[:n_labels]
+    gold_counts = np.bincount(gold, minlength=size)[:n_labels]
+    occurring = (predicted_counts + gold_counts) > 0
+    if not occurring.any():
+        return 0.0
+    return float(np.mean(2 * true_pos[occurring] / (predicted_counts + gold_counts)[occurring]))
+
+
+def macro_f1_interval(parsed: Sequence[str | None], references: Sequence[str], labels: Sequence[str],
+                      confidence: float = 0.95, seed: int = 0) -> dict:
+    """Macro-F1 with a bootstrap interval over eval examples (resampled, then macro-F1 recomputed)."""
+    from harness.stats import bootstrap_statistic
+
+    predicted, gold = _encode(parsed, references, labels)
+    low, high = bootstrap_statistic(len(gold), lambda idx: macro_f1(predicted[idx], gold[idx], len(labels)),
+                                    confidence=confidence, seed=seed)
+    return {"mean": macro_f1(predicted, gold, len(labels)), "low": low, "high": high, "n": len(gold)}
+
+
+@register_metric("accuracy", keys={
+    "accuracy": higher("share of answers that are exactly the gold label"),
+    "macro_f1": higher("macro-averaged F1 over the label set"),
+    "unparseable_rate": lower("share of answers that are not a label at all"),
+})
 class Accuracy:
     """Accuracy, macro-F1 and unparseable rate of labels parsed from free-text predictions.
 
     per_sample: "accuracy" (1 correct / 0 wrong or unparseable) and "unparseable_rate" (1 / 0), whose means
-    are the corpus values of the same names; macro-F1 has no per-sample form.
+    are the corpus values of the same names; macro-F1 has no per-sample form, so its interval (`intervals`)
+    comes from resampling examples and recomputing it.
     """
 
     name: str
@@ -105,16 +140,13 @@ class Accuracy:
 
     @classmethod
     def from_dataset(cls, dataset) -> Accuracy:
-        """The full label set from the dataset's labels.json (so a label absent from eval still parses)."""
-        path = Path(dataset.dir) / LABELS_FILE
-        if not path.is_file():
-            return cls()
-        try:
-            labels = json.loads(path.read_text(encoding="utf-8"))["labels"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: expected {{\"labels\": [...]}} ({exc})") from None
-        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
-            raise ValueError(f"{path}: \"labels\" must be a list of strings")
+        """The dataset's full label set (labels.json: a label absent from eval still parses), the same list
+        its prompts show."""
+        labels = getattr(dataset, "labels", None)
+        if labels is None and (Path(dataset.dir) / LABELS_FILE).is_file():
+            from harness.data import read_labels
+
+            labels = read_labels(Path(dataset.dir) / LABELS_FILE)
         return cls(labels)
 
     def label_set(self, references: Sequence[str]) -> list[str]:
@@ -134,14 +166,15 @@ class Accuracy:
         labels = self.label_set(references)
         parser = LabelParser(labels)
         parsed = [parser.parse(p) for p in predictions]
-        values, correct = classification_scores(parsed, [r.strip() for r in references], parser.labels)
+        gold = [r.strip() for r in references]
+        values, correct = classification_scores(parsed, gold, parser.labels)
         return MetricResult(values=values, per_sample={
-            "accuracy": correct, "unparseable_rate": [1.0 if p is None else 0.0 for p in parsed]})
+            "accuracy": correct, "unparseable_rate": [1.0 if p is None else 0.0 for p in parsed]},
+            intervals={"macro_f1": macro_f1_interval(parsed, gold, parser.labels)})
 
 
-def fit_predict_tfidf(train_texts: Sequence[str], train_labels: Sequence[str], eval_texts: Sequence[str],
-                      seed: int = 0) -> list[str]:
-    """A non-LLM reference point: TF-IDF (word 1-2 grams) + logistic regression, fit on train, labels for eval."""
+def fit_tfidf(train_texts: Sequence[str], train_labels: Sequence[str], seed: int = 0):
+    """A non-LLM reference point: TF-IDF (word 1-2 grams) + logistic regression, fit on train; `.predict(texts)`."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -150,14 +183,19 @@ def fit_predict_tfidf(train_texts: Sequence[str], train_labels: Sequence[str], e
         raise ValueError("tfidf baseline: train texts and labels differ in length")
     if len(set(train_labels)) < 2:
         raise ValueError(f"tfidf baseline: training needs two or more labels (got {sorted(set(train_labels))})")
-    if not eval_texts:
-        raise ValueError("tfidf baseline: no eval examples")
     model = make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
         LogisticRegression(max_iter=1000, random_state=seed),
     )
-    model.fit(list(train_texts), list(train_labels))
-    return [str(p) for p in model.predict(list(eval_texts))]
+    return model.fit(list(train_texts), list(train_labels))
+
+
+def fit_predict_tfidf(train_texts: Sequence[str], train_labels: Sequence[str], eval_texts: Sequence[str],
+                      seed: int = 0) -> list[str]:
+    """Labels for eval from the TF-IDF + logistic-regression baseline fit on train."""
+    if not eval_texts:
+        raise ValueError("tfidf baseline: no eval examples")
+    return [str(p) for p in fit_tfidf(train_texts, train_labels, seed).predict(list(eval_texts))]
 
 
 def tfidf_baseline(train_texts: Sequence[str], train_labels: Sequence[str], eval_texts: Sequence[str],

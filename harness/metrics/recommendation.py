@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable
 
 from harness.metrics import MetricResult, register_metric
+from harness.metrics.keys import higher
 
 CITATION = re.compile(
     r"\(\s*closest\s+product\s*:?\s*"
@@ -44,7 +45,12 @@ def cited_ids(text: str) -> list[str]:
     return list(dict.fromkeys(_normal_id(product_id) for _, product_id in citations(text)))
 
 
-@register_metric("product_ids")
+@register_metric("product_ids", keys={
+    "id_precision": higher("share of cited product ids that are gold"),
+    "id_recall": higher("share of gold product ids cited"),
+    "id_f1": higher("F1 of cited against gold product ids"),
+    "valid_id_rate": higher("share of cited ids that exist in the catalog"),
+})
 class ProductIds:
     """Precision/recall/F1 of cited product ids, and the share of cited ids that exist in the catalog."""
 

@@ -7,9 +7,10 @@ package), so a run that also retrieves loads the model once. Vectors are unit le
 from __future__ import annotations
 
 from harness.metrics import MetricResult, register_metric
+from harness.metrics.keys import higher
 
 
-@register_metric("semantic")
+@register_metric("semantic", keys={"semantic": higher("mean cosine of answer and reference embeddings")})
 class Semantic:
     """Per-sample cosine similarity of prediction and reference embeddings; the corpus value is their mean.
 
