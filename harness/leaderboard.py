@@ -1,66 +1,55 @@
-"""`python -m harness.leaderboard`: rank the ledger's runs and pick the cheapest one that is good enough.
+"""`python -m harness.leaderboard`: one board per dataset, ranked, with the cheapest run that is good enough.
 
-    python -m harness.leaderboard --min rougeL=0.3 --min bleu=0.1
+    python -m harness.leaderboard --min rougeL=0.3 --max unparseable_rate=0.05 [--data NAME]
 
-prints a ranked table (with a 95% bootstrap CI of the sort metric), writes results/leaderboard.md, and
-names the cheapest completed run that meets every floor, saying why each other run was not picked.
+prints, for every dataset (and eval set) in the ledger, a ranked table (runs that differ only in their seed
+are one row: mean over seeds, the spread, the number of seeds), writes results/leaderboard.md, and names the
+cheapest completed configuration that meets every floor (--min, on a higher-is-better metric) and ceiling
+(--max, on a lower-is-better one), saying why each other one was not picked. Nothing is ranked, picked or
+compared across datasets.
 
     python -m harness.leaderboard --compare RUN_KEY_A RUN_KEY_B [--metric rougeL]
 
-compares two runs on the same eval examples with a paired bootstrap: is B's difference from A real?
+compares two configurations on the same eval examples with a paired bootstrap over the seeds they share: is
+B's difference from A real? (see harness/compare.py)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from harness.compare import CONFIDENCE, Comparison, compare, verdict_of
 from harness.ledger import COMPLETED, Ledger
-from harness.stats import SAMPLE_MEAN_SUFFIX, ci_name, paired_bootstrap, verdict
+from harness.metrics.keys import KEYS, spec_of
+from harness.ranking import (
+    Board,
+    Bound,
+    LeaderboardError,
+    Verdict,
+    boards,
+    collapse_seeds,
+    latest_per_key,
+    parse_bounds,
+    pick_cheapest,
+    rank,
+    value_of,
+)
+from harness.stats import SAMPLE_MEAN_SUFFIX
 
 COST_KEYS = ("usd_per_1k_generations", "usd_total", "usd_train", "usd_eval")
+# Preferred ranking metric of a board when neither --sort nor a bound names one it has.
+DEFAULT_SORT = ("accuracy", "rougeL", "id_f1", "semantic", "faithfulness")
+# Rows listed in a refusal before the rest is summarised.
+MAX_LISTED = 6
 
-
-class LeaderboardError(ValueError):
-    """A user mistake in the leaderboard's options or an empty ledger."""
-
-
-@dataclass
-class Verdict:
-    pick: dict | None
-    rejected: list[tuple[dict, str]] = field(default_factory=list)
-
-
-def latest_per_key(records: list[dict]) -> list[dict]:
-    """One row per run key: its latest completed record, else its latest record (a failure)."""
-    best: dict[str, dict] = {}
-    for record in records:
-        key = record.get("run_key")
-        current = best.get(key)
-        if current is None or record.get("status") == COMPLETED or current.get("status") != COMPLETED:
-            best[key] = record
-    return list(best.values())
-
-
-def parse_floors(items: list[str]) -> dict[str, float]:
-    floors = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            if not sep or not name:
-                raise ValueError
-            floors[name.strip()] = float(value)
-        except ValueError:
-            raise LeaderboardError(f"--min {item!r}: expected METRIC=NUMBER, e.g. --min rougeL=0.3") from None
-    return floors
+__all__ = ["LeaderboardError", "Verdict", "latest_per_key", "main", "pick_cheapest", "rank"]
 
 
 def known_metrics(rows: list[dict]) -> list[str]:
@@ -119,58 +108,25 @@ def check_same_samples(rows: list[dict], metrics: list[str]) -> None:
         odd = mismatched_samples(rows, metric)
         if odd:
             having = [r for r in rows if r.get("status") == COMPLETED and metric in r.get("metrics", {})]
+            # The differing rows first; a ledger of hundreds of runs gets a summary, not a page per run.
+            shown = [r for r in having if r in odd] + [r for r in having if r not in odd]
             detail = "; ".join(f"{r.get('model')}/{r.get('method')} [{r.get('run_key')}]: {_coverage(r, metric)}"
-                               + (" <- differs" if r in odd else "") for r in having)
+                               + (" <- differs" if r in odd else "") for r in shown[:MAX_LISTED])
+            if len(shown) > MAX_LISTED:
+                detail += f"; and {len(shown) - MAX_LISTED} more runs ({len(odd)} of {len(having)} differ in all)"
             raise LeaderboardError(
                 f"{metric} was computed on different samples in different runs, so their means do not compare: "
                 f"{detail}. Re-score the failed samples (judge replies are cached, so only they cost anything), "
                 f"filter with --sweep, or pass --allow-different-samples to rank anyway (such rows are marked *).")
 
 
-def rank(rows: list[dict], metric: str) -> list[dict]:
-    """Completed runs by `metric`, best first; failed runs after them, newest first."""
-    done = [r for r in rows if r.get("status") == COMPLETED]
-    rest = [r for r in rows if r.get("status") != COMPLETED]
-    done.sort(key=lambda r: r.get("metrics", {}).get(metric, float("-inf")), reverse=True)
-    rest.sort(key=lambda r: r.get("finished_at", ""), reverse=True)
-    return done + rest
-
-
-def pick_cheapest(rows: list[dict], floors: dict[str, float], cost_key: str) -> Verdict:
-    adequate, verdict = [], Verdict(pick=None)
-    for row in rows:
-        if row.get("status") != COMPLETED:
-            verdict.rejected.append((row, f"{row.get('status')}: {row.get('error_type') or 'see ledger'}"))
-            continue
-        reasons = []
-        for name, floor in floors.items():
-            value = row.get("metrics", {}).get(name)
-            if value is None:
-                reasons.append(f"{name} not measured")
-            elif value < floor:
-                reasons.append(f"{name} {value:.3f} < {floor:g}")
-        if reasons:
-            verdict.rejected.append((row, "; ".join(reasons)))
-        else:
-            adequate.append(row)
-    adequate.sort(key=lambda r: (r.get("cost", {}).get(cost_key, float("inf")), r.get("cost", {}).get("usd_total", 0)))
-    if adequate:
-        verdict.pick = adequate[0]
-        pick_cost = _cost(verdict.pick, cost_key)
-        verdict.rejected += [(r, f"adequate but costs more ({cost_key} {_cost(r, cost_key)} > {pick_cost})")
-                             for r in adequate[1:]]
-    return verdict
-
-
-def _cost(row: dict, key: str) -> str:
-    value = row.get("cost", {}).get(key)
-    return "-" if value is None else f"${value:.6f}"
-
-
 def _label(row: dict) -> str:
-    qlora = row.get("config", {}).get("qlora", {})
-    tuned = f" r={qlora.get('r')} lr={qlora.get('lr')}" if row.get("train") else ""
-    return f"{row.get('model')}/{row.get('method')}{tuned} [{row.get('run_key')}]"
+    qlora = (row.get("config") or {}).get("qlora")
+    tuned = f" r={qlora.get('r')} lr={qlora.get('lr')}" if row.get("train") and isinstance(qlora, dict) else ""
+    seeds = row.get("seeds") or []
+    runs = row.get("runs") or [row.get("run_key")]
+    seeded = f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""
+    return f"{row.get('model')}/{row.get('method')}{tuned}{seeded} [{', '.join(map(str, runs))}]"
 
 
 def ci_of(row: dict, metric: str) -> tuple[str, dict] | None:
@@ -186,6 +142,15 @@ def _fmt_ci(ci: dict) -> str:
     return f"{ci['mean']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
 
 
+def interval_cell(row: dict, metric: str) -> str:
+    """One seed: the bootstrap CI over examples. Several: the spread across seeds (sd, and the range)."""
+    spread = (row.get("spread") or {}).get(metric)
+    if spread:
+        return f"±{spread['sd']:.3f} sd [{spread['min']:.3f}, {spread['max']:.3f}] over {spread['n']} seeds"
+    ci = ci_of(row, metric)
+    return _fmt_ci(ci[1]) if ci else "-"
+
+
 def _metric_cell(row: dict, name: str, odd: set[str]) -> str:
     """`0.8123`; `0.8123 (18/20)` when the judge failed on some samples; `*` when its samples differ from
     most rows' (only shown with --allow-different-samples)."""
@@ -197,68 +162,222 @@ def _metric_cell(row: dict, name: str, odd: set[str]) -> str:
     return f"{value:.4f}{partial}" + ("*" if row.get("run_key") in odd else "")
 
 
+def _heading(name: str) -> str:
+    spec = spec_of(name)
+    return f"{name} {spec.arrow()}" if spec else name
+
+
+def _seeds_cell(row: dict) -> str:
+    if row.get("status") != COMPLETED:
+        return "-"
+    seeds = row.get("seeds") or [None]
+    return str(len(seeds)) if len(seeds) > 1 else "1†"
+
+
+def _cost_text(row: dict, key: str) -> str:
+    value = value_of(row, key)
+    return "-" if value is None else f"${value:.6f}"
+
+
+def _figure(row: dict, key: str, digits: int) -> str:
+    value = value_of(row, key)
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def table_rows(rows: list[dict], metrics: list[str], cost_key: str,
                ci_metric: str | None = None) -> tuple[list[str], list[list[str]]]:
-    """Table cells; with `ci_metric`, a column with its 95% CI (`mean [low, high]`) after the metrics."""
+    """Table cells; with `ci_metric`, a column with its 95% CI (one seed) or its spread over seeds."""
     odd = {name: {r.get("run_key") for r in mismatched_samples(rows, name)} for name in metrics}
-    found = [ci for row in rows if ci_metric and (ci := ci_of(row, ci_metric))]
-    ci_header = [f"{found[0][0]} 95% CI"] if found else []
-    header = ["#", "model", "method", "r", "status", *metrics, *ci_header, cost_key, "$ run", "train s",
-              "eval tok/s", "peak GB", "run key"]
+    interval_header = [f"{ci_metric} 95% CI / seed spread"] if ci_metric else []
+    header = ["#", "model", "method", "r", "seeds", "status", *map(_heading, metrics), *interval_header,
+              _heading(cost_key), "$ run ↓", "train s ↓", "eval tok/s ↑", "peak GB ↓", "run keys"]
     body = []
     for index, row in enumerate(rows, start=1):
-        c = row.get("cost", {})
         trained = bool(row.get("train"))
+        qlora = (row.get("config") or {}).get("qlora")
         body.append([
             str(index),
             str(row.get("model")),
             str(row.get("method")),
-            str(row.get("config", {}).get("qlora", {}).get("r", "")) if trained else "-",
+            str(qlora.get("r", "")) if trained and isinstance(qlora, dict) else "-",
+            _seeds_cell(row),
             str(row.get("status")),
             *[_metric_cell(row, name, odd[name]) for name in metrics],
-            *([_fmt_ci(ci[1]) if (ci := ci_of(row, ci_metric)) else "-"] if ci_header else []),
-            _cost(row, cost_key),
-            _cost(row, "usd_total"),
-            f"{c['train_s']:.1f}" if trained and "train_s" in c else "-",
-            f"{c['eval_tokens_per_s']:.1f}" if "eval_tokens_per_s" in c else "-",
-            f"{c['peak_memory_gb']:.2f}" if "peak_memory_gb" in c else "-",
-            str(row.get("run_key")),
+            *([interval_cell(row, ci_metric)] if ci_metric else []),
+            _cost_text(row, cost_key),
+            _cost_text(row, "usd_total"),
+            _figure(row, "train_s", 1) if trained else "-",
+            _figure(row, "eval_tokens_per_s", 1),
+            _figure(row, "peak_memory_gb", 2),
+            ", ".join(str(k) for k in (row.get("runs") or [row.get("run_key")])),
         ])
     return header, body
 
 
-def render_markdown(header, body, verdict: Verdict | None, floors, cost_key: str, source: Path) -> str:
-    lines = [f"# Leaderboard\n\nSource: `{source}`. Metrics are 0..1, higher is better; "
-             f"cost on each run's hardware preset. A 95% CI is a bootstrap interval over eval examples, "
-             f"`mean [low, high]`; `_sample_mean` marks a corpus metric (BLEU, chrF) whose interval is "
-             f"for the mean of per-example scores. `(18/20)`: the LLM judge scored 18 of 20 samples (the mean is over "
-             f"those; failures are in the ledger's `judge` field). `*`: computed on other samples than most rows. "
-             f"Compare two runs with `--compare KEY_A KEY_B`.\n",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    if verdict is not None:
-        wanted = ", ".join(f"{k} >= {v:g}" for k, v in floors.items())
-        lines.append(f"\n## Cheapest adequate run ({wanted}; cheapest by {cost_key})\n")
-        lines.append(f"**{_label(verdict.pick)}** at {_cost(verdict.pick, cost_key)}" if verdict.pick
-                     else "**None**: no completed run meets every floor.")
-        lines.append("\nNot picked:\n")
-        lines += [f"- {_label(row)}: {reason}" for row, reason in verdict.rejected]
+@dataclass
+class BoardReport:
+    board: Board
+    sort_by: str
+    metrics: list[str]
+    bounds: list[Bound]  # the bounds that apply to this board (their metric is measured here)
+    header: list[str]
+    body: list[list[str]]
+    verdict: Verdict | None
+    note: str = ""
+
+
+def legend(metrics: list[str]) -> str:
+    parts = []
+    for name in metrics:
+        spec = spec_of(name)
+        parts.append(f"`{name}` {spec.arrow()} {spec.better.value} is better ({spec.range_text()})" if spec
+                     else f"`{name}`: no declared direction")
+    return "; ".join(parts)
+
+
+def render_markdown(reports: list[BoardReport], cost_key: str, source: Path) -> str:
+    lines = [f"# Leaderboard\n\nSource: `{source}`. One board per dataset and eval set: rows are never ranked, "
+             f"picked or compared across boards. ↑ higher is better, ↓ lower is better. Runs that differ only in "
+             f"their training seed are one row: figures are means over seeds, `seeds` counts them (`1†`: a single "
+             f"seed, so nothing shows how much the seed alone moves it), and the interval column gives the "
+             f"spread across seeds. A one-seed row's interval is a 95% bootstrap CI over eval examples, "
+             f"`mean [low, high]`; `_sample_mean` marks a corpus metric (BLEU, chrF) whose interval is for the "
+             f"mean of per-example scores. `(18/20)`: the LLM judge scored 18 of 20 samples (the mean is over "
+             f"those). `*`: computed on other samples than most rows. Compare two configurations with "
+             f"`--compare KEY_A KEY_B`; cost on each run's hardware preset.\n"]
+    for report in reports:
+        lines += [f"## {report.board.title}\n", f"Ranked by `{report.sort_by}`. Metrics: {legend(report.metrics)}.\n",
+                  "| " + " | ".join(report.header) + " |", "|" + "---|" * len(report.header)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in report.body]
+        if report.note:
+            lines.append(f"\n{report.note}")
+        if report.verdict is not None:
+            wanted = ", ".join(b.text() for b in report.bounds)
+            lines.append(f"\n### Cheapest adequate ({wanted}; cheapest by {cost_key})\n")
+            lines.append(f"**{_label(report.verdict.pick)}** at {_cost_text(report.verdict.pick, cost_key)}"
+                         if report.verdict.pick else "**None**: no completed run meets every bound.")
+            lines.append("\nNot picked:\n")
+            lines += [f"- {_label(row)}: {reason}" for row, reason in report.verdict.rejected]
+        lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def resolve_ledger(path: Path) -> Path:
+    """A directory means the ledger inside it (results/ -> results/runs.jsonl)."""
+    if path.is_dir():
+        inside = path / "runs.jsonl"
+        if not inside.is_file():
+            raise LeaderboardError(f"--ledger {path} is a directory without a runs.jsonl; pass the ledger file "
+                                   f"(e.g. results/runs.jsonl)")
+        return inside
+    return path
+
+
+def build(args) -> tuple[list[BoardReport], Path]:
+    ledger = resolve_ledger(args.ledger)
+    records = Ledger(ledger).records()
+    if args.sweep:
+        records = [r for r in records if r.get("sweep_id") == args.sweep]
+    if not records:
+        raise LeaderboardError(f"no runs in {ledger}{' for sweep ' + args.sweep if args.sweep else ''}; "
+                               "run a sweep first, e.g. python -m harness -m model=smollm2_135m method=base,instruct")
+    all_boards = boards(latest_per_key(records))
+    if args.data:
+        names = sorted({b.data for b in all_boards})
+        all_boards = [b for b in all_boards if b.data == args.data]
+        if not all_boards:
+            raise LeaderboardError(f"--data {args.data}: no runs on that dataset in {ledger}; it has: "
+                                   f"{', '.join(names)}")
+    metrics = known_metrics([r for b in all_boards for r in b.rows])
+    cost_keys = [k for k, spec in KEYS.items() if spec.section == "cost"]
+    bounds = parse_bounds(args.floors, args.ceilings, known=[*metrics, *cost_keys], known_text=", ".join(metrics))
+    if args.sort and args.sort not in metrics and args.sort not in cost_keys:
+        raise LeaderboardError(f"unknown metric(s) {[args.sort]}; the ledger has: {', '.join(metrics) or 'none'}")
+    if args.sort and spec_of(args.sort) is None:
+        raise LeaderboardError(f"--sort {args.sort}: this figure declares no direction, so it cannot rank runs")
+    reports = [board_report(board, bounds, args) for board in all_boards]
+    out = args.out or ledger.parent / "leaderboard.md"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render_markdown(reports, args.cost, ledger), encoding="utf-8")
+    except OSError as exc:
+        raise LeaderboardError(f"--out {out}: cannot write the report ({exc.strerror or exc}); "
+                               f"pass --out to a writable file") from None
+    return reports, out
+
+
+def board_report(board: Board, bounds: list[Bound], args) -> BoardReport:
+    rows = collapse_seeds(board.rows)
+    measured = set(known_metrics(rows))
+    applies = [b for b in bounds if b.spec.section == "cost" or b.key in measured]
+    quality = [b.key for b in applies if b.spec.section != "cost"]
+    note = ""
+    if args.sort and args.sort in measured | {k for k, s in KEYS.items() if s.section == "cost"}:
+        sort_by = args.sort
+    else:
+        sort_by = next(iter(quality), None) or next((m for m in DEFAULT_SORT if m in measured), None) \
+            or next(iter(sorted(measured)), "usd_per_1k_generations")
+        if args.sort:
+            note = f"`{args.sort}` is not measured on this dataset; ranked by `{sort_by}`."
+    if not args.allow_different_samples:
+        check_same_samples(rows, [m for m in [sort_by, *quality] if m in measured])
+    ranked = rank(rows, sort_by)
+    board_metrics = known_metrics(rows)
+    header, body = table_rows(ranked, board_metrics, args.cost, ci_metric=sort_by if sort_by in measured else None)
+    verdict = None
+    if bounds and not quality and not applies:
+        note += (" " if note else "") + (f"No bound applies to this dataset (bounds on: "
+                                         f"{', '.join(b.key for b in bounds)}); no pick.")
+    elif applies:
+        verdict = pick_cheapest(ranked, applies, args.cost)
+    return BoardReport(board, sort_by, board_metrics, applies, header, body, verdict, note)
+
+
+def _print_report(console: Console, report: BoardReport, cost_key: str) -> None:
+    table = Table(title=f"tunebench leaderboard: {report.board.title}, ranked by {report.sort_by}")
+    for name in report.header:
+        table.add_column(name, justify="left" if name in ("model", "method", "status", "run keys") else "right")
+    for cells in report.body:
+        table.add_row(*map(escape, cells))
+    console.print(table)
+    if report.note:
+        console.print(escape(report.note))
+    verdict = report.verdict
+    if verdict is not None:
+        wanted = ", ".join(b.text() for b in report.bounds)
+        if verdict.pick:
+            console.print(f"[bold green]cheapest adequate ({escape(report.board.title)}; {escape(wanted)}):"
+                          f"[/bold green] {escape(_label(verdict.pick))} at {_cost_text(verdict.pick, cost_key)} "
+                          f"({cost_key})")
+        else:
+            console.print(f"[bold red]no completed run meets every bound ({escape(wanted)}) on "
+                          f"{escape(report.board.title)}[/bold red]")
+        for row, reason in verdict.rejected:
+            console.print(escape(f"  not picked: {_label(row)}: {reason}"))
+    console.print("")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.leaderboard", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ledger", type=Path, default=Path("results/runs.jsonl"), help="ledger to read")
+    parser.add_argument("--ledger", type=Path, default=Path("results/runs.jsonl"),
+                        help="ledger to read (a directory: its runs.jsonl)")
     parser.add_argument("--out", type=Path, default=None, help="markdown report (default: beside the ledger)")
     parser.add_argument("--min", dest="floors", action="append", default=[], metavar="METRIC=VALUE",
-                        help="a floor every picked run must meet; repeatable, e.g. --min rougeL=0.3")
-    parser.add_argument("--sort", default=None, help="metric to rank by (default: the first floor, else rougeL)")
+                        help="a floor on a higher-is-better metric every picked run must meet; repeatable, "
+                             "e.g. --min rougeL=0.3")
+    parser.add_argument("--max", dest="ceilings", action="append", default=[], metavar="METRIC=VALUE",
+                        help="a ceiling on a lower-is-better figure; repeatable, e.g. --max unparseable_rate=0.05 "
+                             "or --max peak_memory_gb=20")
+    parser.add_argument("--sort", default=None,
+                        help="metric to rank by, in its own direction (default: the first bound, else accuracy / "
+                             "rougeL)")
     parser.add_argument("--cost", choices=COST_KEYS, default="usd_per_1k_generations",
                         help="what 'cheapest' means (default: serving cost per 1000 answers)")
+    parser.add_argument("--data", default=None, help="only the board of this dataset")
     parser.add_argument("--sweep", default=None, help="only runs of this sweep id")
     parser.add_argument("--compare", nargs=2, metavar=("RUN_KEY_A", "RUN_KEY_B"), default=None,
-                        help="paired bootstrap of run B against run A on their shared eval examples "
-                             "(unique prefixes of run keys are accepted)")
+                        help="paired bootstrap of configuration B against A on their shared eval examples, over "
+                             "the seeds they share (unique prefixes of run keys are accepted)")
     parser.add_argument("--metric", default=None, help="with --compare: only this per-sample metric")
     parser.add_argument("--allow-different-samples", action="store_true",
                         help="rank (or compare) on a metric even where runs were scored on different samples "
@@ -269,201 +388,57 @@ def main(argv: list[str] | None = None) -> int:
     if args.metric and not args.compare:
         console.print("[red]error:[/red] --metric goes with --compare; rank with --sort METRIC")
         return 2
-    if args.compare:
-        try:
-            comparison = compare(args.ledger, *args.compare, metric=args.metric,
-                                 allow_different_samples=args.allow_different_samples)
-        except LeaderboardError as exc:
-            console.print(f"[red]error:[/red] {escape(str(exc))}")
-            return 2
-        print_comparison(console, comparison)
-        return 0
     try:
-        report = build(args)
+        if args.compare:
+            comparison = compare(resolve_ledger(args.ledger), *args.compare, metric=args.metric,
+                                 allow_different_samples=args.allow_different_samples)
+            print_comparison(console, comparison)
+            return 0
+        reports, out = build(args)
     except LeaderboardError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
-    header, body, verdict, out = report
-    table = Table(title=f"tunebench leaderboard ({args.ledger})")
-    for name in header:
-        table.add_column(name, justify="right" if name not in ("model", "method", "status", "run key") else "left")
-    for cells in body:
-        table.add_row(*map(escape, cells))
-    console.print(table)
-    if verdict is not None:
-        if verdict.pick:
-            console.print(f"[bold green]cheapest adequate:[/bold green] {escape(_label(verdict.pick))} "
-                          f"at {_cost(verdict.pick, args.cost)} ({args.cost})")
-        else:
-            console.print("[bold red]no completed run meets every floor[/bold red]")
-        for row, reason in verdict.rejected:
-            console.print(escape(f"  not picked: {_label(row)}: {reason}"))
+    for report in reports:
+        _print_report(console, report, args.cost)
     console.print(f"written: {out}")
     return 0
-
-
-def build(args):
-    floors = parse_floors(args.floors)
-    records = Ledger(args.ledger).records()
-    if args.sweep:
-        records = [r for r in records if r.get("sweep_id") == args.sweep]
-    if not records:
-        raise LeaderboardError(f"no runs in {args.ledger}{' for sweep ' + args.sweep if args.sweep else ''}; "
-                               "run a sweep first, e.g. python -m harness -m model=smollm2_135m method=base,instruct")
-    rows = latest_per_key(records)
-    metrics = known_metrics(rows)
-    unknown = [name for name in [*floors, *([args.sort] if args.sort else [])] if name not in metrics]
-    if unknown:
-        raise LeaderboardError(f"unknown metric(s) {unknown}; the ledger has: {', '.join(metrics) or 'none'}")
-    sort_by = args.sort or next(iter(floors), "rougeL" if "rougeL" in metrics else (metrics or [""])[0])
-    if not args.allow_different_samples:
-        check_same_samples(rows, [sort_by, *floors])
-    ranked = rank(rows, sort_by)
-    header, body = table_rows(ranked, metrics, args.cost, ci_metric=sort_by)
-    verdict = pick_cheapest(ranked, floors, args.cost) if floors else None
-    out = args.out or args.ledger.parent / "leaderboard.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_markdown(header, body, verdict, floors, args.cost, args.ledger), encoding="utf-8")
-    return header, body, verdict, out
-
-
-# Fields of a predictions-*.jsonl row that are not per-sample metric scores.
-ROW_FIELDS = frozenset({"id", "question", "reference", "prediction", "generated_tokens"})
-CONFIDENCE = 0.95
-
-
-@dataclass
-class Comparison:
-    a: dict
-    b: dict
-    results: dict[str, dict]  # metric name -> paired_bootstrap result
-    # metric name -> why it was not compared (scored on different samples, e.g. judge failures)
-    skipped: dict[str, str] = field(default_factory=dict)
-
-
-def resolve_run(records: list[dict], prefix: str, ledger: Path) -> dict:
-    """The latest completed record whose run key is `prefix` or starts with it (uniquely)."""
-    keys = list(dict.fromkeys(r.get("run_key") for r in records if str(r.get("run_key", "")).startswith(prefix)))
-    if prefix in keys:
-        keys = [prefix]
-    if not keys:
-        raise LeaderboardError(f"no run key starting with {prefix!r} in {ledger}")
-    if len(keys) > 1:
-        raise LeaderboardError(f"run key prefix {prefix!r} is ambiguous in {ledger}: {', '.join(sorted(keys))}")
-    done = [r for r in records if r.get("run_key") == keys[0] and r.get("status") == COMPLETED]
-    if not done:
-        raise LeaderboardError(f"run {keys[0]} has no completed record in {ledger}, so no predictions to compare")
-    return done[-1]
-
-
-def load_predictions(record: dict, ledger: Path) -> list[dict]:
-    """The run's per-example rows; also looked for beside the ledger, in case results/ was moved."""
-    stored = record.get("predictions_file")
-    if not stored:
-        raise LeaderboardError(f"run {record.get('run_key')} records no predictions file")
-    candidates = [Path(stored), ledger.parent / "runs" / str(record.get("run_key")) / Path(stored).name]
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
-        raise LeaderboardError(f"predictions file of run {record.get('run_key')} not found: {stored}")
-    try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LeaderboardError(f"cannot read predictions file {path}: {exc}") from None
-
-
-def _is_score(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _by_id(rows: list[dict], record: dict) -> dict[str, dict]:
-    by_id = {}
-    for row in rows:
-        if row.get("id") in by_id:
-            raise LeaderboardError(f"run {record.get('run_key')}: example id {row.get('id')!r} appears twice")
-        by_id[row.get("id")] = row
-    return by_id
-
-
-def _some(ids) -> str:
-    ids = sorted(map(str, ids))
-    return ", ".join(ids[:10]) + (f" (and {len(ids) - 10} more)" if len(ids) > 10 else "")
-
-
-def paired_rows(a: dict, b: dict, ledger: Path) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Two completed runs' prediction rows by example id, checked to cover the same examples with the same
-    references (anything paired across runs, a bootstrap or a judge's comparison, needs that)."""
-    rows_a, rows_b = _by_id(load_predictions(a, ledger), a), _by_id(load_predictions(b, ledger), b)
-    sets = f"A={a.get('run_key')} (data={a.get('data')}, {len(rows_a)} examples), " \
-           f"B={b.get('run_key')} (data={b.get('data')}, {len(rows_b)} examples)"
-    only_a, only_b = rows_a.keys() - rows_b.keys(), rows_b.keys() - rows_a.keys()
-    if only_a or only_b:
-        raise LeaderboardError(
-            f"different eval sets cannot be compared: {sets}; "
-            + "; ".join(f"ids only in {side}: {_some(ids)}" for side, ids in (("A", only_a), ("B", only_b)) if ids))
-    changed = [i for i in rows_a if rows_a[i].get("reference") != rows_b[i].get("reference")]
-    if changed:
-        raise LeaderboardError(f"different eval sets cannot be compared: {sets}; same ids but different "
-                               f"references for: {_some(changed)}")
-    return rows_a, rows_b
-
-
-def compare(ledger: Path, key_a: str, key_b: str, metric: str | None = None, n_resamples: int = 2000,
-            seed: int = 0, allow_different_samples: bool = False) -> Comparison:
-    """Paired bootstrap of every per-sample metric the two runs share, on the same eval examples."""
-    records = Ledger(ledger).records()
-    if not records:
-        raise LeaderboardError(f"no runs in {ledger}")
-    a, b = resolve_run(records, key_a, ledger), resolve_run(records, key_b, ledger)
-    rows_a, rows_b = paired_rows(a, b, ledger)
-    ids = list(rows_a)
-    keys = [k for k in dict.fromkeys(k for i in ids for k in (*rows_a[i], *rows_b[i]))
-            if k not in ROW_FIELDS and not k.endswith("_error")
-            and any(_is_score(rows_a[i].get(k)) for i in ids) and any(_is_score(rows_b[i].get(k)) for i in ids)]
-    if metric is not None:
-        wanted = [k for k in keys if metric in (k, k + SAMPLE_MEAN_SUFFIX) or metric == ci_name(k, a.get("metrics", {}).get(k))]
-        if not wanted:
-            raise LeaderboardError(f"metric {metric!r} is not a per-sample score of both runs; they share: "
-                                   f"{', '.join(keys) or 'none'}")
-        keys = wanted
-    results, skipped = {}, {}
-    for key in keys:
-        scored_a = [i for i in ids if _is_score(rows_a[i].get(key))]
-        both = [i for i in scored_a if _is_score(rows_b[i].get(key))]
-        # Named as its interval is in run A's record: from A's corpus value and A's own per-sample mean.
-        name = ci_name(key, a.get("metrics", {}).get(key), sum(rows_a[i][key] for i in scored_a) / len(scored_a))
-        if len(both) < len(ids):
-            scored_b = sum(_is_score(rows_b[i].get(key)) for i in ids)
-            what = f"scored on different samples (A: {len(scored_a)}, B: {scored_b} of {len(ids)}; both: {len(both)})"
-            if not allow_different_samples or not both:
-                skipped[name] = what + ("" if not both else "; --allow-different-samples compares the shared ones")
-                continue
-            name += f" (on {len(both)} shared)"
-        results[name] = paired_bootstrap([rows_a[i][key] for i in both], [rows_b[i][key] for i in both],
-                                         n_resamples=n_resamples, confidence=CONFIDENCE, seed=seed)
-    if not results and not skipped:
-        raise LeaderboardError("the two runs share no per-sample metric scores")
-    return Comparison(a=a, b=b, results=results, skipped=skipped)
 
 
 def _fmt_p(p: float, n_resamples: int = 2000) -> str:
     return f"<{1 / n_resamples:g}" if p == 0 else f"{p:.4f}"
 
 
+def _seeds_text(seeds: list) -> str:
+    return ", ".join(map(str, seeds))
+
+
 def print_comparison(console: Console, comparison: Comparison) -> None:
-    console.print(escape(f"A: {_label(comparison.a)}"))
-    console.print(escape(f"B: {_label(comparison.b)}"))
+    console.print(escape(f"A: {_label(comparison.a)}; seeds used: {_seeds_text(comparison.seeds_a)}"))
+    console.print(escape(f"B: {_label(comparison.b)}; seeds used: {_seeds_text(comparison.seeds_b)}"))
+    if not comparison.shared_seeds:
+        console.print("the two configurations share no seed: each side's scores are averaged over its own seeds")
+    seeded = any("per_seed_diffs" in r for r in comparison.results.values())
     table = Table(title=f"paired bootstrap, B - A, {CONFIDENCE:.0%} CI over eval examples")
-    for name in ("metric", "mean A", "mean B", "diff (B-A)", f"{CONFIDENCE:.0%} CI", "p", "n", "verdict"):
-        table.add_column(name, justify="left" if name in ("metric", "verdict") else "right")
+    columns = ["metric", "mean A", "mean B", "diff (B-A)", f"{CONFIDENCE:.0%} CI", "p", "n",
+               *(["diff per seed"] if seeded else []), "verdict", "better"]
+    for name in columns:
+        table.add_column(name, justify="left" if name in ("metric", "verdict", "diff per seed") else "right")
     for name, r in comparison.results.items():
-        cells = [name, f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}", f"{r['mean_diff']:+.4f}",
-                 f"[{r['low']:+.4f}, {r['high']:+.4f}]", _fmt_p(r["p_value"]), str(r["n"]), verdict(r, CONFIDENCE)]
+        cells = [name, f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}",
+                 f"{r['mean_diff']:+.4f}", f"[{r['low']:+.4f}, {r['high']:+.4f}]", _fmt_p(r["p_value"]), str(r["n"])]
+        if seeded:
+            diffs = r.get("per_seed_diffs") or {}
+            cells.append(", ".join(f"{s}: {d:+.3f}" for s, d in diffs.items()) or "-")
+        cells += [verdict_of(r), "higher ↑" if r.get("higher_is_better", True) else "lower ↓"]
         table.add_row(*map(escape, cells))
     console.print(table)
     for name, why in comparison.skipped.items():
         console.print(escape(f"not compared: {name}: {why}"))
     if any(name.endswith(SAMPLE_MEAN_SUFFIX) for name in comparison.results):
         console.print("_sample_mean: a corpus metric (BLEU, chrF) compared on its mean per-example score")
+    if seeded:
+        console.print("diff per seed: B - A trained with the same seed. Where they disagree in sign, or the "
+                      "difference is smaller than their spread, the seed alone moves the result that much.")
 
 
 if __name__ == "__main__":

@@ -32,10 +32,11 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from harness.compare import _by_id, load_predictions, paired_rows, resolve_run
 from harness.config import ConfigError, JudgeBackend, JudgeConfig, load_option
 from harness.judge import Judge, failure_reason
-from harness.leaderboard import LeaderboardError, _by_id, load_predictions, paired_rows, resolve_run
 from harness.ledger import Ledger, append_line
+from harness.ranking import LeaderboardError
 from harness.stats import bootstrap_ci
 
 REFERENCE = "reference"

@@ -117,10 +117,11 @@ def paired_bootstrap(a: list[float], b: list[float], n_resamples: int = 2000, co
     }
 
 
-def verdict(result: dict, confidence: float = 0.95) -> str:
-    """One line from a paired_bootstrap result: which run is better, if the interval excludes zero."""
+def verdict(result: dict, confidence: float = 0.95, higher_is_better: bool = True) -> str:
+    """One line from a paired_bootstrap result (b - a): which run is better in the metric's direction, if the
+    interval excludes zero; otherwise no difference, whatever the sign of the observed one."""
     if result["low"] > 0:
-        return "B better"
+        return "B better" if higher_is_better else "A better"
     if result["high"] < 0:
-        return "A better"
+        return "A better" if higher_is_better else "B better"
     return f"no significant difference at {confidence:.0%}"

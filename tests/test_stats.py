@@ -142,7 +142,7 @@ def _lines(capsys) -> dict[str, str]:
     rows = {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip("│| ").split("│")]
-        if len(cells) == 8 and cells[0] not in ("metric", ""):
+        if len(cells) == 9 and cells[0] not in ("metric", ""):
             rows[cells[0]] = cells
     return rows, out
 
@@ -152,7 +152,8 @@ def test_compare_reports_verdicts_per_metric(runs, capsys):
     rows, out = _lines(capsys)
     assert "A: m/aaaa [aaaa1111]" in out and "B: m/bbbb [bbbb2222]" in out
     assert set(rows) == {"rougeL", "bleu_sample_mean"}
-    metric, mean_a, mean_b, diff, ci, p, n, verdict_text = rows["rougeL"]
+    metric, mean_a, mean_b, diff, ci, p, n, verdict_text, better = rows["rougeL"]
+    assert better == "higher ↑"
     assert verdict_text == "B better"
     assert float(diff) == pytest.approx(float(mean_b) - float(mean_a), abs=2e-4)
     assert ci.startswith("[+0.09") and p == "<0.0005" and n == "40"
