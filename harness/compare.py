@@ -86,13 +86,17 @@ def _some(ids) -> str:
     return ", ".join(ids[:10]) + (f" (and {len(ids) - 10} more)" if len(ids) > 10 else "")
 
 
+def check_same_dataset(a: dict, b: dict) -> None:
+    if a.get("data") != b.get("data"):
+        raise LeaderboardError(f"runs on different datasets are never compared: A={a.get('run_key')} is on "
+                               f"data={a.get('data')}, B={b.get('run_key')} on data={b.get('data')}")
+
+
 def paired_rows(a: dict, b: dict, ledger: Path) -> tuple[dict[str, dict], dict[str, dict]]:
     """Two completed runs' prediction rows by example id, checked to be on the same dataset and to cover the
     same examples with the same references (anything paired across runs, a bootstrap or a judge's comparison,
     needs that)."""
-    if a.get("data") != b.get("data"):
-        raise LeaderboardError(f"runs on different datasets are never compared: A={a.get('run_key')} is on "
-                               f"data={a.get('data')}, B={b.get('run_key')} on data={b.get('data')}")
+    check_same_dataset(a, b)
     rows_a, rows_b = _by_id(load_predictions(a, ledger), a), _by_id(load_predictions(b, ledger), b)
     sets = f"A={a.get('run_key')} (data={a.get('data')}, {len(rows_a)} examples), " \
            f"B={b.get('run_key')} (data={b.get('data')}, {len(rows_b)} examples)"
@@ -136,6 +140,7 @@ def compare(ledger: Path, key_a: str, key_b: str, metric: str | None = None, n_r
     a, b = resolve_run(records, key_a, ledger), resolve_run(records, key_b, ledger)
     if a.get("run_key") == b.get("run_key"):
         raise LeaderboardError(f"--compare names the same run twice ({a.get('run_key')}); name two different runs")
+    check_same_dataset(a, b)
     runs_a, runs_b = seed_runs(records, a), seed_runs(records, b)
     if configuration_id(a) == configuration_id(b):
         runs_a, runs_b = {seed_of(a): a}, {seed_of(b): b}  # two seeds of one configuration: compare just those

@@ -157,12 +157,12 @@ def test_compare_reports_verdicts_per_metric(runs, capsys):
     assert verdict_text == "B better"
     assert float(diff) == pytest.approx(float(mean_b) - float(mean_a), abs=2e-4)
     assert ci.startswith("[+0.09") and p == "<0.0005" and n == "40"
-    assert rows["bleu_sample_mean"][-1] == "no significant difference at 95%"
+    assert rows["bleu_sample_mean"][-2] == "no significant difference at 95%"
     assert "corpus metric (BLEU, chrF)" in out
 
     assert main(["--ledger", str(runs), "--compare", "bbbb", "aaaa1111", "--metric", "rougeL"]) == 0
     rows, _ = _lines(capsys)
-    assert set(rows) == {"rougeL"} and rows["rougeL"][-1] == "A better"
+    assert set(rows) == {"rougeL"} and rows["rougeL"][-2] == "A better"
     # The corpus metric's own name selects its per-sample comparison.
     assert main(["--ledger", str(runs), "--compare", "aaaa1111", "bbbb", "--metric", "bleu"]) == 0
     assert set(_lines(capsys)[0]) == {"bleu_sample_mean"}
