@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from harness.baseline import main
 from harness.leaderboard import main as leaderboard
 
@@ -43,3 +45,20 @@ def test_baseline_row_lands_in_the_ledger_and_ranks(tmp_path, capsys):
 def test_baseline_refuses_a_dataset_without_accuracy(tmp_path, capsys):
     assert main(["data=hr_handbook", f"results_dir={tmp_path}"]) == 2
     assert "the TF-IDF baseline is for classification datasets" in capsys.readouterr().err
+
+
+def test_baseline_cost_is_its_prediction_time_and_its_label_is_plain(tmp_path, capsys):
+    _dataset(tmp_path / "departments")
+    results = tmp_path / "results"
+    assert main(["data=departments", f"data.dir={tmp_path / 'departments'}", f"results_dir={results}"]) == 0
+    record = json.loads((results / "runs.jsonl").read_text().splitlines()[0])
+    cost = record["cost"]
+    assert cost["eval_s"] > 0 and cost["train_s"] > 0 and cost["usd_per_1k_generations"] > 0
+    # Serving $ per 1k answers comes from the prediction time alone, not from fitting.
+    per_1k = cost["eval_s"] / cost["eval_examples"] * 1000 / 3600 * cost["usd_per_hour"]
+    assert cost["usd_per_1k_generations"] == pytest.approx(per_1k)
+    assert cost["eval_tokens_per_s"] is None and cost["train_tokens_per_s"] is None
+    assert record["metrics_ci"]["macro_f1"]["n"] == 4  # every number has its interval
+    assert leaderboard(["--ledger", str(results / "runs.jsonl"), "--min", "accuracy=0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "tfidf_logreg/baseline [" in out and "r=None" not in out

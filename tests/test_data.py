@@ -99,3 +99,54 @@ def test_prompt_uses_system_role_or_folds_it_into_the_user_turn():
     assert folded == [{"role": "user", "content": "Be brief.\n\nCtx.\nHow many days?"}]
     # Without retrieved context (non-RAG methods) the plain template applies.
     assert prompt_messages(record, data, _model(True))[1] == {"role": "user", "content": "Q: How many days?"}
+
+
+def _labelled(tmp_path, labels_json: bool = True):
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    items = [("k1", "cast iron frying pan", "Kitchen"), ("k2", "chef knife", "Kitchen"),
+             ("g1", "garden hose reel", "Garden"), ("g2", "pruning shears", "Garden")]
+    for name, part in (("train.jsonl", items[::2]), ("eval.jsonl", items[1::2])):
+        (folder / name).write_text("".join(json.dumps({"id": i, "question": q, "answer": a}) + "\n"
+                                           for i, q, a in part))
+    if labels_json:
+        (folder / "labels.json").write_text(json.dumps({"labels": ["Kitchen", "Garden", "Toys"]}))
+    return folder
+
+
+def test_classification_prompt_lists_the_label_set_for_every_method(tmp_path):
+    folder = _labelled(tmp_path)
+    data = DataConfig(name="shop", dir=str(folder), task="classification", metrics=["accuracy"],
+                      system_prompt="Departments: {labels}. Answer with one department.",
+                      rag_prompt_template="{context}\n{question}")
+    dataset = load_dataset(data)
+    # labels.json, in its order (Toys has no example yet is a label), and its bytes join the run key.
+    assert dataset.labels == ["Kitchen", "Garden", "Toys"] and "labels.json" in dataset.file_hashes
+    record = dataset.eval[0]
+    plain = prompt_messages(record, data, _model(True), labels=dataset.labels)
+    with_context = prompt_messages(record, data, _model(True), context="Ctx.", labels=dataset.labels)
+    assert plain[0] == with_context[0] == {"role": "system",
+                                           "content": "Departments: Kitchen, Garden, Toys. Answer with one department."}
+    with pytest.raises(DataError, match=r"the prompt shows \{labels\}, but the dataset has no label set"):
+        prompt_messages(record, data, _model(True))
+    # Without labels.json, a classification set's labels are its distinct answers.
+    (folder / "labels.json").unlink()
+    assert load_dataset(data).labels == ["Garden", "Kitchen"]
+    assert load_dataset(DataConfig(name="qa", dir=str(folder))).labels is None
+
+
+def test_a_classification_config_must_show_its_labels():
+    from harness.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.system_prompt: a classification prompt must list the allowed "
+                                          r"labels: put \{labels\} in data.system_prompt"):
+        DataConfig(name="shop", dir="d", task="classification", system_prompt="Answer with a department.")
+    with pytest.raises(ConfigError, match="unknown placeholder"):
+        DataConfig(name="shop", dir="d", prompt_template="{question} {label}")
+
+
+def test_a_broken_labels_file_is_named(tmp_path):
+    folder = _labelled(tmp_path)
+    (folder / "labels.json").write_text('{"labels": []}')
+    with pytest.raises(DataError, match=r"labels.json: \"labels\" must be a non-empty list of strings"):
+        load_dataset(DataConfig(name="shop", dir=str(folder)))
