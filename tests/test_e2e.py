@@ -73,7 +73,8 @@ def test_two_cell_sweep_writes_ledger_tracks_offline_then_resumes(run_harness, t
     board = subprocess.run([sys.executable, "-m", "harness.leaderboard", "--ledger", str(results / "runs.jsonl"),
                             "--min", "rougeL=0"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert board.returncode == 0, board.stdout + board.stderr
-    assert "cheapest adequate: tiny_random/" in board.stdout
+    pick = next(line for line in board.stdout.splitlines() if line.startswith("cheapest adequate"))
+    assert "data=hr_handbook" in pick and "rougeL >= 0" in pick and "): tiny_random/" in pick
     assert (results / "leaderboard.md").is_file()
 
 
