@@ -56,6 +56,13 @@ class QualityConfig:
     near_duplicate_threshold: float = 0.8
     # Leakage report: an eval question whose 3-gram overlap with some train question is at or above this is flagged.
     leakage_threshold: float = 0.5
+    # doc_qa: the share of an answer's content words that must occur in its chunk (0 turns the check off).
+    min_answer_support: float = 0.6
+
+    def __post_init__(self) -> None:
+        for key in ("near_duplicate_threshold", "leakage_threshold", "min_answer_support"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"quality.{key}: must be in [0, 1] (got {getattr(self, key)})")
     refusal_patterns: list[str] = field(
         default_factory=lambda: [
             r"\bas an ai\b",

@@ -38,9 +38,12 @@ class StepStats:
         return out
 
 
-def request_key(request: GenRequest, model: str) -> str:
+def request_key(request: GenRequest, model: str, generation: dict | None = None) -> str:
+    """The request and everything that shapes its reply: raise num_predict (or change the temperature, seed,
+    context size) and replies cut or sampled under the old settings are not reused."""
     payload = json.dumps(
-        {"model": model, "messages": request.messages, "schema": request.schema, "options": request.options},
+        {"model": model, "messages": request.messages, "schema": request.schema, "options": request.options,
+         "generation": generation or {}},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
@@ -68,10 +71,11 @@ class Generator:
 
     def run(self, step: str, requests: dict[str, GenRequest]) -> dict[str, str | GenFailure]:
         """Reply text (or the failure) for each item id; replies already on disk are reused, not re-sent."""
-        model = self.backend.describe()["model"]
+        identity = self.backend.describe()
+        model, generation = identity["model"], identity.get("options", {})
         path = self.work_dir / f"{step}.jsonl"
         done = self._load(path)
-        keyed = {item: request_key(request, model) for item, request in requests.items()}
+        keyed = {item: request_key(request, model, generation) for item, request in requests.items()}
         stats = self.stats.setdefault(step, StepStats())
         stats.requested += len(requests)
         results: dict[str, str | GenFailure] = {}

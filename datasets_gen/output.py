@@ -9,9 +9,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from datasets_gen.backends import GenError
 from datasets_gen.quality import jaccard, shingles, words
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -26,6 +29,31 @@ class DatasetOutput:
     extra_files: dict[str, object] = field(default_factory=dict)
     # Recipe-specific figures for card.json (e.g. a classifier's held-out accuracy).
     report: dict = field(default_factory=dict)
+
+
+def check_splittable(groups: set[str], what: str) -> None:
+    """Before any request is paid for: a by-group split needs at least two groups."""
+    if len(groups) < 2:
+        raise GenError(f"cannot split by {what}: the selected items all come from one {what} ({sorted(groups)}); "
+                       f"give at least two, or raise limit= so it reaches more than one {what}")
+
+
+def spread_limit(items: list[T], limit: int | None, group_of: Callable[[T], str]) -> list[T]:
+    """The first `limit` items taken in turn from each group (first of each, then second of each, ...), in
+    their original order: a trial run sees every document, not just the first one's chunks."""
+    if not limit or limit >= len(items):
+        return items
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for index, item in enumerate(items):
+        by_group[group_of(item)].append(index)
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < limit:
+        for indexes in by_group.values():
+            if depth < len(indexes) and len(chosen) < limit:
+                chosen.append(indexes[depth])
+        depth += 1
+    return [items[i] for i in sorted(chosen)]
 
 
 def split_by_group(records: list[dict], group_of: Callable[[dict], str], eval_fraction: float, seed: int):

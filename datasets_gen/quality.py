@@ -10,6 +10,11 @@ from typing import TypeVar
 
 T = TypeVar("T")
 _WORD = re.compile(r"\w+", re.UNICODE)
+# Words that say nothing about whether an answer comes from its passage.
+_STOPWORDS = frozenset("""about above after again also because been before being below between both could does
+doing down during each from further have having here into itself just more most once only other over same should
+some such than that their theirs them then there these they this those through under until very were what when
+where which while will with would your yours""".split())
 
 
 def words(text: str) -> list[str]:
@@ -67,6 +72,19 @@ class QualityFilter:
         if self.refusal and self.refusal.search(text):
             return f"refusal_in_{field_name}"
         return None
+
+    def grounding_problem(self, answer: str, passage: str) -> str | None:
+        """"ungrounded_answer" when too few of the answer's content words occur in the passage it must come
+        from (quality.min_answer_support): a teacher answering from outside knowledge, or about something else."""
+        if self.cfg.min_answer_support <= 0:
+            return None
+        content = [w for w in words(answer) if len(w) > 3 and w not in _STOPWORDS or w.isdigit()]
+        if not content:
+            return None
+        passage_words = set(words(passage))
+        stems = {w[:5] for w in passage_words if len(w) > 4}
+        supported = sum(w in passage_words or (len(w) > 4 and w[:5] in stems) for w in content)
+        return None if supported / len(content) >= self.cfg.min_answer_support else "ungrounded_answer"
 
     def dedupe(self, items: Iterable[T], text: Callable[[T], str]) -> list[T]:
         """Drop exact duplicates (after normalising case and spacing), then near-duplicates by 3-gram Jaccard."""

@@ -59,7 +59,9 @@ def test_doc_qa_writes_a_dataset_the_harness_reads(tmp_path):
     eval_docs = {chunks[r.source_doc_ids[0]]["doc_id"] for r in data.eval}
     assert not train_docs & eval_docs and sorted(eval_docs) == card["report"]["eval_documents"]
 
-    assert card["backend"] == {"kind": "ollama", "model": TEACHER, "digest": digest, "host": host}
+    assert card["backend"] == {"kind": "ollama", "model": TEACHER, "digest": digest, "host": host,
+                               "options": {"temperature": 0.7, "seed": 42, "num_ctx": 8192, "num_predict": 512}}
+    assert "ungrounded_answer" not in card["dropped"]  # the teacher answers with the passage's own sentences
     assert card["recipe"]["name"] == "doc_qa" and card["recipe"]["params"]["chunk_chars"] == 600
     assert set(card["prompts"]) == {"doc_qa.system", "doc_qa.user"} and len(card["prompts"]["doc_qa.user"]["sha256"]) == 64
     assert len(card["sources"]) == 10 and all(len(h) == 64 for h in card["sources"].values())
@@ -226,3 +228,75 @@ def test_catalog_missing_column_names_file_and_column(tmp_path):
     path.write_text("id,name\n1,Desk\n")
     with pytest.raises(Exception, match=r"catalog.csv: the catalog lacks required column\(s\) \['description'\]"):
         read_catalog(path, ["id", "name", "description"])
+
+
+def _chunk_count(chunk_chars: int = 600) -> int:
+    return sum(len(chunk_text(p.read_text(encoding="utf-8"), chunk_chars, 200)) for p in DOCS.glob("*.md"))
+
+
+def test_limit_samples_across_documents(tmp_path):
+    """limit=5 takes chunks from five documents (not five chunks of the first), so the by-document split works."""
+    out = tmp_path / "handbook"
+    with OllamaTestServer({TEACHER: doc_qa_teacher}) as server:
+        proc = gen(*doc_qa_args(server, out, "limit=5"))
+        chats = server.requests_to("/api/chat")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    corpus = [json.loads(line) for line in (out / "corpus.jsonl").read_text().splitlines()]
+    assert len(corpus) == len(chats) == 5 and len({c["doc_id"] for c in corpus}) == 5
+
+
+def test_a_split_that_cannot_work_is_refused_before_any_request(tmp_path):
+    one_doc = tmp_path / "docs"
+    one_doc.mkdir()
+    (one_doc / "only.md").write_text((DOCS / "annual-leave.md").read_text(encoding="utf-8"), encoding="utf-8")
+    with OllamaTestServer({TEACHER: doc_qa_teacher}) as server:
+        proc = gen(*doc_qa_args(server, tmp_path / "out"), f"input={one_doc}")
+        chats = server.requests_to("/api/chat")
+    assert proc.returncode == 2 and chats == []
+    assert "cannot split by document" in proc.stderr and "at least two" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_generation_options_are_part_of_the_checkpoint_key(tmp_path):
+    """Replies made under num_predict=512 are not reused under 1024 (they may have been cut): all re-sent."""
+    out = tmp_path / "handbook"
+    with OllamaTestServer({TEACHER: doc_qa_teacher}) as server:
+        assert gen(*doc_qa_args(server, out, "limit=4")).returncode == 0
+        first = len(server.requests_to("/api/chat"))
+        again = gen(*doc_qa_args(server, out, "limit=4", "backend.num_predict=1024"))
+        chats = server.requests_to("/api/chat")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert first == 4 and len(chats) == 8
+    assert all(c["body"]["options"]["num_predict"] == 1024 for c in chats[4:])
+    card = json.loads((out / "card.json").read_text())
+    assert card["backend"]["options"]["num_predict"] == 1024
+    assert card["generation"]["doc_qa.pairs"]["reused"] == 0 and card["generation"]["doc_qa.pairs"]["generated"] == 4
+
+
+def _off_topic_teacher(body: dict) -> str:
+    """Half the answers come from the passage, half from elsewhere (a small teacher writing JavaScript)."""
+    grounded = json.loads(doc_qa_teacher(body))["pairs"]
+    made_up = {"question": "How do I declare a constant in JavaScript?",
+               "answer": "Use the const keyword followed by identifier, assignment operator, and expression."}
+    return json.dumps({"pairs": grounded[:1] + [made_up]})
+
+
+def test_answers_the_chunk_does_not_support_are_dropped_and_counted(tmp_path):
+    out = tmp_path / "handbook"
+    with OllamaTestServer({TEACHER: _off_topic_teacher}) as server:
+        proc = gen(*doc_qa_args(server, out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    card = json.loads((out / "card.json").read_text())
+    chunks = card["counts"]["corpus"]
+    assert card["dropped"]["ungrounded_answer"] == chunks
+    records = [json.loads(line) for name in ("train.jsonl", "eval.jsonl")
+               for line in (out / name).read_text().splitlines()]
+    assert records and not [r for r in records if "JavaScript" in r["question"]]
+
+
+def test_grounding_measure():
+    quality = QualityFilter(QualityConfig())
+    passage = "Full-time employees receive 25 days of paid annual leave per holiday year."
+    assert quality.grounding_problem("Employees receive 25 days of paid leave each year.", passage) is None
+    assert quality.grounding_problem("Use the const keyword to declare constants.", passage) == "ungrounded_answer"
+    assert QualityFilter(QualityConfig(min_answer_support=0.0)).grounding_problem("const keyword", passage) is None

@@ -262,3 +262,18 @@ def test_bad_catalog_input_gets_a_clear_error(tmp_path, recipe, columns, args, m
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not chats  # nothing paid for before the mistake is reported
+
+
+def test_departments_labelled_by_column_needs_no_backend(tmp_path):
+    """Every row labelled in the catalog: no request to make, so no server is asked for (none runs here)."""
+    rows = [{"id": f"P{i:02d}", "name": f"Item {i}", "description": f"Thing number {i}.",
+             "department": ("Garden", "Kitchen", "Office")[i % 3]} for i in range(12)]
+    catalog = write_jsonl(tmp_path / "catalog.jsonl", rows)
+    out = tmp_path / "depts"
+    proc = subprocess.run([sys.executable, "-m", "datasets_gen", "progress=false", "recipe=departments",
+                           f"input={catalog}", f"output={out}", "name=depts", "backend.host=http://127.0.0.1:9"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    card = json.loads((out / "card.json").read_text())
+    assert card["counts"]["train"] + card["counts"]["eval"] == 12
+    assert card["generation"] == {} or all(s["requested"] == 0 for s in card["generation"].values())

@@ -38,7 +38,9 @@ def test_doc_qa_with_the_embedded_model_and_no_server(tmp_path):
         except json.JSONDecodeError:
             assert reply["completion_tokens"] >= NUM_PREDICT, reply
     card = json.loads((out / "card.json").read_text())
-    assert card["backend"] == {"kind": "local", "model": "smollm2_135m", "digest": None, "host": None}
+    assert card["backend"] == {"kind": "local", "model": "smollm2_135m", "digest": None, "host": None,
+                               "options": {"temperature": 0.7, "seed": 42, "num_predict": NUM_PREDICT,
+                                           "hardware": "cpu"}}
     data = load_dataset(DataConfig(name="two_docs", dir=str(out)))
     assert len(data.train) == card["counts"]["train"] >= 1 and len(data.eval) == card["counts"]["eval"] >= 1
     doc_of = {c["id"]: c["doc_id"] for c in map(json.loads, (out / "corpus.jsonl").read_text().splitlines())}

@@ -22,7 +22,9 @@ class LocalBackend:
         self._tokenizer_data = None
 
     def describe(self) -> dict:
-        return {"kind": "local", "model": self.cfg.model, "digest": None, "host": None}
+        return {"kind": "local", "model": self.cfg.model, "digest": None, "host": None,
+                "options": {"temperature": self.cfg.temperature, "seed": self.seed,
+                            "num_predict": self.cfg.num_predict, "hardware": self.cfg.hardware}}
 
     def check(self) -> None:
         from harness.config import ConfigError, HardwareConfig, ModelConfig, QLoraConfig, RunConfig, load_option

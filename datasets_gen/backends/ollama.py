@@ -30,7 +30,13 @@ class OllamaBackend:
         self.digest: str | None = None
 
     def describe(self) -> dict:
-        return {"kind": "ollama", "model": self.cfg.model, "digest": self.digest, "host": self.host}
+        return {"kind": "ollama", "model": self.cfg.model, "digest": self.digest, "host": self.host,
+                "options": self.generation_options()}
+
+    def generation_options(self) -> dict:
+        """What shapes a reply besides the request: part of every checkpoint key and of the card."""
+        return {"temperature": self.cfg.temperature, "seed": self.seed, "num_ctx": self.cfg.num_ctx,
+                "num_predict": self.cfg.num_predict}
 
     def _unreachable(self) -> GenError:
         return GenError(
@@ -76,13 +82,7 @@ class OllamaBackend:
                 group.create_task(one(key, request))
 
     async def _generate(self, client: ollama.AsyncClient, request: GenRequest) -> GenReply | GenFailure:
-        options = {
-            "temperature": self.cfg.temperature,
-            "seed": self.seed,
-            "num_ctx": self.cfg.num_ctx,
-            "num_predict": self.cfg.num_predict,
-            **request.options,
-        }
+        options = {**self.generation_options(), **request.options}
         last = ""
         for attempt in range(self.cfg.retries + 1):
             if attempt:

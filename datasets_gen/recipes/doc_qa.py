@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from datasets_gen.backends import GenFailure, GenRequest
-from datasets_gen.output import DatasetOutput, number_records, split_by_group
+from datasets_gen.output import DatasetOutput, check_splittable, number_records, split_by_group, spread_limit
 from datasets_gen.quality import parse_json
 from datasets_gen.recipes import RecipeContext, register_recipe
 from datasets_gen.sources import chunk_text, read_documents
@@ -67,8 +67,8 @@ class DocQA:
         for doc in documents:
             for index, chunk in enumerate(chunk_text(doc.text, p.chunk_chars, p.chunk_overlap)):
                 corpus.append({"id": f"{doc.id}#{index}", "doc_id": doc.id, "title": doc.title, "text": chunk})
-        if ctx.cfg.limit:
-            corpus = corpus[: ctx.cfg.limit]
+        corpus = spread_limit(corpus, ctx.cfg.limit, lambda c: c["doc_id"])
+        check_splittable({c["doc_id"] for c in corpus}, "document")
         ctx.generator.remember_prompt("doc_qa.system", SYSTEM)
         ctx.generator.remember_prompt("doc_qa.user", USER)
         requests = {
@@ -104,6 +104,7 @@ class DocQA:
                 question, answer = pair.get("question"), pair.get("answer")
                 problem = ctx.quality.text_problem(question, "question") or ctx.quality.text_problem(
                     answer, "answer", p.min_answer_words, p.max_answer_words)
+                problem = problem or ctx.quality.grounding_problem(answer, chunk["text"])
                 if problem:
                     ctx.quality.drop(problem)
                     continue
