@@ -109,7 +109,7 @@ def _refuse_escaping_job_folder(parsed) -> None:
         if override.is_hydra_override():
             continue
         if override.is_sweep_override():
-            values = list(override.sweep_string_iterator()) if override.is_discrete_sweep() else []
+            values = _sweep_values(override) or []
         else:
             values = [override.get_value_element_as_str()]
         for value in values:
@@ -125,12 +125,23 @@ def _job_folder_under(root: Path, dirname: str, culprit: str) -> None:
                          "put the folder outside results_dir; give a plain name, or a path without '..'")
 
 
+def _sweep_values(override) -> list[str] | None:
+    """A sweep's values, or None where only Hydra can list them (glob over a group, a sweeper's interval)."""
+    from hydra.errors import HydraException
+
+    if not override.is_discrete_sweep():
+        return None
+    try:
+        return list(override.sweep_string_iterator())
+    except HydraException:
+        return None
+
+
 def _variants(parsed):
     """The override lists to compose: the first value of every sweep, then each other swept value once."""
-    sweeps = [(i, list(o.sweep_string_iterator())) for i, o in enumerate(parsed)
-              if o.is_sweep_override() and o.is_discrete_sweep()]
-    if any(o.is_sweep_override() and not o.is_discrete_sweep() for o in parsed):
-        return  # interval sweeps belong to a sweeper plugin (optuna): the task function checks each trial
+    sweeps = [(i, _sweep_values(o)) for i, o in enumerate(parsed) if o.is_sweep_override()]
+    if any(values is None for _, values in sweeps):
+        return  # glob and interval sweeps are expanded by Hydra's sweeper: the task function checks each job
     base = [o.input_line if not o.is_sweep_override() else None for o in parsed]
     firsts = {i: values[0] for i, values in sweeps}
 
