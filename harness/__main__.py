@@ -1,50 +1,63 @@
-"""`python -m harness [-m] key=value ...`: run one cell, or a sweep with -m (Hydra multirun)."""
+"""`python -m harness [-m] key=value ...`: run one cell, or a sweep with -m (Hydra multirun).
+
+The end-of-sweep summary and the exit status come from the ledger (harness.sweep.SweepReport, a Hydra
+callback), so they are right under every launcher. Each invocation gets its own sweep id (timestamp plus a
+random suffix), passed to every job as the override `sweep_id=...`: two sweeps started in the same second
+never share an id or a folder.
+"""
 
 import os
+import secrets
+import signal
 import sys
+from datetime import datetime
 
 # Before any Hugging Face import: no telemetry threads phoning the hub from a sweep.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 
-import logging  # noqa: E402
-import warnings  # noqa: E402
-
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from harness import config  # noqa: E402, F401  (registers the schema)
-from harness.run import OUTCOME, run_from_hydra  # noqa: E402
-
-
-# bitsandbytes warns on CPU that its optional 4-bit CPU kernels are absent (CPU cells never use 4-bit), and
-# rouge-score logs its tokenizer choice at INFO for every call: neither helps a user reading a sweep's log.
-logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-logging.getLogger("absl").setLevel(logging.WARNING)
-# faiss logs each CPU-specific build it tries before the one that loads.
-logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-# instructor logs every failed judge attempt at ERROR; the harness counts them per metric and reports once.
-logging.getLogger("instructor").setLevel(logging.CRITICAL)
-# peft still calls the old name of transformers' activation checkpointing API; nothing for a user to do.
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+from harness.failures import Interrupted, interrupt_exit_code  # noqa: E402
+from harness.logs import quiet_libraries  # noqa: E402
+from harness.run import run_from_hydra  # noqa: E402
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run_from_hydra(cfg)
+def main(cfg: DictConfig) -> float | None:
+    return run_from_hydra(cfg)
+
+
+def new_sweep_id() -> str:
+    return f"{datetime.now():%Y-%m-%d_%H-%M-%S}-{secrets.token_hex(3)}"
+
+
+def with_sweep_id(argv: list[str]) -> list[str]:
+    """The command line with `sweep_id=<new id>` added, unless the user named one."""
+    if any(arg.split("=", 1)[0].lstrip("+") == "sweep_id" for arg in argv[1:]):
+        return argv
+    return [*argv, f"sweep_id={new_sweep_id()}"]
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
 
 
 if __name__ == "__main__":
     from harness.argv_guard import guard_argv
 
+    quiet_libraries()
     guard_argv()  # secrets, escaping paths and config mistakes end here, before Hydra writes anything
-    main()
-    done = OUTCOME
-    where = f" (ledger: {done.ledger}; table: python -m harness.leaderboard --ledger {done.ledger})" if done.ledger else ""
-    print(
-        f"tunebench: {len(done.completed)} completed, {len(done.skipped)} skipped, {len(done.failed)} failed"
-        + (f", {len(done.refused)} refused by the memory preflight" if done.refused else "")
-        + where,
-        file=sys.stderr,
-    )
-    sys.exit(1 if done.failed else 0)
+    sys.argv = with_sweep_id(sys.argv)
+    # In the launching process (jobs install their own handlers around a cell): SIGTERM ends it cleanly too.
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        main()
+    except (KeyboardInterrupt, Interrupted) as exc:
+        code = interrupt_exit_code(exc)
+        print(f"tunebench: {exc if isinstance(exc, Interrupted) else 'interrupted by SIGINT'}; a cell that was running "
+              "is recorded as `interrupted`, and the same command resumes the sweep (finished cells are skipped)",
+              file=sys.stderr)
+        sys.exit(code)

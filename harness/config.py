@@ -396,8 +396,18 @@ class RunConfig:
     sweep_id: str = ""
     # Fault injection for tests of failure handling: the named stage raises (load, train, predict, score).
     fail_at: str | None = None
+    # Re-run cells whose last failure was deterministic (not out of memory, connection, timeout, interrupt).
+    retry_failed: bool = False
+    # true: list the sweep's cells (run key, ledger status, memory fit, estimated time and $) and run nothing;
+    # commands: print one `python -m harness ...` command per cell still to run (for sbatch arrays).
+    plan: str = "false"
+    # The metric the task function returns (NaN when the cell did not complete), for optimising sweepers.
+    objective: str | None = None
 
     def __post_init__(self) -> None:
+        self.plan = {"true": "table", "on": "table"}.get(str(self.plan).lower(), str(self.plan).lower())
+        _require(self.plan in ("false", "table", "commands"), "plan",
+                 f"must be true, false or commands (got {self.plan!r})")
         _require(
             self.fail_at in (None, "load", "train", "predict", "score"),
             "fail_at",

@@ -2,7 +2,9 @@
 
 Appends take an exclusive `flock` and write one whole line with a single `write` on an O_APPEND file,
 so cells running in parallel (joblib, submitit on a shared filesystem with lock support) never
-interleave. A line torn by a crash is reported and skipped when reading, never silently parsed.
+interleave. A line torn by a crash (a process killed mid-write, a full disk) is closed off by the next
+append, which starts on a fresh line, so the torn fragment never swallows a good record. Reading skips,
+with one warning naming file:line, anything that is not a whole record of the right shape.
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ from pathlib import Path
 
 SCHEMA_VERSION = 1
 COMPLETED, FAILED, SKIPPED = "completed", "failed", "skipped"
+# Stopped by a signal (Ctrl-C, Slurm's SIGTERM before preemption): not a result, re-run by the next sweep.
+INTERRUPTED = "interrupted"
+STATUSES = (COMPLETED, FAILED, SKIPPED, INTERRUPTED)
+# `failure_kind` of a failed record: a transient failure (out of memory, connection, timeout) may pass on a
+# re-run and is retried by the next sweep; a deterministic one is not, unless retry_failed=true.
+TRANSIENT, DETERMINISTIC = "transient", "deterministic"
 
 
 @dataclass
@@ -58,6 +66,7 @@ class RunRecord:
     error: str | None = None
     error_type: str | None = None
     failed_stage: str | None = None
+    failure_kind: str | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
@@ -65,12 +74,16 @@ class RunRecord:
 
 
 def append_line(path: Path, text: str) -> None:
-    """Append one whole line under an exclusive lock, flushed to disk before returning."""
+    """Append one whole line under an exclusive lock, flushed to disk before returning. If the file does not
+    end in a newline (a writer died mid-line), the line starts with one: the fragment stays a line of its own."""
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (text + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
         written = os.write(fd, line)
         if written != len(line):
             raise OSError(f"short write to {path}: {written} of {len(line)} bytes")
@@ -88,6 +101,32 @@ def run_key(config: dict, data_hashes: dict[str, str], code_version: str) -> str
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+# Fields a reader relies on, and the JSON type each must have where present.
+_DICT_FIELDS = ("config", "metrics", "metrics_ci", "judge", "cost", "train", "retrieval", "preflight",
+                "data_hashes", "versions")
+_TEXT_FIELDS = ("run_id", "started_at", "finished_at", "sweep_id", "model", "method", "data", "hardware")
+
+
+def record_problem(record) -> str | None:
+    """Why a parsed ledger line is not a usable record, or None when it is one."""
+    if not isinstance(record, dict):
+        return f"not a record (a JSON {type(record).__name__})"
+    if not isinstance(record.get("run_key"), str) or not record["run_key"]:
+        return "no run_key"
+    if record.get("status") not in STATUSES:
+        return f"status {record.get('status')!r} is not one of {', '.join(STATUSES)}"
+    for name in _DICT_FIELDS:
+        if name in record and not isinstance(record[name], dict):
+            return f"{name} is {type(record[name]).__name__}, not an object"
+    for name in _TEXT_FIELDS:
+        if name in record and record[name] is not None and not isinstance(record[name], str):
+            return f"{name} is {type(record[name]).__name__}, not a string"
+    for name, value in record.get("metrics", {}).items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"metric {name} is {type(value).__name__}, not a number"
+    return None
+
+
 class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -96,23 +135,38 @@ class Ledger:
         append_line(self.path, record.to_json())
 
     def records(self) -> list[dict]:
+        """Every readable record in file order; a torn or malformed line is skipped with a warning naming
+        file:line (a sweep and the leaderboard go on with the rest)."""
         if not self.path.is_file():
             return []
         out = []
-        with self.path.open(encoding="utf-8") as handle:
+        with self.path.open(encoding="utf-8", errors="replace") as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
                 try:
-                    out.append(json.loads(line))
+                    record = json.loads(line)
                 except json.JSONDecodeError:
                     warnings.warn(f"{self.path}:{number}: unreadable ledger line skipped (torn write?)", stacklevel=2)
+                    continue
+                problem = record_problem(record)
+                if problem:
+                    warnings.warn(f"{self.path}:{number}: ledger line skipped: {problem}", stacklevel=2)
+                    continue
+                out.append(record)
         return out
+
+    def history(self, key: str) -> list[dict]:
+        """Every record of one run key, oldest first."""
+        return [r for r in self.records() if r["run_key"] == key]
 
     def completed(self, key: str) -> dict | None:
         """The latest completed record for a run key, if any."""
         found = None
-        for record in self.records():
-            if record.get("run_key") == key and record.get("status") == COMPLETED:
+        for record in self.history(key):
+            if record["status"] == COMPLETED:
                 found = record
         return found
+
+    def for_sweep(self, sweep_id: str) -> list[dict]:
+        return [r for r in self.records() if r.get("sweep_id") == sweep_id]

@@ -10,8 +10,9 @@ import subprocess
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -28,15 +29,21 @@ from harness.data import (
     prompt_fingerprint,
     prompt_messages,
 )
-from harness.ledger import COMPLETED, FAILED, SKIPPED, Ledger, RunRecord, run_key
+from harness.claims import Holder
+from harness.claims import acquire as acquire_claim
+from harness.failures import Interrupted, failure_kind, recorded_failure_kind, signals_interrupt
+from harness.ledger import (COMPLETED, DETERMINISTIC, FAILED, INTERRUPTED, SKIPPED, TRANSIENT, Ledger, RunRecord,
+                            run_key)
 from harness.preflight import PreflightRefusal, preflight
 from harness.redact import redact, redact_text
+from harness.sweep import CONFIG_ERROR, DONE_BEFORE, NOT_RETRIED, RUNNING_ELSEWHERE, Outcome, write_outcome
 from harness.tracking import make_tracker
 
 log = logging.getLogger("harness")
 
 # Keys that change where or how results are shown, not what a cell computes: left out of the run key.
-NON_SEMANTIC_KEYS = ("tracker", "results_dir", "cache_dir", "force", "progress", "sweep_id", "preflight")
+NON_SEMANTIC_KEYS = ("tracker", "results_dir", "cache_dir", "force", "progress", "sweep_id", "preflight",
+                     "retry_failed", "plan", "objective")
 # Metrics scored by an LLM judge rather than by the registry's score(predictions, references).
 JUDGED_METRICS = ("ragas",)
 # How the judge is reached, not what it answers: changing them re-uses a cell's result.
@@ -44,51 +51,98 @@ JUDGE_TRANSPORT_KEYS = ("concurrency", "timeout_s", "max_retries", "cache", "che
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "evaluate", "wandb")
 
 
-@dataclass
-class SweepOutcome:
-    """What this process ran, so the entry point can set its exit status once Hydra returns."""
-
-    completed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    # Cells the memory preflight refused (recorded as `skipped` with what would make them fit).
-    refused: list[str] = field(default_factory=list)
-    ledger: Path | None = None
-
-
-OUTCOME = SweepOutcome()
-
-
-def run_from_hydra(cfg: DictConfig) -> RunRecord | None:
-    """The Hydra task function's body: user mistakes are printed plainly, never as a traceback."""
+def run_from_hydra(cfg: DictConfig) -> float | None:
+    """The Hydra task function's body, in whichever process the launcher runs it: user mistakes are printed
+    plainly, never as a traceback; what the job decided goes to its folder's outcome.json for the summary.
+    Returns the configured objective metric (NaN for a cell that did not complete), for optimising sweepers."""
     from hydra.core.hydra_config import HydraConfig
 
+    from harness.logs import quiet_libraries
+
+    quiet_libraries()
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN"
-    cfg.sweep_id = Path(hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir).name
+    if not cfg.sweep_id:  # `python -m harness` always passes one; other entry points get the folder's name
+        cfg.sweep_id = Path(hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir).name
+    job_dir = Path(hydra_cfg.runtime.output_dir)
     cell = f"{cfg.model.name}/{cfg.method.name}"
     try:
         run_cfg = to_run_config(cfg)
-        return run_cell(run_cfg, OmegaConf.to_container(cfg, resolve=True))
+        config = OmegaConf.to_container(cfg, resolve=True)
+        if run_cfg.plan != "false":
+            from harness.plan import plan_cell
+
+            outcome = plan_cell(run_cfg, config, list(hydra_cfg.overrides.task))
+        else:
+            with signals_interrupt():
+                outcome = run_cell(run_cfg, config)
     except (ConfigError, DataError) as exc:
         log.error("%s: configuration error, nothing ran: %s", cell, exc)
-        OUTCOME.failed.append(cell)
-        return None
+        outcome = Outcome(CONFIG_ERROR, cell, detail=str(exc), objective=float("nan"))
+    write_outcome(job_dir, outcome)
+    return outcome.objective
 
 
-def run_cell(cfg: RunConfig, config: dict) -> RunRecord | None:
-    results = Path(cfg.results_dir)
-    ledger = Ledger(results / "runs.jsonl")
-    OUTCOME.ledger = ledger.path
+def cell_key(cfg: RunConfig, config: dict) -> tuple[str, dict, Dataset]:
+    """The run key of a cell, the config it hashes, and the dataset it read to hash the data files (with
+    every check that needs no model: see check_before_load)."""
     dataset = check_before_load(cfg)
     key_config = semantic_config(config)
-    key = run_key(key_config, dataset.file_hashes, harness.__version__)
+    return run_key(key_config, dataset.file_hashes, harness.__version__), key_config, dataset
+
+
+def objective_value(cfg: RunConfig, record: dict | RunRecord | None) -> float | None:
+    if not cfg.objective:
+        return None
+    metrics = (record.metrics if isinstance(record, RunRecord) else record.get("metrics", {})) if record else {}
+    status = record.status if isinstance(record, RunRecord) else (record or {}).get("status")
+    value = metrics.get(cfg.objective) if status == COMPLETED else None
+    return float(value) if value is not None else float("nan")
+
+
+def not_retried_reason(cfg: RunConfig, history: list[dict]) -> str | None:
+    """Why the cell's last failure will not be run again, or None when it may run."""
+    if cfg.force or cfg.retry_failed or not history:
+        return None
+    last = history[-1]
+    if recorded_failure_kind(last) != DETERMINISTIC:
+        return None
+    first_line = (last.get("error") or "").strip().splitlines()[:1]
+    return (f"failed before at {last.get('failed_stage') or '?'} with {last.get('error_type')}"
+            f"{': ' + first_line[0][:160] if first_line else ''} (run {last.get('run_id')}, sweep "
+            f"{last.get('sweep_id')}); a failure of that kind repeats, so it is not re-run: fix the setting, or "
+            f"retry_failed=true")
+
+
+def run_cell(cfg: RunConfig, config: dict) -> Outcome:
+    results = Path(cfg.results_dir)
+    ledger = Ledger(results / "runs.jsonl")
+    key, key_config, dataset = cell_key(cfg, config)
     cell = f"{cfg.model.name}/{cfg.method.name} [{key}]"
+    outcome = partial(Outcome, cell=cell, run_key=key, ledger=str(ledger.path))
     if not cfg.force and (done := ledger.completed(key)):
         log.info("%s: skipped, already completed in %s (run %s); force=true re-runs it", cell, ledger.path, done["run_id"])
-        OUTCOME.skipped.append(key)
-        return None
+        return outcome(DONE_BEFORE, detail=f"run {done['run_id']}", objective=objective_value(cfg, done))
+    if reason := not_retried_reason(cfg, ledger.history(key)):
+        log.warning("%s: not retried: %s", cell, reason)
+        return outcome(NOT_RETRIED, detail=reason, objective=objective_value(cfg, None))
 
+    claim = acquire_claim(results, key, cfg.sweep_id)
+    if isinstance(claim, Holder):
+        log.info("%s: skipped, running elsewhere: claimed by %s", cell, claim.describe())
+        return outcome(RUNNING_ELSEWHERE, detail=f"claimed by {claim.describe()}", objective=objective_value(cfg, None))
+    with claim:
+        # Another sweep may have finished the cell between our look at the ledger and our claim.
+        if not cfg.force and (done := ledger.completed(key)):
+            log.info("%s: skipped, completed meanwhile by run %s", cell, done["run_id"])
+            return outcome(DONE_BEFORE, detail=f"run {done['run_id']}", objective=objective_value(cfg, done))
+        record = _run_claimed(cfg, ledger, key, key_config, dataset, cell)
+    return outcome(record.status, detail=record.error_type or "", objective=objective_value(cfg, record))
+
+
+def _run_claimed(cfg: RunConfig, ledger: Ledger, key: str, key_config: dict, dataset: Dataset,
+                 cell: str) -> RunRecord:
+    results = Path(cfg.results_dir)
     judge = None
     if "ragas" in cfg.data.metrics and cfg.judge.backend != JudgeBackend.none:
         from harness.judge import Judge
@@ -133,7 +187,6 @@ def run_cell(cfg: RunConfig, config: dict) -> RunRecord | None:
         record.status, record.error, record.error_type = SKIPPED, str(refusal), "PreflightRefusal"
         record.finished_at = _now()
         ledger.append(record)
-        OUTCOME.refused.append(key)
         log.warning("%s: skipped by preflight: %s", cell, refusal)
         return record
     _safely("start the tracker", tracker.start, f"{cfg.model.name}-{cfg.method.name}-{key[:6]}", cfg.sweep_id,
@@ -144,17 +197,26 @@ def run_cell(cfg: RunConfig, config: dict) -> RunRecord | None:
     try:
         rows, adapter_dir = _execute(cfg, dataset, record, results / "runs" / key, judge)
         record.status = COMPLETED
-        OUTCOME.completed.append(key)
         log.info("%s: completed %s", cell, _summary(record))
     except Exception as exc:  # a cell's failure must not take the sweep down
         record.error = redact_text(f"{exc}\n{traceback.format_exc()}")
         record.error_type = type(exc).__name__
-        OUTCOME.failed.append(key)
-        log.error("%s: failed at %s: %s: %s", cell, record.failed_stage, type(exc).__name__, redact_text(str(exc)))
+        record.failure_kind = failure_kind(exc)
+        log.error("%s: failed at %s: %s: %s (%s)", cell, record.failed_stage, type(exc).__name__,
+                  redact_text(str(exc)), record.failure_kind)
+    except (KeyboardInterrupt, Interrupted, SystemExit) as exc:
+        # Ctrl-C, Slurm's SIGTERM, or submitit's exit to requeue: not the cell's fault and not a result.
+        what = str(exc) if isinstance(exc, Interrupted) else (
+            "interrupted by SIGINT" if isinstance(exc, KeyboardInterrupt) else f"stopped by exit {exc.code}")
+        record.status, record.error_type, record.failure_kind = INTERRUPTED, type(exc).__name__, TRANSIENT
+        record.error = f"{what} during {record.failed_stage or 'setup'}"
+        log.warning("%s: %s; recorded as interrupted, the next sweep re-runs it", cell, record.error)
+        raise
     finally:
         record.finished_at = _now()
         ledger.append(record)
-        _safely("finish the tracker", tracker.finish, record, rows, adapter_dir)
+        if record.status != INTERRUPTED:  # an interrupted process should stop now, not upload
+            _safely("finish the tracker", tracker.finish, record, rows, adapter_dir)
         _release_memory()
     return record
 
@@ -393,7 +455,8 @@ def check_before_load(cfg: RunConfig) -> Dataset:
     check_metric_names(cfg)
     dataset = load_dataset(cfg.data)
     check_dataset_for_run(dataset, cfg.data, cfg.method.retrieval, cfg.method.name)
-    check_accelerator(cfg)
+    if cfg.plan == "false":  # a plan for GPU cells is made where they are submitted from, e.g. a login node
+        check_accelerator(cfg)
     return dataset
 
 

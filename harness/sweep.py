@@ -1,0 +1,171 @@
+"""What a sweep did, told from the ledger: the end-of-sweep summary and exit status, right under any launcher.
+
+Under joblib and submitit the task function runs in other processes, so nothing the parent holds in memory
+knows what happened. Each job writes one small `outcome.json` into its own Hydra job folder (what it decided:
+ran, skipped as done, running elsewhere, not retried, configuration error), and the results of the cells
+that ran are read back from the ledger, filtered by the sweep id. A Hydra callback prints the summary in
+the parent process once every job has returned, and sets the exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from harness.ledger import COMPLETED, FAILED, INTERRUPTED, SKIPPED, Ledger
+
+OUTCOME_FILE = "outcome.json"
+# Outcome statuses a job can report without a ledger record of this sweep.
+DONE_BEFORE, RUNNING_ELSEWHERE, NOT_RETRIED, CONFIG_ERROR, PLANNED = (
+    "skipped", "running_elsewhere", "not_retried", "config_error", "planned")
+
+
+@dataclass
+class Outcome:
+    status: str  # a ledger status (the cell ran) or one of the statuses above
+    cell: str
+    run_key: str | None = None
+    ledger: str | None = None
+    detail: str = ""
+    # The configured objective metric (NaN for a cell that did not complete); what the task function returns.
+    objective: float | None = None
+    plan: dict | None = None
+
+
+def write_outcome(job_dir: Path, outcome: Outcome) -> None:
+    job_dir.mkdir(parents=True, exist_ok=True)
+    tmp = job_dir / f".{OUTCOME_FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps(asdict(outcome), allow_nan=True), encoding="utf-8")
+    os.replace(tmp, job_dir / OUTCOME_FILE)
+
+
+def read_outcome(job_dir: Path) -> Outcome | None:
+    try:
+        return Outcome(**json.loads((job_dir / OUTCOME_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def job_dirs(config: DictConfig, multirun: bool) -> list[Path]:
+    """The Hydra job folders of this sweep (one per cell launched), in job-number order."""
+    if not multirun:
+        return [Path(str(config.hydra.run.dir))]
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    found = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()] if sweep_dir.is_dir() else []
+    return sorted(found, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+
+
+@dataclass
+class Summary:
+    sweep_id: str
+    ledgers: list[str]
+    ran: Counter = field(default_factory=Counter)  # ledger status of this sweep's records → count
+    decided: list[Outcome] = field(default_factory=list)  # jobs that did not run their cell, and why
+    unaccounted: int = 0  # jobs with neither an outcome nor a record: their process died
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.decided if o.status == status)
+
+    @property
+    def failed(self) -> int:
+        return self.ran[FAILED] + self.ran[INTERRUPTED] + self.count(CONFIG_ERROR)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed or self.count(NOT_RETRIED) or self.unaccounted else 0
+
+    def lines(self) -> list[str]:
+        head = (f"tunebench: {self.ran[COMPLETED]} completed, {self.count(DONE_BEFORE)} skipped, {self.failed} failed"
+                + (f" ({self.ran[INTERRUPTED]} interrupted)" if self.ran[INTERRUPTED] else "")
+                + (f", {self.ran[SKIPPED]} refused by the memory preflight" if self.ran[SKIPPED] else "")
+                + (f", {self.count(RUNNING_ELSEWHERE)} running elsewhere" if self.count(RUNNING_ELSEWHERE) else "")
+                + (f", {self.count(NOT_RETRIED)} not retried" if self.count(NOT_RETRIED) else "")
+                + (f", {self.unaccounted} with no result (process died?)" if self.unaccounted else ""))
+        if self.ledgers:
+            where = self.ledgers[0]
+            head += f" [sweep {self.sweep_id}] (ledger: {where}; table: python -m harness.leaderboard --ledger {where})"
+        out = [head]
+        for o in self.decided:
+            if o.status == NOT_RETRIED:
+                out.append(f"  not retried: {o.cell}: {o.detail}")
+            elif o.status == RUNNING_ELSEWHERE:
+                out.append(f"  running elsewhere: {o.cell}: {o.detail}")
+            elif o.status == CONFIG_ERROR:
+                out.append(f"  configuration error: {o.cell}: {o.detail}")
+        return out
+
+
+def summarize(sweep_id: str, dirs: list[Path], default_ledger: Path) -> Summary:
+    outcomes = [read_outcome(d) for d in dirs]
+    ledgers = sorted({o.ledger for o in outcomes if o is not None and o.ledger} or {str(default_ledger)})
+    summary = Summary(sweep_id, ledgers)
+    recorded: set[str] = set()
+    for path in ledgers:
+        for record in Ledger(Path(path)).for_sweep(sweep_id):
+            summary.ran[record["status"]] += 1
+            recorded.add(record["run_key"])
+    summary.decided = [o for o in outcomes if o is not None and o.status in
+                       (DONE_BEFORE, RUNNING_ELSEWHERE, NOT_RETRIED, CONFIG_ERROR)]
+    # A job killed before its outcome was written may still have appended its record: those are accounted.
+    silent = sum(1 for o in outcomes if o is None)
+    reported = {o.run_key for o in outcomes if o is not None and o.run_key}
+    summary.unaccounted = max(silent - len(recorded - reported), 0)
+    return summary
+
+
+def plan_lines(outcomes: list[Outcome], emit: str) -> list[str]:
+    rows = [o for o in outcomes if o.status == PLANNED and o.plan]
+    if emit == "commands":
+        return [o.plan["command"] for o in rows if o.plan["status"] == "pending" or o.plan["status"].startswith("retry")]
+    header = ["#", "cell", "run key", "status", "memory GB (est/avail)", "fits", "est. time", "est. $", "basis"]
+    table = [header]
+    for i, o in enumerate(rows):
+        p = o.plan
+        table.append([str(i), o.cell, p["run_key"], p["status"],
+                      f"{p['memory_gb']:.2f}/{p['available_gb']:.1f}" if p.get("memory_gb") is not None else "?",
+                      {True: "yes", False: "NO"}.get(p.get("fits"), "?"),
+                      f"{p['est_s']:.0f} s" if p.get("est_s") is not None else "?",
+                      f"{p['est_usd']:.4f}" if p.get("est_usd") is not None else "?",
+                      p.get("basis", "")])
+    widths = [max(len(row[c]) for row in table) for c in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
+    pending = sum(1 for o in rows if o.plan["status"] in ("pending",) or o.plan["status"].startswith("retry"))
+    known = [o.plan["est_s"] for o in rows if o.plan.get("est_s") is not None and o.plan["status"] != "done"]
+    usd = [o.plan["est_usd"] for o in rows if o.plan.get("est_usd") is not None and o.plan["status"] != "done"]
+    lines.append(f"tunebench plan: {len(rows)} cells, {pending} to run"
+                 + (f"; estimated {sum(known):.0f} s, ${sum(usd):.4f} for the {len(known)} with comparable finished "
+                    f"cells" if known else "")
+                 + ". Nothing was loaded or run; plan=commands prints one command per cell to run.")
+    return lines
+
+
+class SweepReport(Callback):
+    """Registered in conf/config.yaml under hydra.callbacks; runs in the process that launched the jobs."""
+
+    def on_run_end(self, config: DictConfig, **kwargs) -> None:
+        self._report(config, multirun=False)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        self._report(config, multirun=True)
+
+    def _report(self, config: DictConfig, multirun: bool) -> None:
+        dirs = job_dirs(config, multirun)
+        outcomes = [o for o in (read_outcome(d) for d in dirs) if o is not None]
+        plan = str(OmegaConf.select(config, "plan", default="false")).lower()
+        if plan not in ("false", "off") or any(o.status == PLANNED for o in outcomes):
+            for line in plan_lines(outcomes, "commands" if plan == "commands" else "table"):
+                print(line, flush=True)
+            return
+        summary = summarize(str(config.sweep_id), dirs, Path(str(config.results_dir)) / "runs.jsonl")
+        for line in summary.lines():
+            print(line, file=sys.stderr, flush=True)
+        if summary.exit_code:
+            # Hydra gives a callback no other way to set the exit status; nothing runs after this hook.
+            raise SystemExit(summary.exit_code)
