@@ -13,9 +13,11 @@ import fcntl
 import hashlib
 import json
 import os
-import warnings
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+log = logging.getLogger("harness.ledger")
 
 SCHEMA_VERSION = 1
 COMPLETED, FAILED, SKIPPED = "completed", "failed", "skipped"
@@ -130,6 +132,7 @@ def record_problem(record) -> str | None:
 class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._warned: set[tuple[int, str]] = set()
 
     def append(self, record: RunRecord) -> None:
         append_line(self.path, record.to_json())
@@ -147,14 +150,20 @@ class Ledger:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:
-                    warnings.warn(f"{self.path}:{number}: unreadable ledger line skipped (torn write?)", stacklevel=2)
+                    self._warn(number, "unreadable ledger line skipped (torn write?)")
                     continue
                 problem = record_problem(record)
                 if problem:
-                    warnings.warn(f"{self.path}:{number}: ledger line skipped: {problem}", stacklevel=2)
+                    self._warn(number, f"ledger line skipped: {problem}")
                     continue
                 out.append(record)
         return out
+
+    def _warn(self, number: int, message: str) -> None:
+        # Once per line and reader: a sweep reads the ledger several times per cell.
+        if (number, message) not in self._warned:
+            self._warned.add((number, message))
+            log.warning("%s:%d: %s", self.path, number, message)
 
     def history(self, key: str) -> list[dict]:
         """Every record of one run key, oldest first."""
