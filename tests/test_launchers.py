@@ -1,0 +1,163 @@
+"""Sweeps as users run them, under Hydra's parallel launchers and with processes that die: the ledger holds
+every cell once, the summary and exit status are right, claims keep concurrent sweeps from running a cell twice."""
+
+import json
+import math
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from harness.ledger import Ledger
+
+TINY = ("model=tiny_random", "qlora.max_steps=3", "eval.num_examples=4", "eval.max_new_tokens=8", "progress=false",
+        "tracker=none")
+# Long enough to be caught mid-training: ~0.1-0.5 s a step on a loaded 2-core CPU.
+LONG_TRAIN = ("model=tiny_random", "qlora.max_steps=40", "eval.num_examples=2", "eval.max_new_tokens=4",
+              "progress=true", "tracker=none")
+
+
+def _records(results: Path) -> list[dict]:
+    return Ledger(results / "runs.jsonl").records()
+
+
+def _sweep_dirs(results: Path) -> list[Path]:
+    return sorted((results / "hydra" / "multirun").iterdir())
+
+
+@pytest.mark.parametrize(
+    "launcher",
+    [("hydra/launcher=submitit_local",), ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")],
+    ids=["submitit_local", "joblib"],
+)
+def test_parallel_launcher_records_every_cell_once_and_reports_from_the_ledger(run_harness, tmp_path, launcher):
+    results = tmp_path / "results"
+    # fail_at=train fails the cell that trains (instruct); base completes.
+    proc = run_harness("-m", *TINY, "method=base,instruct", "fail_at=train", "objective=rougeL", *launcher,
+                       results_dir=results)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "tunebench: 1 completed, 0 skipped, 1 failed" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    rows = _records(results)
+    assert sorted((r["method"], r["status"]) for r in rows) == [("base", "completed"), ("instruct", "failed")]
+    assert len({r["run_key"] for r in rows}) == 2
+    (sweep_dir,) = _sweep_dirs(results)
+    assert {r["sweep_id"] for r in rows} == {sweep_dir.name}
+    assert f"[sweep {sweep_dir.name}]" in proc.stderr
+    # Short job folders, one per cell, each with what its job decided and the objective it returned.
+    outcomes = {d.name: json.loads((d / "outcome.json").read_text()) for d in sweep_dir.iterdir() if d.name.isdigit()}
+    assert sorted(outcomes) == ["0", "1"]
+    by_status = {o["status"]: o for o in outcomes.values()}
+    assert by_status["completed"]["objective"] == next(r for r in rows if r["status"] == "completed")["metrics"]["rougeL"]
+    assert math.isnan(by_status["failed"]["objective"])
+    failed = next(r for r in rows if r["status"] == "failed")
+    assert failed["failed_stage"] == "train" and failed["failure_kind"] == "deterministic"
+    if launcher[0].endswith("submitit_local"):
+        # The task function's return value is what submitit hands back to a sweeper.
+        returns = []
+        for pkl in sweep_dir.glob(".submitit/*/*_result.pkl"):
+            outcome, job_return = pickle.loads(pkl.read_bytes())
+            returns.append(job_return.return_value)
+        assert len(returns) == 2 and sum(math.isnan(v) for v in returns) == 1
+
+
+def test_deterministic_failure_is_not_retried_unless_asked(run_harness, tmp_path):
+    results = tmp_path / "results"
+    first = run_harness("-m", *TINY, "method=base,instruct", "fail_at=train", results_dir=results)
+    assert first.returncode == 1
+    again = run_harness("-m", *TINY, "method=base,instruct", "fail_at=train", results_dir=results)
+    assert again.returncode == 1, again.stderr[-3000:]
+    assert "tunebench: 0 completed, 1 skipped, 0 failed, 1 not retried" in again.stderr
+    assert "not retried: tiny_random/instruct" in again.stderr and "retry_failed=true" in again.stderr
+    assert "failed before at train with RuntimeError: injected failure at train" in again.stderr
+    assert len(_records(results)) == 2
+    retried = run_harness(*TINY, "method=instruct", "fail_at=train", "retry_failed=true", results_dir=results)
+    assert retried.returncode == 1
+    assert "tunebench: 0 completed, 0 skipped, 1 failed" in retried.stderr
+    assert [r["status"] for r in _records(results) if r["method"] == "instruct"] == ["failed", "failed"]
+
+
+def _start(args: list[str], results: Path, **env) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness", *args, f"results_dir={results}"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **env})
+
+
+def test_two_sweeps_started_together_run_each_shared_cell_once(tmp_path):
+    results = tmp_path / "results"
+    # Opposite orders: each starts on a cell the other reaches next, while it may still be running.
+    a = _start(["-m", *TINY, "method=base,instruct,causal"], results)
+    b = _start(["-m", *TINY, "method=causal,instruct,base"], results)
+    out_a, out_b = a.communicate(timeout=600)[1], b.communicate(timeout=600)[1]
+    assert a.returncode == 0 and b.returncode == 0, out_a[-2000:] + out_b[-2000:]
+    rows = _records(results)
+    assert Counter(r["status"] for r in rows) == {"completed": 3}
+    assert len({r["run_key"] for r in rows}) == 3  # no cell ran twice
+    sweeps = {r["sweep_id"] for r in rows}
+    assert len(_sweep_dirs(results)) == 2 and sweeps <= {d.name for d in _sweep_dirs(results)}
+    ran = [int(text.split("tunebench: ")[1].split(" completed")[0]) for text in (out_a, out_b)]
+    assert sum(ran) == 3
+    for text in (out_a, out_b):
+        line = next(x for x in text.splitlines() if x.startswith("tunebench: "))
+        done, skipped = int(line.split(" completed")[0].split()[-1]), int(line.split(" skipped")[0].split()[-1])
+        elsewhere = int(line.split(" running elsewhere")[0].split()[-1]) if "running elsewhere" in line else 0
+        assert done + skipped + elsewhere == 3, line
+    assert not list((results / "claims").iterdir())  # every claim released
+
+
+def _wait_for_training(proc: subprocess.Popen) -> list[str]:
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "[progress] train: step 2/" in line:
+            return seen
+    raise AssertionError("training never started:\n" + "".join(seen[-40:]))
+
+
+def test_sweep_killed_mid_cell_resumes_running_the_killed_cell_once(tmp_path):
+    results = tmp_path / "results"
+    args = ["-m", *LONG_TRAIN, "method=base,instruct"]
+    killed = _start(args, results, TUNEBENCH_PROGRESS_EVERY_S="0")
+    _wait_for_training(killed)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate(timeout=60)
+    rows = _records(results)
+    assert [(r["method"], r["status"]) for r in rows] == [("base", "completed")]
+    (left_claim,) = (results / "claims").iterdir()  # the dead process's claim on the instruct cell
+
+    again = _start(args, results)
+    err = again.communicate(timeout=600)[1]
+    assert again.returncode == 0, err[-3000:]
+    assert "tunebench: 1 completed, 1 skipped, 0 failed" in err
+    rows = _records(results)
+    assert [(r["method"], r["status"]) for r in rows] == [("base", "completed"), ("instruct", "completed")]
+    assert rows[1]["run_key"] == left_claim.stem
+    assert not left_claim.exists()
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_signal_mid_cell_records_interrupted_and_the_next_sweep_reruns_it(tmp_path, signum, code):
+    results = tmp_path / "results"
+    args = [*LONG_TRAIN, "method=instruct"]
+    proc = _start(args, results, TUNEBENCH_PROGRESS_EVERY_S="0")
+    _wait_for_training(proc)
+    proc.send_signal(signum)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == code, err[-3000:]
+    assert "Traceback" not in err
+    assert f"interrupted by {signal.Signals(signum).name}" in err
+    (row,) = _records(results)
+    assert row["status"] == "interrupted" and row["failed_stage"] == "train"
+    assert row["error"] == f"interrupted by {signal.Signals(signum).name} during train"
+    assert not list((results / "claims").iterdir())
+    if signum == signal.SIGTERM:
+        again = _start(args, results)
+        err = again.communicate(timeout=600)[1]
+        assert again.returncode == 0, err[-3000:]
+        assert [r["status"] for r in _records(results)] == ["interrupted", "completed"]
