@@ -126,7 +126,7 @@ def test_leaderboard_reads_past_malformed_lines(tmp_path):
     assert "Traceback" not in proc.stderr
     for number in (2, 3, 4, 5):
         assert f"runs.jsonl:{number}:" in proc.stderr
-    assert "cheapest adequate: m/base" in proc.stdout
+    assert "cheapest adequate" in proc.stdout and "m/base" in proc.stdout
 
 
 def test_history_and_sweep_filter(tmp_path):
