@@ -61,6 +61,8 @@ def guard_argv() -> None:
         except OmegaConfBaseException as exc:
             raise UsageError(f"{exc.full_key}: {str(exc).splitlines()[0]}") from None
         check_input(gen_cfg)
+        if str(gen_cfg.output).startswith("~"):  # Hydra's run folder lives under it: no literal "~" folder
+            sys.argv.append(f"output={os.path.expanduser(gen_cfg.output)}")
     except (UsageError, ConfigError, GenError) as exc:
         print(f"datasets_gen: error: {exc}", file=sys.stderr)
         sys.exit(2)

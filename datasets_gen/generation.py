@@ -86,6 +86,9 @@ class Generator:
                 stats.reused += 1
             else:
                 todo.append((item, request))
+        if todo and not self._checked:
+            self.backend.check()  # fail fast, before the first request; never when none is needed
+            self._checked = True
         start = time.perf_counter()
         with progress_bar(step, total=len(todo), unit="item", enabled=self.progress) as advance:
 
@@ -104,9 +107,6 @@ class Generator:
                 advance(1)
 
             if todo:
-                if not self._checked:
-                    self.backend.check()  # fail fast, before the first request; never when none is needed
-                    self._checked = True
                 self.backend.run(todo, on_result)
         stats.seconds += time.perf_counter() - start
         return results

@@ -42,7 +42,7 @@ def build_dataset(cfg, recipe_section: dict) -> dict:
     try:
         result = recipe.build(ctx)
     except GenError as exc:
-        if not generator.stats:  # failed before asking the teacher anything: the message says it all
+        if not any(s.generated for s in generator.stats.values()):  # nothing generated: the message says it all
             raise
         dropped = f"; dropped so far: {dict(quality.dropped)}" if quality.dropped else ""
         raise GenError(f"{exc}{dropped}; generated replies are kept in {output_dir / '.work'}") from exc

@@ -55,8 +55,12 @@ def check_command_line(args: list[str]) -> list[str]:
     parsed = _parse(overrides)
     if flags & _MULTIRUN_FLAGS:
         _refuse_escaping_job_folder(parsed)
-    for variant in islice(_variants(parsed), MAX_VARIANTS):
-        _check_variant(variant)
+    results_dirs = {_check_variant(variant) for variant in islice(_variants(parsed), MAX_VARIANTS)}
+    # results_dir="~/x" set in a YAML file: Hydra would interpolate the literal "~" into its run folder.
+    if len(results_dirs) == 1 and not any(_key_and_value(o)[0] == "results_dir" for o in overrides):
+        (raw,) = results_dirs
+        if raw.startswith("~"):
+            args = [*args, f"results_dir={os.path.expanduser(raw)}"]
     return args
 
 
@@ -155,7 +159,8 @@ def _variants(parsed):
             yield build({**firsts, i: value})
 
 
-def _check_variant(overrides: list[str]) -> None:
+def _check_variant(overrides: list[str]) -> str:
+    """Compose one variant and run every check that needs no model; returns results_dir as written."""
     from harness.config import ConfigError
     from harness.data import DataError
     from harness.run import check_before_load
@@ -169,6 +174,7 @@ def _check_variant(overrides: list[str]) -> None:
         check_before_load(run_cfg)
     except (ConfigError, DataError) as exc:
         raise UsageError(str(exc)) from None
+    return str(cfg.results_dir)
 
 
 def compose_config(overrides: list[str], conf_dir: Path | None = None):

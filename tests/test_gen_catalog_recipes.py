@@ -269,11 +269,13 @@ def test_departments_labelled_by_column_needs_no_backend(tmp_path):
     rows = [{"id": f"P{i:02d}", "name": f"Item {i}", "description": f"Thing number {i}.",
              "department": ("Garden", "Kitchen", "Office")[i % 3]} for i in range(12)]
     catalog = write_jsonl(tmp_path / "catalog.jsonl", rows)
-    out = tmp_path / "depts"
-    proc = subprocess.run([sys.executable, "-m", "datasets_gen", "progress=false", "recipe=departments",
-                           f"input={catalog}", f"output={out}", "name=depts", "backend.host=http://127.0.0.1:9"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    card = json.loads((out / "card.json").read_text())
-    assert card["counts"]["train"] + card["counts"]["eval"] == 12
-    assert card["generation"] == {} or all(s["requested"] == 0 for s in card["generation"].values())
+    # No Ollama at that address, and no such local model config: either backend, once checked, would fail.
+    for backend in ("backend.host=http://127.0.0.1:9", "backend=local backend.model=no_such_model"):
+        out = tmp_path / backend.split("=")[1].split()[0]
+        proc = subprocess.run([sys.executable, "-m", "datasets_gen", "progress=false", "recipe=departments",
+                               f"input={catalog}", f"output={out}", "name=depts", *backend.split()],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        card = json.loads((out / "card.json").read_text())
+        assert card["counts"]["train"] + card["counts"]["eval"] == 12
+        assert all(step["requested"] == 0 for step in card["generation"].values())
