@@ -105,11 +105,15 @@ class ModelConfig:
     revision: str | None = None
     gguf_package: str | None = None
     gguf_file: str | None = None
+    # The package ships the GGUF in chunks, joined by the package's own assemble(output_path) (gemma3_270m).
+    gguf_assemble: bool = False
     params_b: float = MISSING
     n_layers: int = MISSING
     hidden_size: int = MISSING
     n_heads: int = MISSING
     n_kv_heads: int = MISSING
+    # None: hidden_size / n_heads (Gemma 3 differs: 640 / 4 heads of 256).
+    head_dim: int | None = None
     intermediate_size: int = MISSING
     vocab_size: int = MISSING
     max_context: int = MISSING
@@ -188,7 +192,7 @@ class QLoraConfig:
     weight_decay: float = 0.0
     lr_scheduler: str = "linear"
     seed: int = 42
-    # 4-bit base weights on CUDA (QLoRA); CPU always trains full-precision LoRA.
+    # 4-bit base weights (QLoRA) on CUDA, and on a CPU preset with cpu_4bit; other CPU presets train fp32 LoRA.
     load_in_4bit: bool = True
     bnb_4bit_quant_type: str = "nf4"
     bnb_4bit_use_double_quant: bool = True
@@ -276,6 +280,9 @@ class HardwareConfig:
     # CPU threads for torch (None: torch's default).
     num_threads: int | None = None
     gradient_checkpointing: bool = False
+    # A CPU preset that still loads the base in 4-bit when qlora.load_in_4bit (bitsandbytes' CPU kernels):
+    # much slower than fp32 LoRA there, but it runs the code a GPU user runs (conf/hardware/cpu_qlora.yaml).
+    cpu_4bit: bool = False
 
     def __post_init__(self) -> None:
         require_safe_name(self.name, "hardware.name")
@@ -428,6 +435,11 @@ class RunConfig:
 def uses_gradient_checkpointing(hardware: HardwareConfig, qlora: QLoraConfig) -> bool:
     """qlora.gradient_checkpointing when set, else what the hardware preset says."""
     return hardware.gradient_checkpointing if qlora.gradient_checkpointing is None else qlora.gradient_checkpointing
+
+
+def loads_in_4bit(hardware: HardwareConfig, qlora: QLoraConfig) -> bool:
+    """Whether the base model is loaded in 4-bit (QLoRA): qlora.load_in_4bit on CUDA or a cpu_4bit preset."""
+    return qlora.load_in_4bit and (hardware.accelerator == Accelerator.cuda or hardware.cpu_4bit)
 
 
 def register_configs() -> None:

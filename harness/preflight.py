@@ -12,7 +12,9 @@ Peak = static + max(training phase, generation phase) + overhead, where
   static     = base weights + LoRA adapter weights + AdamW states (they live through the whole cell)
   training   = LoRA gradients + activations kept for backward + the loss's logits
   generation = KV cache + prefill working set + next-token logits
-The two phases are sequential (`trainer.train()` returns, activations are freed, then `generate`).
+The two phases are sequential (`trainer.train()` returns, activations are freed, then `generate`). After
+4-bit training the evaluation runs on a merged 16-bit copy where it fits (harness.run._merged_for_eval), and
+the 4-bit model with its adapter and optimizer is freed first: that phase is overhead + the copy + generation.
 Sequences are assumed to fill `qlora.max_length` (TRL pads each batch to its longest example, so a data
 set of short examples uses less): a worst case for the configured limits, which is what a guard needs.
 """
@@ -33,6 +35,7 @@ from harness.config import (
     QLoraConfig,
     RunConfig,
     load_option,
+    loads_in_4bit,
     uses_gradient_checkpointing,
 )
 
@@ -133,7 +136,7 @@ class MemoryEstimate:
     gradients_gb: float
     # Training: saved activations + the loss's logits (+ padding mask). 0 without training.
     activations_gb: float
-    # Generation: KV cache + prefill working set + next-token logits.
+    # Generation: KV cache + prefill working set + next-token logits (+ the merged 16-bit copy after 4-bit training).
     kv_cache_gb: float
     overhead_gb: float
     total_gb: float
@@ -203,8 +206,8 @@ class PreflightRefusal(Exception):
 
 
 def head_dim(model: ModelConfig) -> int:
-    # hidden / heads for every model in conf/model/ (gemma-2b: 2048 / 8 = 256, its config's head_dim).
-    return model.hidden_size // model.n_heads
+    # hidden / heads unless the config says otherwise (gemma-2b: 2048 / 8 = 256; gemma3_270m sets 256, not 160).
+    return model.head_dim or model.hidden_size // model.n_heads
 
 
 def tied_embeddings(model: ModelConfig) -> bool:
@@ -257,10 +260,16 @@ def lora_param_count(model: ModelConfig, qlora: QLoraConfig) -> tuple[int, list[
 # The estimate
 
 
+def merged_copy_fits(model: ModelConfig, hardware: HardwareConfig) -> bool:
+    """Whether harness.models.merged_eval_model makes the merged 16-bit evaluation copy after 4-bit training:
+    its weights plus a 15% margin for the eval batch's KV cache fit in 90% of the preset's memory."""
+    return model.params_b * 1e9 * 2 * 1.15 <= hardware.memory_gb * 0.9 * GIB
+
+
 def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_cfg: EvalConfig,
                     hardware: HardwareConfig, headroom: float = 0.9) -> MemoryEstimate:
     on_cuda = hardware.accelerator == Accelerator.cuda
-    four_bit = on_cuda and qlora.load_in_4bit  # harness.models: CPU always loads full precision
+    four_bit = loads_in_4bit(hardware, qlora)  # CUDA, or a cpu_4bit preset (hardware=cpu_qlora)
     half_bytes = 2  # bf16, or fp16 where the GPU has no bf16 (T4): both 2 bytes
     h, i, L, V = model.hidden_size, model.intermediate_size, model.n_layers, model.vocab_size
     hd = head_dim(model)
@@ -337,7 +346,11 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
     prefill = prefill_tokens * base_elements * act_bytes * ACTIVATION_MARGIN
     prefill += eval_cfg.batch_size * gen_seq**2 * MASK_BYTES
     gen_logits = eval_cfg.batch_size * V * LOGIT_BYTES_GENERATE
-    kv_cache_gb = (kv + prefill + gen_logits) / GIB
+    # After 4-bit training the harness evaluates a merged 16-bit copy (harness.models.merged_eval_model) where
+    # it fits; the 4-bit model is freed first, so then the generation phase holds the copy instead of the static terms.
+    merged = total_params * half_bytes if four_bit and trains and eval_cfg.merge_adapter and merged_copy_fits(
+        model, hardware) else 0.0
+    kv_cache_gb = (kv + prefill + gen_logits + merged) / GIB
 
     # Overhead
     overhead_gb = CUDA_OVERHEAD_GB if on_cuda else CPU_OVERHEAD_GB
@@ -349,7 +362,10 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
     weights_gb, lora_gb, optimizer_gb = weights / GIB, lora / GIB, optimizer / GIB
     gradients_gb = gradients / GIB
     train_phase = gradients_gb + activations_gb if trains else 0.0
-    total_gb = weights_gb + lora_gb + optimizer_gb + overhead_gb + max(train_phase, kv_cache_gb)
+    static_gb = weights_gb + lora_gb + optimizer_gb
+    # harness.run frees the 4-bit model (adapter and optimizer with it) before the merged copy loads.
+    generate_total = kv_cache_gb + (0.0 if merged else static_gb)
+    total_gb = overhead_gb + max(static_gb + train_phase, generate_total)
     available_gb = hardware.memory_gb * headroom
 
     breakdown = {
@@ -373,7 +389,8 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
         "generation_tokens_per_sequence": gen_seq,
         "kv_gb": kv / GIB,
         "prefill_gb": prefill / GIB,
-        "peak_phase": "train" if trains and train_phase >= kv_cache_gb else "generate",
+        "merged_16bit_copy_gb": merged / GIB,
+        "peak_phase": "train" if trains and static_gb + train_phase >= generate_total else "generate",
         "headroom": headroom,
         "notes": notes,
     }
@@ -448,7 +465,7 @@ def suggest(est: MemoryEstimate, model: ModelConfig, qlora: QLoraConfig, hardwar
             )
             singles.append(Suggestion({"eval.batch_size": str(e.batch_size)}, new, changed(new)))
 
-    if on_cuda and not qlora.load_in_4bit:
+    if (on_cuda or hardware.cpu_4bit) and not qlora.load_in_4bit:
         new = again(replace(qlora, load_in_4bit=True))
         singles.append(Suggestion({"qlora.load_in_4bit": "true"}, new, changed(new) + "; QLoRA instead of LoRA"))
 
@@ -517,7 +534,7 @@ def _combination(est, model, qlora, eval_cfg, hardware, again) -> Suggestion | N
         steps.append(
             lambda q, e: (replace(q, gradient_checkpointing=True), e, {"qlora.gradient_checkpointing": "true"})
         )
-    if hardware.accelerator == Accelerator.cuda and not qlora.load_in_4bit:
+    if (hardware.accelerator == Accelerator.cuda or hardware.cpu_4bit) and not qlora.load_in_4bit:
         steps.append(lambda q, e: (replace(q, load_in_4bit=True), e, {"qlora.load_in_4bit": "true"}))
     for step in steps:
         q_next, e_next, more = step(q, e)

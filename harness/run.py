@@ -266,7 +266,8 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
                 "losses": trained.losses,
             }
             if loaded.quantized_4bit and cfg.eval.merge_adapter:
-                model = _merged_for_eval(cfg, trained, loaded, record) or model
+                del model  # _merged_for_eval frees the 4-bit model before it loads the 16-bit copy
+                model = _merged_for_eval(cfg, trained, loaded, record)
         record.failed_stage = "predict"
         _inject_failure(cfg, "predict")
         conversations = [
@@ -481,18 +482,21 @@ def check_metric_names(cfg: RunConfig) -> None:
 
 
 def _merged_for_eval(cfg: RunConfig, trained, loaded, record: RunRecord):
-    """Swap the 4-bit training model for a merged bf16 copy; the reload time counts as loading."""
-    from harness.models import merged_eval_model
+    """The model to evaluate after 4-bit training: a merged 16-bit copy where it fits (the 4-bit model is freed
+    first, its adapter being on disk, so the two never share the memory), else the 4-bit model with its adapter.
+    The reload time counts as loading."""
+    from harness.models import merged_copy_possible, merged_eval_model
 
+    if not merged_copy_possible(cfg.model, cfg.hardware, loaded):
+        record.train["eval_model"] = "adapter_on_4bit"
+        return trained.model
     start = time.perf_counter()
-    merged = merged_eval_model(cfg.model, cfg.hardware, trained.adapter_dir, Path(cfg.cache_dir).expanduser())
-    if merged is not None:
-        trained.model = None
-        loaded.model = merged
-        _release_memory()
-        loaded.load_s += time.perf_counter() - start
-    record.train["eval_model"] = "merged_16bit" if merged is not None else "adapter_on_4bit"
-    return merged
+    trained.model = loaded.model = None
+    _release_memory()
+    loaded.model = merged_eval_model(cfg.model, cfg.hardware, loaded, trained.adapter_dir)
+    loaded.load_s += time.perf_counter() - start
+    record.train["eval_model"] = "merged_16bit"
+    return loaded.model
 
 
 def _flops_per_token(cfg: RunConfig, trained) -> float:

