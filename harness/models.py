@@ -95,6 +95,8 @@ def load_model(model_cfg: ModelConfig, hardware: HardwareConfig, qlora: QLoraCon
     if not four_bit:
         model.to(device)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    if four_bit:  # the first parameter is the embedding, fp32 after k-bit preparation: name what the layers hold
+        dtype = f"{qlora.bnb_4bit_quant_type}-{str(half_dtype(hardware)).removeprefix('torch.')}"
     return LoadedModel(model, tokenizer, device, dtype, four_bit, time.perf_counter() - start, folder, kwargs)
 
 
@@ -104,7 +106,11 @@ def _cache_or_default(cache_dir: Path | None) -> Path:
 
 def ensure_chat_template(tokenizer) -> None:
     if not tokenizer.chat_template:
-        tokenizer.chat_template = FALLBACK_TEMPLATE
+        # Prompts are tokenized without special tokens (a template writes them), so a model whose tokenizer adds
+        # bos by itself (Gemma, which degrades badly without it) gets it from the fallback template instead.
+        bos = tokenizer.bos_token_id
+        adds_bos = bos is not None and tokenizer("x")["input_ids"][:1] == [bos]
+        tokenizer.chat_template = ("{{ bos_token }}" if adds_bos else "") + FALLBACK_TEMPLATE
 
 
 def _pretrained_location(model_cfg: ModelConfig, cache_dir: Path, seed: int) -> tuple[str, dict]:
@@ -176,7 +182,7 @@ def _unreachable_model_message(model_cfg: ModelConfig, folder, exc: OSError) -> 
 
 def locate_gguf(model_cfg: ModelConfig, cache_dir: Path | None = None) -> Path:
     """The model's GGUF file: inside its package, or (gguf_assemble) joined from the package's chunks by the
-    package's own `assemble()` into cache_dir/gguf/ once; assemble() checks the result's sha256."""
+    package's own `assemble()` into cache_dir/gguf/<package>/ once; assemble() checks the result's sha256."""
     spec = importlib.util.find_spec(model_cfg.gguf_package)
     if spec is None or not spec.submodule_search_locations:
         dist = model_cfg.gguf_package.replace("_", "-")
@@ -194,9 +200,10 @@ def locate_gguf(model_cfg: ModelConfig, cache_dir: Path | None = None) -> Path:
 
 def _assembled_gguf(model_cfg: ModelConfig, cache_dir: Path) -> Path:
     package = importlib.import_module(model_cfg.gguf_package)  # stdlib-only __init__ in the packages this serves
-    target = cache_dir / "gguf" / model_cfg.gguf_file
+    target = cache_dir / "gguf" / model_cfg.gguf_package / model_cfg.gguf_file
     if target.is_file() and target.with_suffix(".ok").is_file():
         return target  # assembled and verified before (a 250 MB sha256 on every load would cost ~1 s)
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
         path = Path(package.assemble(target, overwrite=target.exists()))
     except (OSError, ValueError) as exc:  # a chunk package missing, a bad checksum, a full disk

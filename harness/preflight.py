@@ -339,17 +339,18 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
         layers_gb, logits_gb, mask_gb = layers / GIB, logits / GIB, mask / GIB
     activations_gb = layers_gb + logits_gb + mask_gb
 
-    # Generation
+    # Generation. After 4-bit training the harness evaluates a merged 16-bit copy (harness.models.merged_eval_model)
+    # where it fits; the 4-bit model is freed first, so that phase holds the copy instead of the static terms, and
+    # its KV cache and activations are 16-bit.
+    merged = (total_params * half_bytes if four_bit and trains and eval_cfg.merge_adapter
+              and merged_copy_fits(model, hardware) else 0.0)
+    gen_bytes = half_bytes if merged else act_bytes
     gen_seq = qlora.max_length + eval_cfg.max_new_tokens
-    kv = 2 * L * kv_dim * gen_seq * eval_cfg.batch_size * act_bytes
+    kv = 2 * L * kv_dim * gen_seq * eval_cfg.batch_size * gen_bytes
     prefill_tokens = eval_cfg.batch_size * qlora.max_length
-    prefill = prefill_tokens * base_elements * act_bytes * ACTIVATION_MARGIN
+    prefill = prefill_tokens * base_elements * gen_bytes * ACTIVATION_MARGIN
     prefill += eval_cfg.batch_size * gen_seq**2 * MASK_BYTES
     gen_logits = eval_cfg.batch_size * V * LOGIT_BYTES_GENERATE
-    # After 4-bit training the harness evaluates a merged 16-bit copy (harness.models.merged_eval_model) where
-    # it fits; the 4-bit model is freed first, so then the generation phase holds the copy instead of the static terms.
-    merged = total_params * half_bytes if four_bit and trains and eval_cfg.merge_adapter and merged_copy_fits(
-        model, hardware) else 0.0
     kv_cache_gb = (kv + prefill + gen_logits + merged) / GIB
 
     # Overhead

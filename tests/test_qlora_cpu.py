@@ -46,7 +46,7 @@ def _linear4bit_modules(model) -> dict:
 def test_cpu_qlora_loads_the_base_in_4bit_and_prepares_it_for_kbit_training(compose_cfg, tmp_path):
     cfg = _cfg(compose_cfg, tmp_path)
     loaded = load_model(cfg.model, cfg.hardware, cfg.qlora, tmp_path)
-    assert (loaded.device, loaded.quantized_4bit) == ("cpu", True)
+    assert (loaded.device, loaded.quantized_4bit, loaded.dtype) == ("cpu", True, "nf4-bfloat16")
     quantized = _linear4bit_modules(loaded.model)
     # Every linear layer of the 2 decoder layers (q, k, v, o, gate, up, down); lm_head stays unquantized.
     assert len(quantized) == 2 * 7 and not any("lm_head" in name for name in quantized)
@@ -118,7 +118,8 @@ def test_every_method_runs_the_qlora_path_end_to_end(run_harness, tmp_path):
     assert set(rows) == set(METHODS) and all(r["status"] == "completed" for r in rows.values())
     for method, row in rows.items():
         cost = row["cost"]
-        assert (cost["hardware"], cost["device"], cost["quantized_4bit"]) == ("cpu_qlora", "cpu", True)
+        assert (cost["hardware"], cost["device"], cost["quantized_4bit"], cost["dtype"]) == (
+            "cpu_qlora", "cpu", True, "nf4-bfloat16")
         assert row["config"]["hardware"]["cpu_4bit"] is True
         assert cost["eval_generated_tokens"] > 0
         predictions = [json.loads(line) for line in open(row["predictions_file"])]
@@ -174,7 +175,7 @@ def test_a_chunked_gguf_package_is_assembled_once_into_the_cache(tmp_path, monke
                         n_kv_heads=1, intermediate_size=8, vocab_size=8, max_context=8, lora_target_modules=["q_proj"])
     cache = tmp_path / "cache"
     path = locate_gguf(model, cache)
-    assert path == cache / "gguf" / "m.gguf" and path.read_bytes() == b"GGUF"
+    assert path == cache / "gguf" / "chunky_gguf_pkg" / "m.gguf" and path.read_bytes() == b"GGUF"
     assert locate_gguf(model, cache) == path
     assert sys.modules["chunky_gguf_pkg"].CALLS == [(str(path), False)]  # the second call used the verified file
 
