@@ -16,6 +16,7 @@ from transformers import PrinterCallback, TrainerCallback
 from harness.config import ConfigError, RunConfig, uses_gradient_checkpointing
 from harness.data import Dataset, prompt_messages
 from harness.models import LoadedModel
+from harness.predict import release_accelerator_memory
 from harness.progress import progress_bar
 
 
@@ -43,6 +44,10 @@ class TrainResult:
     # Rows trained on, and rows given: TRL drops a row whose answer truncation removed entirely.
     examples: int = 0
     examples_given: int = 0
+    # The batch size and accumulation training ended with, and each out-of-memory retry that led there.
+    batch_size: int = 0
+    grad_accum: int = 0
+    oom_retries: list[dict] = field(default_factory=list)
 
     @property
     def tokens_per_s(self) -> float:
@@ -125,18 +130,19 @@ def lora_config(ctx: TrainContext):
     )
 
 
-def build_sft_trainer(ctx: TrainContext, train_dataset, args):
-    """TRL's SFTTrainer with a LoRA adapter on the loaded model; tokenizes (and masks) the dataset."""
+def build_sft_trainer(ctx: TrainContext, train_dataset, args, model=None):
+    """TRL's SFTTrainer with a LoRA adapter on the loaded model (or on `model`, a PeftModel that already has
+    one); tokenizes (and masks) the dataset."""
     import datasets
     from trl import SFTTrainer
 
     datasets.disable_progress_bars()  # TRL's tokenizing passes take well under a second here
     trainer = SFTTrainer(
-        model=ctx.loaded.model,
+        model=model if model is not None else ctx.loaded.model,
         args=args,
         train_dataset=train_dataset,
         processing_class=ctx.loaded.tokenizer,
-        peft_config=lora_config(ctx),
+        peft_config=None if model is not None else lora_config(ctx),
     )
     # Our progress bar replaces the printer that dumps every log dict to stdout when tqdm is off.
     trainer.remove_callback(PrinterCallback)
@@ -149,14 +155,31 @@ def build_sft_trainer(ctx: TrainContext, train_dataset, args):
 
 
 def run_sft(ctx: TrainContext, train_dataset, args) -> TrainResult:
-    """Train a LoRA adapter, save it, and collect the figures a run reports."""
+    """Train a LoRA adapter, save it, and collect the figures a run reports. Out of memory, training starts
+    again from the same initial adapter with half the batch and twice the accumulation (the same effective
+    batch), down to a batch of one."""
+    import torch
+
     trainer = build_sft_trainer(ctx, train_dataset, args)
-    callback = _ProgressCallback()
-    trainer.add_callback(callback)
-    start = time.perf_counter()
-    with progress_bar("train", total=None, unit="step", enabled=ctx.cfg.progress) as advance:
-        callback.advance = advance
-        trainer.train()
+    initial_adapter = {k: v.detach().clone() for k, v in trainer.model.state_dict().items() if "lora_" in k}
+    retries: list[dict] = []
+    while True:
+        callback = _ProgressCallback()
+        trainer.add_callback(callback)
+        start = time.perf_counter()
+        try:
+            with progress_bar("train", total=None, unit="step", enabled=ctx.cfg.progress) as advance:
+                callback.advance = advance
+                trainer.train()
+            break
+        except torch.OutOfMemoryError as exc:
+            args = _halved_batch(args, exc, retries)
+            model = trainer.model
+            del trainer
+            model.zero_grad(set_to_none=True)
+            release_accelerator_memory()
+            model.load_state_dict(initial_adapter, strict=False)  # a retry is a fresh start, not a resumption
+            trainer = build_sft_trainer(ctx, train_dataset, args, model=model)
     train_s = time.perf_counter() - start
     adapter_dir = ctx.output_dir / "adapter"
     trainer.model.save_pretrained(adapter_dir)
@@ -167,7 +190,28 @@ def run_sft(ctx: TrainContext, train_dataset, args) -> TrainResult:
     model = trainer.model
     model.eval()
     return TrainResult(model, adapter_dir, train_s, trainer.state.global_step, tokens, trainable, total, losses,
-                       examples=len(trainer.train_dataset), examples_given=len(train_dataset))
+                       examples=len(trainer.train_dataset), examples_given=len(train_dataset),
+                       batch_size=args.per_device_train_batch_size, grad_accum=args.gradient_accumulation_steps,
+                       oom_retries=retries)
+
+
+def _halved_batch(args, exc, retries: list[dict]):
+    """The training arguments for the next try after an out-of-memory error, or the error saying what was tried."""
+    import copy
+
+    import torch
+
+    batch, accum = args.per_device_train_batch_size, args.gradient_accumulation_steps
+    retries.append({"batch_size": batch, "grad_accum": accum, "error": str(exc).split("\n", 1)[0][:200]})
+    if batch == 1:
+        tried = ", ".join(f"{r['batch_size']}x{r['grad_accum']}" for r in retries)
+        raise torch.OutOfMemoryError(
+            f"out of memory training even one sequence at a time (qlora.batch_size x qlora.grad_accum tried: {tried}); "
+            f"lower qlora.max_length, use a smaller model or a larger GPU") from exc
+    args = copy.deepcopy(args)
+    args.per_device_train_batch_size = max(1, batch // 2)
+    args.gradient_accumulation_steps = accum * (batch // args.per_device_train_batch_size)
+    return args
 
 
 class _ProgressCallback(TrainerCallback):

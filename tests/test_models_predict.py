@@ -120,3 +120,78 @@ def test_unreachable_gated_model_says_what_to_do(monkeypatch):
     assert message.startswith("model=llama3_8b: cannot load meta-llama/No-Such-Model-For-Tests")
     assert "accept its licence at https://huggingface.co/meta-llama/No-Such-Model-For-Tests" in message
     assert "HF_HUB_OFFLINE=1 is set" in message
+
+
+def _encoded(tiny, conversations):
+    texts = [tiny.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+    return [tiny.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def test_own_greedy_loop_drops_finished_rows_and_equals_generate(tiny):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from harness.predict import _greedy_dropping_finished, _hf_generate
+
+    # Large random weights, so rows diverge (tiny_random's small init repeats one token everywhere).
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tiny.tokenizer), hidden_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+                                         initializer_range=0.5)).eval()
+    cfg = EvalConfig(max_new_tokens=12, batch_size=5)
+    pad = tiny.tokenizer.pad_token_id
+    inputs = _left_pad(_encoded(tiny, _conversations()), pad, "cpu")
+    free = _hf_generate(model, inputs, cfg, {tiny.tokenizer.eos_token_id}, pad, None)
+    # Tokens the model does say, taken as end-of-sequence, so rows stop at different steps.
+    stop = {free[0][2], free[1][5], free[2][8]}
+    expected = _hf_generate(model, inputs, cfg, stop, pad, None)
+    with torch.inference_mode():
+        ours = _greedy_dropping_finished(model, inputs, cfg, stop, pad)
+    cut = [_until_eos(row, stop) for row in expected]
+    assert [_until_eos(row, stop) for row in ours] == cut
+    assert len({len(c) for c in cut}) >= 3  # rows really did end at different steps
+    assert all(len(row) == len(c) + 1 for row, c in zip(ours, cut, strict=True) if len(c) < 12)  # the eos itself
+
+
+def test_generation_halves_the_batch_on_out_of_memory(tiny, monkeypatch):
+    calls = []
+    forward = type(tiny.model).forward
+
+    def tight_memory(self, input_ids=None, **kwargs):
+        calls.append(input_ids.shape[0])
+        if input_ids.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(self, input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(type(tiny.model), "forward", tight_memory)
+    result = generate(tiny.model, tiny.tokenizer, _conversations(), EvalConfig(max_new_tokens=4, batch_size=8),
+                      progress=False)
+    assert [r["batch_size"] for r in result.oom_retries] == [8, 4] and result.batch_size == 2
+    assert "Tried to allocate" in result.oom_retries[0]["error"]
+    monkeypatch.setattr(type(tiny.model), "forward", forward)
+    plain = generate(tiny.model, tiny.tokenizer, _conversations(), EvalConfig(max_new_tokens=4, batch_size=8),
+                     progress=False)
+    assert result.predictions == plain.predictions and plain.oom_retries == [] and plain.batch_size == 8
+
+
+def test_out_of_memory_at_batch_one_says_what_was_tried(tiny, monkeypatch):
+    def no_memory(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory.")
+
+    monkeypatch.setattr(type(tiny.model), "forward", no_memory)
+    with pytest.raises(torch.OutOfMemoryError, match=r"eval.batch_size tried: 4, 2, 1\)"):
+        generate(tiny.model, tiny.tokenizer, _conversations(), EvalConfig(max_new_tokens=4, batch_size=4),
+                 progress=False)
+
+
+def test_sampling_and_logits_processors_go_through_generate(tiny):
+    from harness.predict import uses_own_greedy_loop
+
+    greedy = EvalConfig()
+    assert uses_own_greedy_loop(tiny.model, greedy, None)
+    assert not uses_own_greedy_loop(tiny.model, EvalConfig(do_sample=True), None)
+    assert not uses_own_greedy_loop(tiny.model, greedy, {"prefix_allowed_tokens_fn": lambda *a: [0]})
+    tiny.model.generation_config.repetition_penalty = 1.3
+    try:
+        assert not uses_own_greedy_loop(tiny.model, greedy, None)
+    finally:
+        tiny.model.generation_config.repetition_penalty = 1.0

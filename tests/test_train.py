@@ -87,3 +87,42 @@ def test_merged_adapter_generates_what_the_adapter_model_generates(ctx):
     assert not any("lora" in name for name, _ in merged.named_parameters())
     assert generate(merged, ctx.loaded.tokenizer, conversations, settings, progress=False).predictions == \
         with_adapter.predictions
+
+
+def _memory_limit(monkeypatch, fits):
+    """Raise torch's own out-of-memory error at the start of a step whose batch does not `fit` (the trainer
+    wraps the model's forward, so the limit sits in the one callback every trainer of a cell gets)."""
+    import torch
+
+    from harness.train import _ProgressCallback
+
+    batches = []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        batches.append((args.per_device_train_batch_size, args.gradient_accumulation_steps))
+        if not fits(args.per_device_train_batch_size):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB")
+
+    monkeypatch.setattr(_ProgressCallback, "on_step_begin", on_step_begin, raising=False)
+    return batches
+
+
+def test_training_out_of_memory_halves_the_batch_keeps_the_effective_batch_and_restarts_clean(ctx, monkeypatch):
+    ctx.cfg.qlora.max_steps = 3
+    ctx.cfg.qlora.batch_size, ctx.cfg.qlora.grad_accum = 4, 1
+    batches = _memory_limit(monkeypatch, lambda batch: batch == 1)
+    result = get_trainer("instruct")(ctx)
+    assert [(r["batch_size"], r["grad_accum"]) for r in result.oom_retries] == [(4, 1), (2, 2)]
+    assert "Tried to allocate" in result.oom_retries[0]["error"]
+    assert (result.batch_size, result.grad_accum) == (1, 4)  # the same 4 sequences per optimizer step
+    assert result.steps == 3 and len(result.losses) == 3
+    assert set(batches) == {(4, 1), (2, 2), (1, 4)}
+
+
+def test_training_out_of_memory_at_batch_one_fails_saying_what_was_tried(ctx, monkeypatch):
+    import torch
+
+    ctx.cfg.qlora.max_steps, ctx.cfg.qlora.batch_size, ctx.cfg.qlora.grad_accum = 2, 2, 3
+    _memory_limit(monkeypatch, lambda batch: False)
+    with pytest.raises(torch.OutOfMemoryError, match=r"qlora.batch_size x qlora.grad_accum tried: 2x3, 1x6\)"):
+        get_trainer("instruct")(ctx)

@@ -1,0 +1,66 @@
+"""Generation speed by eval batch size: `model.generate` (finished rows keep decoding until the longest answer
+ends) against the harness's greedy loop that drops each row once it ends. Same model, prompts and settings
+as a harness cell (the bundled HR sample's eval questions, greedy, eval.max_new_tokens); prints tokens/s per
+batch size for both, and whether the answers are identical.
+
+    .venv/bin/python bench/eval_batch.py --model smollm2_135m --batch-sizes 1,4,8,20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from harness.data import load_dataset, prompt_messages  # noqa: E402
+from harness.models import load_model  # noqa: E402
+from harness.predict import generate  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["tiny_random", "smollm2_135m"], default="smollm2_135m")
+    parser.add_argument("--batch-sizes", default="1,4,8,20")
+    parser.add_argument("--examples", type=int, default=20)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from bench.common import compose_config
+
+    cfg = compose_config([f"model={args.model}", f"eval.max_new_tokens={args.max_new_tokens}"])
+    loaded = load_model(cfg.model, cfg.hardware, cfg.qlora, Path(cfg.cache_dir).expanduser())
+    dataset = load_dataset(cfg.data)
+    records = dataset.eval[: args.examples]
+    conversations = [prompt_messages(r, cfg.data, cfg.model, None, dataset.labels) for r in records]
+    print(f"{args.model}, {len(records)} eval prompts, greedy, max_new_tokens={args.max_new_tokens}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'batch':>5} | {'generate tok/s':>14} | {'own loop tok/s':>14} | {'ratio':>5} | same answers")
+    answers = {}
+    for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+        ecfg = replace(cfg.eval, batch_size=batch_size)
+        rates = {}
+        for name, own_loop in (("generate", False), ("own", True)):
+            start = time.perf_counter()
+            result = generate(loaded.model, loaded.tokenizer, conversations, ecfg, progress=False,
+                              own_greedy_loop=own_loop)
+            rates[name] = sum(result.generated_tokens) / (time.perf_counter() - start)
+            answers[(name, batch_size)] = result.predictions
+        same = answers[("generate", batch_size)] == answers[("own", batch_size)]
+        print(f"{batch_size:>5} | {rates['generate']:>14.1f} | {rates['own']:>14.1f} | "
+              f"{rates['own'] / rates['generate']:>5.2f} | {'yes' if same else 'NO'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
