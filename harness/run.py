@@ -264,6 +264,10 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
                 "examples": trained.examples,
                 "examples_dropped_by_truncation": trained.examples_given - trained.examples,
                 "losses": trained.losses,
+                # What training ended with; differs from qlora.* only after out-of-memory retries (listed).
+                "batch_size": trained.batch_size,
+                "grad_accum": trained.grad_accum,
+                "oom_retries": trained.oom_retries,
             }
             if loaded.quantized_4bit:
                 record.train["eval_model"] = "adapter_on_4bit"
@@ -330,7 +334,8 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
         # Everything from load to the last prediction that is not load, train() or generation itself.
         prep_s=max(0.0, work_s - loaded.load_s - (trained.train_s if trained else 0.0) - predicted.generate_s),
     ).to_dict()
-    record.cost.update(device=loaded.device, dtype=loaded.dtype, quantized_4bit=loaded.quantized_4bit)
+    record.cost.update(device=loaded.device, dtype=loaded.dtype, quantized_4bit=loaded.quantized_4bit,
+                       eval_batch_size=predicted.batch_size, eval_oom_retries=predicted.oom_retries)
     record.failed_stage = None
     return rows, adapter_dir
 
