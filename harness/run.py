@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import platform
 import subprocess
 import time
@@ -32,6 +33,7 @@ from harness.data import (
 from harness.claims import Holder
 from harness.claims import acquire as acquire_claim
 from harness.failures import Interrupted, failure_kind, recorded_failure_kind, signals_interrupt
+from harness.gpus import pin_gpu
 from harness.ledger import (COMPLETED, DETERMINISTIC, FAILED, INTERRUPTED, SKIPPED, TRANSIENT, Ledger, RunRecord,
                             run_key)
 from harness.preflight import PreflightRefusal, preflight
@@ -66,6 +68,7 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
         cfg.sweep_id = Path(hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir).name
     job_dir = Path(hydra_cfg.runtime.output_dir)
     cell = f"{cfg.model.name}/{cfg.method.name}"
+    gpu = pin_gpu(int(hydra_cfg.job.num or 0)) if multirun else None  # before anything initialises CUDA
     try:
         run_cfg = to_run_config(cfg)
         config = OmegaConf.to_container(cfg, resolve=True)
@@ -79,6 +82,7 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
     except (ConfigError, DataError) as exc:
         log.error("%s: configuration error, nothing ran: %s", cell, exc)
         outcome = Outcome(CONFIG_ERROR, cell, detail=str(exc), objective=float("nan"))
+    outcome.gpu, outcome.pid = gpu, os.getpid()
     write_outcome(job_dir, outcome)
     return outcome.objective
 

@@ -37,6 +37,9 @@ class Outcome:
     # The configured objective metric (NaN for a cell that did not complete); what the task function returns.
     objective: float | None = None
     plan: dict | None = None
+    # The process that ran the job, and the GPU it was bound to (hydra/launcher=local_gpus).
+    pid: int | None = None
+    gpu: str | None = None
 
 
 def write_outcome(job_dir: Path, outcome: Outcome) -> None:

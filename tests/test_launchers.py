@@ -161,3 +161,44 @@ def test_signal_mid_cell_records_interrupted_and_the_next_sweep_reruns_it(tmp_pa
         err = again.communicate(timeout=600)[1]
         assert again.returncode == 0, err[-3000:]
         assert [r["status"] for r in _records(results)] == ["interrupted", "completed"]
+
+
+def test_launcher_presets_compose_with_their_promises():
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF
+    from harness import config, gpus  # noqa: F401  (the schema; the ${tunebench_gpus:...} resolver)
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        slurm = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                             "hydra.launcher.account=proj", "hydra.launcher.qos=high"],
+                        return_hydra_config=True).hydra.launcher
+        local = compose("config", overrides=["hydra/launcher=local_gpus"], return_hydra_config=True).hydra
+    assert slurm._target_.endswith("SlurmLauncher")
+    assert (slurm.gpus_per_node, slurm.tasks_per_node, slurm.partition, slurm.account, slurm.qos) == (1, 1, "gpu",
+                                                                                                       "proj", "high")
+    assert slurm.max_num_timeout > 0 and slurm.signal_delay_s > 0 and slurm.array_parallelism > 0
+    from omegaconf import OmegaConf
+
+    assert OmegaConf.to_container(slurm, resolve=False)["setup"][0].startswith("source ${oc.env:TUNEBENCH_VENV,")
+    assert local.launcher._target_.endswith("JoblibLauncher")
+    os.environ["CUDA_VISIBLE_DEVICES"], before = "0,1,2", os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        assert local.launcher.n_jobs == 3 and local.job.env_set.TUNEBENCH_GPU_SLOTS == "0,1,2"
+    finally:
+        if before is None:
+            del os.environ["CUDA_VISIBLE_DEVICES"]
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = before
+
+
+def test_each_invocation_gets_its_own_sweep_id_placed_among_the_overrides():
+    from harness.__main__ import with_sweep_id
+
+    first = with_sweep_id(["harness", "-m", "model=a,b", "--config-name", "config"])
+    second = with_sweep_id(["harness", "-m", "model=a,b", "--config-name", "config"])
+    assert first[:3] == ["harness", "-m", "model=a,b"] and first[3].startswith("sweep_id=")
+    assert first[4:] == ["--config-name", "config"]
+    assert first[3] != second[3]  # same second, different suffix
+    assert with_sweep_id(["harness", "sweep_id=mine", "-m"]) == ["harness", "sweep_id=mine", "-m"]
+    assert with_sweep_id(["harness", "--cfg", "job"]) == ["harness", "--cfg", "job"]
