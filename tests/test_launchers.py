@@ -202,3 +202,42 @@ def test_each_invocation_gets_its_own_sweep_id_placed_among_the_overrides():
     assert first[3] != second[3]  # same second, different suffix
     assert with_sweep_id(["harness", "sweep_id=mine", "-m"]) == ["harness", "sweep_id=mine", "-m"]
     assert with_sweep_id(["harness", "--cfg", "job"]) == ["harness", "--cfg", "job"]
+
+
+def test_plan_lists_cells_and_emits_commands_without_running_anything(run_harness, tmp_path):
+    results = tmp_path / "results"
+    done = run_harness(*TINY, "method=base", results_dir=results)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (base,) = _records(results)
+    plan = run_harness("-m", *TINY, "method=base,instruct", "plan=true", results_dir=results)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    table = {line.split()[1]: line for line in plan.stdout.splitlines() if line[:1].isdigit()}
+    assert base["run_key"] in table["tiny_random/base"] and " done " in table["tiny_random/base"]
+    assert "median of 1 (data=hr_handbook)" in table["tiny_random/base"]
+    assert " pending " in table["tiny_random/instruct"] and " yes " in table["tiny_random/instruct"]
+    assert "tunebench plan: 2 cells, 1 to run" in plan.stdout
+    commands = run_harness("-m", *TINY, "method=base,instruct", "plan=commands", results_dir=results)
+    lines = [x for x in commands.stdout.splitlines() if x.startswith("python -m harness ")]
+    assert len(lines) == 1 and "method=instruct" in lines[0] and f"results_dir={results}" in lines[0]
+    assert "plan=" not in lines[0] and "sweep_id=" not in lines[0]
+    assert _records(results) == [base]  # nothing ran
+    assert [p.name for p in (results / "runs").iterdir()] == [base["run_key"]]
+
+
+def test_a_cell_claimed_by_a_live_process_is_skipped_and_its_holder_named(run_harness, tmp_path):
+    import socket
+
+    from harness.claims import acquire
+
+    results = tmp_path / "results"
+    plan = run_harness("-m", *TINY, "method=base", "plan=true", results_dir=results)
+    key = next(line.split()[2] for line in plan.stdout.splitlines() if line.startswith("0 "))
+    claim = acquire(results, key, "other-sweep")
+    try:
+        proc = run_harness("-m", *TINY, "method=base", results_dir=results)
+    finally:
+        claim.release()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tunebench: 0 completed, 0 skipped, 0 failed, 1 running elsewhere" in proc.stderr
+    assert f"claimed by {socket.gethostname()} pid {os.getpid()} (sweep other-sweep" in proc.stderr
+    assert _records(results) == []
