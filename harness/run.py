@@ -38,7 +38,7 @@ from harness.ledger import (COMPLETED, DETERMINISTIC, FAILED, INTERRUPTED, SKIPP
                             run_key)
 from harness.preflight import PreflightRefusal, preflight
 from harness.redact import redact, redact_text
-from harness.sweep import CONFIG_ERROR, DONE_BEFORE, NOT_RETRIED, RUNNING_ELSEWHERE, Outcome, write_outcome
+from harness.sweep import CONFIG_ERROR, DONE_BEFORE, ERROR, NOT_RETRIED, RUNNING_ELSEWHERE, Outcome, write_outcome
 from harness.tracking import make_tracker
 
 log = logging.getLogger("harness")
@@ -82,6 +82,9 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
     except (ConfigError, DataError) as exc:
         log.error("%s: configuration error, nothing ran: %s", cell, exc)
         outcome = Outcome(CONFIG_ERROR, cell, detail=str(exc), objective=float("nan"))
+    except Exception as exc:  # before the cell's own record exists (e.g. the judge's server is unreachable)
+        log.error("%s: nothing ran: %s: %s", cell, type(exc).__name__, redact_text(str(exc)))
+        outcome = Outcome(ERROR, cell, detail=f"{type(exc).__name__}: {redact_text(str(exc))}", objective=float("nan"))
     outcome.gpu, outcome.pid = gpu, os.getpid()
     write_outcome(job_dir, outcome)
     return outcome.objective

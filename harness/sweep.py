@@ -23,8 +23,8 @@ from harness.ledger import COMPLETED, FAILED, INTERRUPTED, SKIPPED, Ledger
 
 OUTCOME_FILE = "outcome.json"
 # Outcome statuses a job can report without a ledger record of this sweep.
-DONE_BEFORE, RUNNING_ELSEWHERE, NOT_RETRIED, CONFIG_ERROR, PLANNED = (
-    "skipped", "running_elsewhere", "not_retried", "config_error", "planned")
+DONE_BEFORE, RUNNING_ELSEWHERE, NOT_RETRIED, CONFIG_ERROR, ERROR, PLANNED = (
+    "done_before", "running_elsewhere", "not_retried", "config_error", "error", "planned")
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Summary:
 
     @property
     def failed(self) -> int:
-        return self.ran[FAILED] + self.ran[INTERRUPTED] + self.count(CONFIG_ERROR)
+        return self.ran[FAILED] + self.ran[INTERRUPTED] + self.count(CONFIG_ERROR) + self.count(ERROR)
 
     @property
     def exit_code(self) -> int:
@@ -102,6 +102,8 @@ class Summary:
                 out.append(f"  running elsewhere: {o.cell}: {o.detail}")
             elif o.status == CONFIG_ERROR:
                 out.append(f"  configuration error: {o.cell}: {o.detail}")
+            elif o.status == ERROR:
+                out.append(f"  error before the cell ran: {o.cell}: {o.detail}")
         return out
 
 
@@ -111,11 +113,13 @@ def summarize(sweep_id: str, dirs: list[Path], default_ledger: Path) -> Summary:
     summary = Summary(sweep_id, ledgers)
     recorded: set[str] = set()
     for path in ledgers:
-        for record in Ledger(Path(path)).for_sweep(sweep_id):
+        # A cell's latest record in this sweep: a job requeued after an interruption ends `completed`.
+        latest = {r["run_key"]: r for r in Ledger(Path(path)).for_sweep(sweep_id)}
+        for record in latest.values():
             summary.ran[record["status"]] += 1
-            recorded.add(record["run_key"])
+        recorded |= set(latest)
     summary.decided = [o for o in outcomes if o is not None and o.status in
-                       (DONE_BEFORE, RUNNING_ELSEWHERE, NOT_RETRIED, CONFIG_ERROR)]
+                       (DONE_BEFORE, RUNNING_ELSEWHERE, NOT_RETRIED, CONFIG_ERROR, ERROR)]
     # A job killed before its outcome was written may still have appended its record: those are accounted.
     silent = sum(1 for o in outcomes if o is None)
     reported = {o.run_key for o in outcomes if o is not None and o.run_key}

@@ -121,7 +121,7 @@ def test_preflight_refuses_a_cell_that_cannot_fit(run_harness, tmp_path):
     results = tmp_path / "results"
     proc = run_harness("-m", *TINY, "method=base", "tracker=none", "hardware.memory_gb=0.5", results_dir=results)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "1 refused by the memory preflight" in proc.stderr
+    assert "tunebench: 0 completed, 0 skipped, 0 failed, 1 refused by the memory preflight" in proc.stderr
     (row,) = _ledger(results)
     assert row["status"] == "skipped" and row["error_type"] == "PreflightRefusal"
     assert "model=tiny_random method=base does not fit hardware=cpu" in row["error"]
