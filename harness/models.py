@@ -104,6 +104,20 @@ def _cache_or_default(cache_dir: Path | None) -> Path:
     return Path(cache_dir if cache_dir is not None else RunConfig.cache_dir).expanduser()
 
 
+def load_tokenizer(model_cfg: ModelConfig, cache_dir: Path):
+    """The tokenizer alone, set up as `load_model` sets it up: for counting a dataset's tokens before the
+    weights load (the memory preflight). Raises OSError / ConfigError where `load_model` would fail too."""
+    if model_cfg.source == ModelSource.tiny_random:
+        tokenizer = build_tiny_tokenizer(model_cfg.vocab_size)
+    else:
+        from transformers import AutoTokenizer
+
+        folder, kwargs = _pretrained_location(model_cfg, cache_dir)
+        tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs, trust_remote_code=model_cfg.trust_remote_code)
+    ensure_chat_template(tokenizer)
+    return tokenizer
+
+
 def ensure_chat_template(tokenizer) -> None:
     if not tokenizer.chat_template:
         # Prompts are tokenized without special tokens (a template writes them), so a model whose tokenizer adds

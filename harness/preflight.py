@@ -15,8 +15,10 @@ Peak = static + max(training phase, generation phase) + overhead, where
 The two phases are sequential (`trainer.train()` returns, activations are freed, then `generate`). After
 4-bit training the evaluation runs on a merged 16-bit copy where it fits (harness.run._merged_for_eval), and
 the 4-bit model with its adapter and optimizer is freed first: that phase is overhead + the copy + generation.
-Sequences are assumed to fill `qlora.max_length` (TRL pads each batch to its longest example, so a data
-set of short examples uses less): a worst case for the configured limits, which is what a guard needs.
+Sequence lengths are the dataset's own (`dataset_lengths`: its longest training example and longest eval
+prompt in the model's tokens, the training one capped at `qlora.max_length`): TRL pads each batch only to its
+longest example, and the length-grouped sampler puts the batch holding the longest one first. Where the
+tokenizer cannot load before the weights, both are assumed to fill `qlora.max_length` (the worst case).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from harness.config import (
     CONF_DIR,
     Accelerator,
+    ConfigError,
     EvalConfig,
     HardwareConfig,
     ModelConfig,
@@ -106,10 +109,14 @@ LOGIT_BYTES_UNFUSED = 16
 
 # --- Generation ----------------------------------------------------------------------------------
 # KV cache: 2 (k and v) x layers x kv_heads x head_dim x (prompt + new tokens) x batch x element bytes.
-# The prompt is assumed to be as long as qlora.max_length (the training limit; real prompts are shorter).
+# The prompt is the longest eval prompt of the data (qlora.max_length where it could not be counted).
 # `generate` computes logits for the last position only (logits_to_keep=1): batch x vocab x 4 bytes,
 # doubled for the logits processors' fp32 copy. Prefill also needs one layer's working set (no grad).
 LOGIT_BYTES_GENERATE = 8
+# transformers' DynamicCache grows each layer's keys and values with torch.cat, one token per step: the old
+# and the grown tensor coexist while it copies, so the cache briefly takes twice its size. Counted on CPU,
+# where the estimate is checked against measured peaks; on CUDA the 1 GB overhead below is meant to cover it.
+KV_GROWTH_COPIES_CPU = 2
 
 # --- Overhead ------------------------------------------------------------------------------------
 # CUDA: the CUDA context and cuBLAS workspaces (~0.3-0.6 GB, outside torch's allocator but on the device)
@@ -117,15 +124,34 @@ LOGIT_BYTES_GENERATE = 8
 # to the compute dtype: the largest linear layer in 16-bit is added. The overheads also cover the RAG
 # methods' sentence-transformers embedder (all-MiniLM-L6-v2, ~90 MB).
 CUDA_OVERHEAD_GB = 1.0
-# CPU: peak RSS counts the interpreter and libraries: measured 0.53 GB after importing torch,
-# transformers, peft, trl and the harness; + tokenizer and data, + glibc keeping freed heap memory (RSS grew
-# 1.5x the true activation allocations in the calibration above): 1.2 GB. Check against the ledger: the
-# smollm2_135m base cell peaked at 1.17-1.26 GB RSS, the instruct cell (r=16, 7 targets, batch 4, examples
-# of <= 99 tokens) at 2.79-2.82 GB; this module gives 1.77 and 3.00 GB at those lengths.
-CPU_OVERHEAD_GB = 1.2
+# CPU: peak RSS counts more than tensors, in three parts:
+# - the runtime: the interpreter, torch, transformers, peft, trl, datasets and the harness, with the tokenizer
+#   and the data: measured 0.53 GB RSS after the imports, 0.62 GB at the peak of a whole tiny_random instruct
+#   cell (weights and activations of a few MB); a smollm2_135m base cell peaks at 1.05 GB, its 0.50 GB of
+#   weights + 0.55. CPU_RUNTIME_GB = 0.7 leaves room for library versions that import a little more.
+# - the RAG methods' embedder: sentence-transformers + faiss + all-MiniLM-L6-v2, measured +0.14 GB.
+# - heap slack: glibc keeps the freed blocks of the phase's varying-size transient tensors (batches of
+#   different lengths, a KV cache regrown every step), so RSS rises above the live tensors by a share of the
+#   transient phase (training: gradients + activations; generation: KV cache + prefill + logits). The original
+#   calibration (forced malloc trimming vs not) saw RSS grow 1.5x the activation allocations; over a whole
+#   instruct run the HR-sample cell's RSS kept rising from 2.48 GB after 5 steps to 2.92 GB after 45.
+#   CPU_HEAP_SLACK = 0.6 of the transient phase keeps the estimate at or above those peaks (tests/test_preflight.py
+#   measures them: tests `test_cpu_estimate_brackets_the_measured_peak*`).
+CPU_RUNTIME_GB = 0.7
+CPU_RAG_RUNTIME_GB = 0.15
+CPU_HEAP_SLACK = 0.6
 
 # Lower bounds for the suggestions' searches.
 MIN_MAX_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class SequenceLengths:
+    """The longest sequences a cell will run, in the model's tokens."""
+
+    train: int        # prompt + answer of the longest training example (uncapped; the estimate caps it)
+    eval_prompt: int  # the longest rendered eval prompt (generation adds eval.max_new_tokens)
+    source: str = "dataset"
 
 
 @dataclass
@@ -149,6 +175,8 @@ class MemoryEstimate:
     trains: bool = field(default=False, repr=False)
     eval_cfg: EvalConfig | None = field(default=None, repr=False)
     headroom: float = field(default=0.9, repr=False)
+    lengths: SequenceLengths | None = field(default=None, repr=False)
+    retrieves: bool = field(default=False, repr=False)
 
     def terms(self) -> dict[str, float]:
         """The memory terms, largest first (the phase that is not the peak is still listed)."""
@@ -267,7 +295,8 @@ def merged_copy_fits(model: ModelConfig, hardware: HardwareConfig) -> bool:
 
 
 def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_cfg: EvalConfig,
-                    hardware: HardwareConfig, headroom: float = 0.9) -> MemoryEstimate:
+                    hardware: HardwareConfig, headroom: float = 0.9,
+                    lengths: SequenceLengths | None = None, retrieves: bool = False) -> MemoryEstimate:
     on_cuda = hardware.accelerator == Accelerator.cuda
     four_bit = loads_in_4bit(hardware, qlora)  # CUDA, or a cpu_4bit preset (hardware=cpu_qlora)
     half_bytes = 2  # bf16, or fp16 where the GPU has no bf16 (T4): both 2 bytes
@@ -321,7 +350,10 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
         sum(dims.get(name, (widest, widest))[0] for name in lora_targets(model, qlora)) if qlora.dropout > 0 else 0
     )
     train_layer_bytes = ((base_elements + dropout_elements) * act_bytes + dropout_elements) * ACTIVATION_MARGIN
-    train_tokens = qlora.batch_size * qlora.max_length
+    # The longest padded batch: batch_size rows of the longest example (the data's own, capped by max_length).
+    train_len = min(lengths.train, qlora.max_length) if lengths else qlora.max_length
+    eval_prompt = lengths.eval_prompt if lengths else qlora.max_length
+    train_tokens = qlora.batch_size * train_len
     checkpointing = trains and uses_gradient_checkpointing(hardware, qlora)
     layers_gb = logits_gb = mask_gb = 0.0
     if trains:
@@ -335,7 +367,7 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
             logits = tile * 4 * copies + (min(V, FUSED_TILE_VOCAB) * h * half_bytes if on_cuda else 0)
         else:
             logits = train_tokens * V * LOGIT_BYTES_UNFUSED
-        mask = qlora.batch_size * qlora.max_length**2 * MASK_BYTES
+        mask = qlora.batch_size * train_len**2 * MASK_BYTES
         layers_gb, logits_gb, mask_gb = layers / GIB, logits / GIB, mask / GIB
     activations_gb = layers_gb + logits_gb + mask_gb
 
@@ -345,24 +377,29 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
     merged = (total_params * half_bytes if four_bit and trains and eval_cfg.merge_adapter
               and merged_copy_fits(model, hardware) else 0.0)
     gen_bytes = half_bytes if merged else act_bytes
-    gen_seq = qlora.max_length + eval_cfg.max_new_tokens
-    kv = 2 * L * kv_dim * gen_seq * eval_cfg.batch_size * gen_bytes
-    prefill_tokens = eval_cfg.batch_size * qlora.max_length
+    gen_seq = eval_prompt + eval_cfg.max_new_tokens
+    kv = 2 * L * kv_dim * gen_seq * eval_cfg.batch_size * gen_bytes * (1 if on_cuda else KV_GROWTH_COPIES_CPU)
+    prefill_tokens = eval_cfg.batch_size * eval_prompt
     prefill = prefill_tokens * base_elements * gen_bytes * ACTIVATION_MARGIN
     prefill += eval_cfg.batch_size * gen_seq**2 * MASK_BYTES
     gen_logits = eval_cfg.batch_size * V * LOGIT_BYTES_GENERATE
     kv_cache_gb = (kv + prefill + gen_logits + merged) / GIB
 
+    weights_gb, lora_gb, optimizer_gb = weights / GIB, lora / GIB, optimizer / GIB
+    gradients_gb = gradients / GIB
+    train_phase = gradients_gb + activations_gb if trains else 0.0
+
     # Overhead
-    overhead_gb = CUDA_OVERHEAD_GB if on_cuda else CPU_OVERHEAD_GB
+    if on_cuda:
+        overhead_gb = CUDA_OVERHEAD_GB
+    else:
+        overhead_gb = (CPU_RUNTIME_GB + (CPU_RAG_RUNTIME_GB if retrieves else 0.0)
+                       + CPU_HEAP_SLACK * max(train_phase, (kv + prefill + gen_logits) / GIB))
     if four_bit:
         # the largest quantized layer: an MLP projection (fused gate_up in Phi-3)
         largest = h * i * (2 if model.family == "phi3" else 1)
         overhead_gb += largest * half_bytes / GIB
 
-    weights_gb, lora_gb, optimizer_gb = weights / GIB, lora / GIB, optimizer / GIB
-    gradients_gb = gradients / GIB
-    train_phase = gradients_gb + activations_gb if trains else 0.0
     static_gb = weights_gb + lora_gb + optimizer_gb
     # harness.run frees the 4-bit model (adapter and optimizer with it) before the merged copy loads.
     generate_total = kv_cache_gb + (0.0 if merged else static_gb)
@@ -380,6 +417,8 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
         "lora_targets": lora_targets(model, qlora) if trains else [],
         "activation_bytes_per_element": act_bytes,
         "gradient_checkpointing": checkpointing,
+        "sequence_lengths": {"train": train_len if trains else 0, "eval_prompt": eval_prompt,
+                             "source": lengths.source if lengths else "qlora.max_length (worst case)"},
         "train_tokens_per_micro_batch": train_tokens if trains else 0,
         "activation_bytes_per_token_per_layer": round(train_layer_bytes) if trains else 0,
         "layers_gb": layers_gb,
@@ -411,6 +450,8 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
         trains=trains,
         eval_cfg=eval_cfg,
         headroom=headroom,
+        lengths=lengths,
+        retrieves=retrieves,
     )
 
 
@@ -429,7 +470,7 @@ def suggest(est: MemoryEstimate, model: ModelConfig, qlora: QLoraConfig, hardwar
     eval_cfg = est.eval_cfg or EvalConfig()
 
     def again(q: QLoraConfig = qlora, e: EvalConfig = eval_cfg, hw: HardwareConfig = hardware) -> MemoryEstimate:
-        return estimate_memory(model, est.trains, q, e, hw, est.headroom)
+        return estimate_memory(model, est.trains, q, e, hw, est.headroom, est.lengths, est.retrieves)
 
     def changed(new: MemoryEstimate) -> str:
         deltas = []
@@ -579,10 +620,58 @@ def _combination(est, model, qlora, eval_cfg, hardware, again) -> Suggestion | N
 # Entry point for harness.run
 
 
-def preflight(cfg: RunConfig, headroom: float = 0.9) -> MemoryEstimate:
-    """The cell's memory estimate; raises PreflightRefusal when it does not fit the hardware preset."""
+def dataset_lengths(cfg: RunConfig, dataset) -> SequenceLengths | None:
+    """The longest training sequence and eval prompt of this cell, counted with the model's tokenizer on the
+    exact conversations training and evaluation build. None when the tokenizer cannot load before the weights
+    (the estimate then assumes qlora.max_length; loading the model will report the cause)."""
+    from harness.data import prompt_messages
+    from harness.models import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(cfg.model, Path(cfg.cache_dir).expanduser())
+    except (OSError, ValueError, ConfigError):
+        return None
+
+    def count(messages: list[dict], generation_prompt: bool) -> int:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    context_tokens = _context_token_bound(cfg, dataset, tokenizer) if cfg.method.retrieval else 0
+    context = "" if cfg.method.retrieval else None
+    eval_records = dataset.eval[: cfg.eval.num_examples] if cfg.eval.num_examples else dataset.eval
+    eval_prompt = context_tokens + max(
+        (count(prompt_messages(r, cfg.data, cfg.model, context), True) for r in eval_records), default=0)
+    if not cfg.method.trainer:
+        train = 0
+    elif cfg.method.trainer == "instruct":
+        # +1: an end-of-sequence token TRL appends where the template does not end with one.
+        train = context_tokens + 1 + max(
+            (count(prompt_messages(r, cfg.data, cfg.model, context)
+                   + [{"role": "assistant", "content": r.answer}], False) for r in dataset.train), default=0)
+    else:
+        # causal: packed blocks of exactly qlora.max_length tokens; an unknown trainer: the worst case.
+        train = cfg.qlora.max_length
+    return SequenceLengths(train=train, eval_prompt=eval_prompt)
+
+
+def _context_token_bound(cfg: RunConfig, dataset, tokenizer) -> int:
+    """Most tokens a RAG prompt's retrieved context can take: the top_k longest chunk blocks as `render_context`
+    writes them (plus their blank-line separators), never more than max_context_chars (a token is >= 1 char)."""
+    from harness.rag import chunk_corpus, render_context
+
+    retrieval = cfg.retrieval
+    blocks = sorted((len(tokenizer(render_context([chunk]), add_special_tokens=False)["input_ids"]) + 2
+                     for chunk in chunk_corpus(dataset.corpus, retrieval)), reverse=True)
+    bound = sum(blocks[: retrieval.top_k])
+    return min(bound, retrieval.max_context_chars) if retrieval.max_context_chars else bound
+
+
+def preflight(cfg: RunConfig, headroom: float = 0.9, lengths: SequenceLengths | None = None) -> MemoryEstimate:
+    """The cell's memory estimate; raises PreflightRefusal when it does not fit the hardware preset.
+    `lengths` (from `dataset_lengths`): the data's real sequence lengths; None assumes qlora.max_length."""
     trains = bool(cfg.method.trainer)
-    est = estimate_memory(cfg.model, trains, cfg.qlora, cfg.eval, cfg.hardware, headroom)
+    est = estimate_memory(cfg.model, trains, cfg.qlora, cfg.eval, cfg.hardware, headroom, lengths,
+                          retrieves=cfg.method.retrieval)
     if not est.fits:
         raise PreflightRefusal(cfg.model, cfg.hardware, est, suggest(est, cfg.model, cfg.qlora, cfg.hardware),
                                method=cfg.method.name)

@@ -36,7 +36,7 @@ from harness.failures import Interrupted, failure_kind, recorded_failure_kind, s
 from harness.gpus import pin_gpu
 from harness.ledger import (COMPLETED, DETERMINISTIC, FAILED, INTERRUPTED, SKIPPED, TRANSIENT, Ledger, RunRecord,
                             run_key)
-from harness.preflight import PreflightRefusal, preflight
+from harness.preflight import PreflightRefusal, dataset_lengths, preflight
 from harness.redact import redact, redact_text
 from harness.sweep import CONFIG_ERROR, DONE_BEFORE, ERROR, NOT_RETRIED, RUNNING_ELSEWHERE, Outcome, write_outcome
 from harness.tracking import make_tracker
@@ -161,7 +161,7 @@ def _run_claimed(cfg: RunConfig, ledger: Ledger, key: str, key_config: dict, dat
     estimate, refusal = None, None
     if cfg.preflight:
         try:
-            estimate = preflight(cfg)
+            estimate = preflight(cfg, lengths=dataset_lengths(cfg, dataset))
         except PreflightRefusal as exc:
             estimate, refusal = exc.estimate, exc
 
@@ -187,6 +187,7 @@ def _run_claimed(cfg: RunConfig, ledger: Ledger, key: str, key_config: dict, dat
             "estimated_peak_gb": round(estimate.total_gb, 3),
             "available_gb": round(estimate.available_gb, 3),
             "terms_gb": {k: round(v, 3) for k, v in estimate.terms().items()},
+            "sequence_lengths": estimate.breakdown["sequence_lengths"],
         }
     if refusal is not None:
         # Not a crash and not a result: the cell cannot run on this hardware as configured. It is
