@@ -204,9 +204,11 @@ def test_cpu_estimate_brackets_the_measured_peak_of_a_tiny_cell(run_harness, tmp
 def test_cpu_estimate_brackets_the_measured_peak(run_harness, tmp_path, data, method):
     """SmolLM2-135M in fp32 on the CPU: the preflight estimate of each cell lies in [1.0x, 1.5x] of the peak RSS
     the cell really reached. Length-grouped batches put the longest batch first, so a few steps reach the
-    training peak; the eval set is whole (its longest prompts generate first)."""
+    training peak; the eval set is whole (its longest prompts generate first). One thread: the same tensors, and
+    minutes instead of tens of minutes on a 2-core machine that other processes share."""
     estimated, measured, row = measured_cell(run_harness, tmp_path, "model=smollm2_135m", f"method={method}",
-                                             f"data={data}", "qlora.max_steps=8", "eval.max_new_tokens=16")
+                                             f"data={data}", "qlora.max_steps=8", "eval.max_new_tokens=16",
+                                             "hardware.num_threads=1")
     assert row["preflight"]["sequence_lengths"]["source"] == "dataset"
     assert measured <= estimated <= 1.5 * measured, (estimated, measured)
 
