@@ -112,7 +112,7 @@ def load_tokenizer(model_cfg: ModelConfig, cache_dir: Path):
     else:
         from transformers import AutoTokenizer
 
-        folder, kwargs = _pretrained_location(model_cfg, cache_dir)
+        folder, kwargs = _pretrained_location(model_cfg, cache_dir, seed=0)  # the seed only shapes tiny_random
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs, trust_remote_code=model_cfg.trust_remote_code)
     ensure_chat_template(tokenizer)
     return tokenizer

@@ -110,7 +110,7 @@ LOGIT_BYTES_UNFUSED = 16
 # --- Generation ----------------------------------------------------------------------------------
 # KV cache: 2 (k and v) x layers x kv_heads x head_dim x (prompt + new tokens) x batch x element bytes.
 # The prompt is the longest eval prompt of the data (qlora.max_length where it could not be counted).
-# `generate` computes logits for the last position only (logits_to_keep=1): batch x vocab x 4 bytes,
+# Generation computes logits for the last position only (logits_to_keep=1): batch x vocab x 4 bytes,
 # doubled for the logits processors' fp32 copy. Prefill also needs one layer's working set (no grad).
 LOGIT_BYTES_GENERATE = 8
 # transformers' DynamicCache grows each layer's keys and values with torch.cat, one token per step: the old
@@ -640,13 +640,14 @@ def dataset_lengths(cfg: RunConfig, dataset) -> SequenceLengths | None:
     context = "" if cfg.method.retrieval else None
     eval_records = dataset.eval[: cfg.eval.num_examples] if cfg.eval.num_examples else dataset.eval
     eval_prompt = context_tokens + max(
-        (count(prompt_messages(r, cfg.data, cfg.model, context), True) for r in eval_records), default=0)
+        (count(prompt_messages(r, cfg.data, cfg.model, context, dataset.labels), True) for r in eval_records),
+        default=0)
     if not cfg.method.trainer:
         train = 0
     elif cfg.method.trainer == "instruct":
         # +1: an end-of-sequence token TRL appends where the template does not end with one.
         train = context_tokens + 1 + max(
-            (count(prompt_messages(r, cfg.data, cfg.model, context)
+            (count(prompt_messages(r, cfg.data, cfg.model, context, dataset.labels)
                    + [{"role": "assistant", "content": r.answer}], False) for r in dataset.train), default=0)
     else:
         # causal: packed blocks of exactly qlora.max_length tokens; an unknown trainer: the worst case.

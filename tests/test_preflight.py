@@ -133,9 +133,13 @@ def test_lengths_are_the_datasets_own_token_counts(compose_cfg):
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    longest_prompt = max(tokens(prompt_messages(r, cfg.data, cfg.model), True) for r in dataset.eval)
-    longest_pair = max(tokens(prompt_messages(r, cfg.data, cfg.model) + [{"role": "assistant", "content": r.answer}],
-                              False) for r in dataset.train)
+    def messages(record):  # the labels are listed in every prompt of a classification set
+        return prompt_messages(record, cfg.data, cfg.model, labels=dataset.labels)
+
+    assert dataset.labels and ", ".join(dataset.labels) in messages(dataset.eval[0])[0]["content"]
+    longest_prompt = max(tokens(messages(r), True) for r in dataset.eval)
+    longest_pair = max(tokens(messages(r) + [{"role": "assistant", "content": r.answer}], False)
+                       for r in dataset.train)
     assert lengths == SequenceLengths(train=longest_pair + 1, eval_prompt=longest_prompt)
     assert lengths.train < cfg.qlora.max_length
 
