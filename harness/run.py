@@ -82,12 +82,23 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
     except (ConfigError, DataError) as exc:
         log.error("%s: configuration error, nothing ran: %s", cell, exc)
         outcome = Outcome(CONFIG_ERROR, cell, detail=str(exc), objective=float("nan"))
+    except Interrupted as exc:
+        if _in_launching_process(hydra_cfg):
+            raise  # the entry point stops the sweep: exit 130 / 143
+        # A job process of its own (submitit, Slurm): the record is written; end the job cleanly, no traceback.
+        outcome = Outcome(INTERRUPTED, cell, detail=str(exc), objective=float("nan"))
     except Exception as exc:  # before the cell's own record exists (e.g. the judge's server is unreachable)
         log.error("%s: nothing ran: %s: %s", cell, type(exc).__name__, redact_text(str(exc)))
         outcome = Outcome(ERROR, cell, detail=f"{type(exc).__name__}: {redact_text(str(exc))}", objective=float("nan"))
     outcome.gpu, outcome.pid = gpu, os.getpid()
     write_outcome(job_dir, outcome)
     return outcome.objective
+
+
+def _in_launching_process(hydra_cfg) -> bool:
+    """A single run, or a sweep under Hydra's basic launcher: the cell runs in the process the user started."""
+    target = str(OmegaConf.select(hydra_cfg, "launcher._target_", default="") or "")
+    return hydra_cfg.mode is None or hydra_cfg.mode.name != "MULTIRUN" or target.endswith("BasicLauncher")
 
 
 def cell_key(cfg: RunConfig, config: dict) -> tuple[str, dict, Dataset]:

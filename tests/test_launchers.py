@@ -241,3 +241,30 @@ def test_a_cell_claimed_by_a_live_process_is_skipped_and_its_holder_named(run_ha
     assert "tunebench: 0 completed, 0 skipped, 0 failed, 1 running elsewhere" in proc.stderr
     assert f"claimed by {socket.gethostname()} pid {os.getpid()} (sweep other-sweep" in proc.stderr
     assert _records(results) == []
+
+
+def test_sigterm_to_a_submitit_job_records_interrupted_without_a_traceback(tmp_path):
+    import time
+
+    results = tmp_path / "results"
+    proc = _start(["-m", *LONG_TRAIN, "qlora.max_steps=400", "method=instruct", "hydra/launcher=submitit_local"],
+                  results, TUNEBENCH_PROGRESS_EVERY_S="0")
+    deadline = time.monotonic() + 300
+    job_log = None
+    while time.monotonic() < deadline:  # the job process holds the cell's claim: that names its pid
+        claims = list((results / "claims").glob("*.json")) if (results / "claims").is_dir() else []
+        job_log = next(iter(results.glob("hydra/multirun/*/.submitit/*/*_log.err")), None)
+        if claims and job_log and "[progress] train: step" in job_log.read_text():
+            pid = json.loads(claims[0].read_text())["pid"]
+            break
+        time.sleep(1)
+    else:
+        proc.kill()
+        raise AssertionError("the submitit job never started training")
+    os.kill(pid, signal.SIGTERM)
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 1, err[-3000:]
+    assert "tunebench: 0 completed, 0 skipped, 1 failed (1 interrupted)" in err
+    assert "Traceback" not in err and "Traceback" not in job_log.read_text()
+    (row,) = _records(results)
+    assert row["status"] == "interrupted" and row["error"] == "interrupted by SIGTERM during train"
