@@ -50,6 +50,9 @@ class RunRecord:
     metrics_ci: dict[str, dict] = field(default_factory=dict)
     # Fingerprint of the eval examples scored (ids + references): rows with different ones do not rank together.
     eval_set: str | None = None
+    # Which stages this cell ran and which it re-used (harness/stages.py): {adapter: {key, ran, reused_from},
+    # predictions: {...}}; a re-used stage's cost figures are those of the run that produced it.
+    stages: dict = field(default_factory=dict)
     # How the questions were asked: template_sha256 (system prompt, template, labels shown) and the exact rendered
     # prompt of the first eval example (chat template applied), so a reader can see what every cell was sent.
     prompt: dict = field(default_factory=dict)

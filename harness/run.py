@@ -214,7 +214,7 @@ def _run_claimed(cfg: RunConfig, ledger: Ledger, key: str, key_config: dict, dat
     rows: list[dict] = []
     adapter_dir = None
     try:
-        rows, adapter_dir = _execute(cfg, dataset, record, results / "runs" / key, judge)
+        rows, adapter_dir = _execute(cfg, dataset, record, results / "runs" / key, key_config, judge)
         record.status = COMPLETED
         log.info("%s: completed %s", cell, _summary(record))
     except Exception as exc:  # a cell's failure must not take the sweep down
@@ -240,82 +240,45 @@ def _run_claimed(cfg: RunConfig, ledger: Ledger, key: str, key_config: dict, dat
     return record
 
 
-def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
+def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path, key_config: dict,
              judge=None) -> tuple[list[dict], Path | None]:
-    """Load → train → predict → score → cost; `record.failed_stage` says where an exception came from."""
-    from harness.metrics import score_all
-    from harness.models import load_model, select_device
-    from harness.predict import generate, render_prompts
-    from harness.progress import progress_bar
-    from harness.train import TrainContext, get_trainer
+    """Produce the predictions (load → retrieve → train → predict; or re-use a stored stage) → score → cost.
+    `record.failed_stage` says where an exception came from; `record.stages` which stages ran or were re-used."""
+    from harness.stages import ADAPTER, PREDICTIONS, StageStore, adapter_key, predictions_key
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    trained = None
-    work_start = time.perf_counter()
-    with PeakMemory(select_device(cfg.hardware)) as peak:
-        record.failed_stage = "load"
-        _inject_failure(cfg, "load")
-        with progress_bar(f"load {cfg.model.name}", total=1, unit="model", enabled=cfg.progress) as advance:
-            loaded = load_model(cfg.model, cfg.hardware, cfg.qlora, Path(cfg.cache_dir).expanduser())
-            advance(1)
-        model = loaded.model
-        eval_records = dataset.eval[: cfg.eval.num_examples] if cfg.eval.num_examples else dataset.eval
-        contexts: dict[str, str] | None = None
-        retrieved: Retrieved | None = None
-        if cfg.method.retrieval:
-            record.failed_stage = "retrieve"
-            retrieved = retrieve_contexts(cfg, dataset, eval_records)
-            contexts, record.retrieval = retrieved.contexts, retrieved.report
-        if cfg.method.trainer:
-            record.failed_stage = "train"
-            _inject_failure(cfg, "train")
-            trained = get_trainer(cfg.method.trainer)(TrainContext(cfg, loaded, dataset, run_dir, contexts))
-            model = trained.model
-            record.train = {
-                "steps": trained.steps,
-                "train_s": trained.train_s,
-                "train_tokens": trained.train_tokens,
-                "tokens_per_s": trained.tokens_per_s,
-                "first_loss": trained.first_loss,
-                "final_loss": trained.final_loss,
-                "trainable_params": trained.trainable_params,
-                "total_params": trained.total_params,
-                "examples": trained.examples,
-                "examples_dropped_by_truncation": trained.examples_given - trained.examples,
-                "losses": trained.losses,
-                # What training ended with; differs from qlora.* only after out-of-memory retries (listed).
-                "batch_size": trained.batch_size,
-                "grad_accum": trained.grad_accum,
-                "oom_retries": trained.oom_retries,
-            }
-            if loaded.quantized_4bit:
-                record.train["eval_model"] = "adapter_on_4bit"
-                if cfg.eval.merge_adapter:
-                    del model  # _merged_for_eval frees the 4-bit model before it loads the 16-bit copy
-                    model = _merged_for_eval(cfg, trained, loaded, record)
-        record.failed_stage = "predict"
-        _inject_failure(cfg, "predict")
-        conversations = [
-            prompt_messages(r, cfg.data, cfg.model, contexts[r.id] if contexts is not None else None, dataset.labels)
-            for r in eval_records
-        ]
-        record.prompt = {
-            "template_sha256": prompt_fingerprint(cfg.data, cfg.method.retrieval, dataset.labels),
-            "first_eval_id": eval_records[0].id,
-            "first_eval_prompt": render_prompts(loaded.tokenizer, conversations[:1])[0],
-        }
-        predicted = generate(model, loaded.tokenizer, conversations, cfg.eval, progress=cfg.progress)
-    work_s = time.perf_counter() - work_start
+    store = StageStore(Path(cfg.results_dir))
+    # force=true re-runs everything; an injected failure must meet the stage it names.
+    reuse = not cfg.force and not cfg.fail_at
+    akey = adapter_key(key_config, dataset.file_hashes, harness.__version__)
+    pkey = predictions_key(key_config, dataset.file_hashes, harness.__version__, akey)
+    record.stages = {ADAPTER: {"key": akey, "ran": False} if akey else None, PREDICTIONS: {"key": pkey, "ran": False}}
+    eval_records = dataset.eval[: cfg.eval.num_examples] if cfg.eval.num_examples else dataset.eval
+    produced = store.load(PREDICTIONS, pkey) if reuse else None
+    if produced is not None:
+        record.stages[PREDICTIONS]["reused_from"] = produced["run_id"]
+        if akey:
+            record.stages[ADAPTER]["reused_from"] = produced["run_id"]
+        log.info("predictions re-used from run %s (stage %s): no model is loaded", produced["run_id"], pkey)
+    else:
+        produced = _produce(cfg, dataset, record, run_dir, eval_records, store, akey if reuse else None)
+        record.stages[PREDICTIONS]["ran"] = True
+        store.save(PREDICTIONS, pkey, produced)
 
     record.failed_stage = "score"
     _inject_failure(cfg, "score")
+    predictions = produced["predictions"]
     references = [r.answer for r in eval_records]
     plain = [name for name in cfg.data.metrics if name not in JUDGED_METRICS]
+    from harness.metrics import score_all
+    from harness.progress import progress_bar
+
     with progress_bar("score", total=len(plain), unit="metric", enabled=cfg.progress) as advance:
         scores = {}
         for name in plain:
-            scores.update(score_all([name], predicted.predictions, references, dataset))
+            scores.update(score_all([name], predictions, references, dataset))
             advance(1)
+    record.train, record.retrieval, record.prompt = produced["train"], produced["retrieval"], produced["prompt"]
     record.metrics = {k: v for result in scores.values() for k, v in result.values.items()}
     if record.retrieval.get("recall_at_k") is not None:
         record.metrics[f"recall@{cfg.retrieval.top_k}"] = record.retrieval["recall_at_k"]
@@ -324,12 +287,12 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
     record.metrics_ci = metric_cis(scores, cfg.qlora.seed)
     judged = None
     if "ragas" in cfg.data.metrics:
-        judged = _judge_ragas(cfg, judge, eval_records, predicted.predictions, retrieved, record)
+        judged = _judge_ragas(cfg, judge, eval_records, predictions, produced["chunks"], record)
 
     rows = []
-    for i, (r, prediction) in enumerate(zip(eval_records, predicted.predictions, strict=True)):
+    for i, (r, prediction) in enumerate(zip(eval_records, predictions, strict=True)):
         row = {"id": r.id, "question": r.question, "reference": r.answer, "prediction": prediction,
-               "generated_tokens": predicted.generated_tokens[i]}
+               "generated_tokens": produced["generated_tokens"][i]}
         row.update({k: v[i] for result in scores.values() for k, v in result.per_sample.items()})
         if judged is not None:
             row.update({k: v[i] for k, v in judged.per_sample.items()})
@@ -337,26 +300,150 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
         rows.append(row)
     record.predictions_file = str(write_predictions(run_dir, record.run_id, rows))
 
-    adapter_dir = trained.adapter_dir if trained else None
+    adapter_dir = Path(produced["adapter_dir"]) if produced["adapter_dir"] else None
     record.adapter_dir = str(adapter_dir) if adapter_dir else None
+    # What producing these predictions cost when it ran (re-used stages keep the figures of the run that made
+    # them), priced at this cell's hardware preset.
+    timing = produced["timing"]
+    peak = PeakMemory(timing["peak_device"])
+    peak.peak_bytes = timing["peak_bytes"]
     record.cost = cost_report(
-        cfg.hardware,
-        load_s=loaded.load_s,
-        train_s=trained.train_s if trained else 0.0,
-        train_tokens=trained.train_tokens if trained else 0,
-        eval_s=predicted.generate_s,
-        eval_examples=len(eval_records),
-        eval_generated_tokens=sum(predicted.generated_tokens),
-        peak=peak,
-        adapter_dir=adapter_dir,
-        train_flops_per_token=_flops_per_token(cfg, trained) if trained else None,
-        # Everything from load to the last prediction that is not load, train() or generation itself.
-        prep_s=max(0.0, work_s - loaded.load_s - (trained.train_s if trained else 0.0) - predicted.generate_s),
+        cfg.hardware, load_s=timing["load_s"], train_s=timing["train_s"], train_tokens=timing["train_tokens"],
+        eval_s=timing["generate_s"], eval_examples=len(eval_records),
+        eval_generated_tokens=sum(produced["generated_tokens"]), peak=peak, adapter_dir=adapter_dir,
+        train_flops_per_token=timing["train_flops_per_token"], prep_s=timing["prep_s"],
     ).to_dict()
-    record.cost.update(device=loaded.device, dtype=loaded.dtype, quantized_4bit=loaded.quantized_4bit,
-                       eval_batch_size=predicted.batch_size, eval_oom_retries=predicted.oom_retries)
+    record.cost.update(produced["model"], eval_batch_size=timing["eval_batch_size"],
+                       eval_oom_retries=timing["eval_oom_retries"])
     record.failed_stage = None
     return rows, adapter_dir
+
+
+def _produce(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path, eval_records, store,
+             akey: str | None) -> dict:
+    """Load → retrieve → train (or load a stored adapter) → predict: everything a predictions stage holds."""
+    from harness.models import load_model, select_device
+    from harness.predict import generate, render_prompts
+    from harness.progress import progress_bar
+    from harness.stages import ADAPTER
+    from harness.train import TrainContext, get_trainer
+
+    trained, train_record = None, {}
+    work_start = time.perf_counter()
+    with PeakMemory(select_device(cfg.hardware)) as peak:
+        record.failed_stage = "load"
+        _inject_failure(cfg, "load")
+        with progress_bar(f"load {cfg.model.name}", total=1, unit="model", enabled=cfg.progress) as advance:
+            loaded = load_model(cfg.model, cfg.hardware, cfg.qlora, Path(cfg.cache_dir).expanduser())
+            advance(1)
+        model = loaded.model
+        retrieved: Retrieved | None = None
+        if cfg.method.retrieval:
+            record.failed_stage = "retrieve"
+            retrieved = retrieve_contexts(cfg, dataset, eval_records)
+        contexts = retrieved.contexts if retrieved is not None else None
+        if cfg.method.trainer:
+            record.failed_stage = "train"
+            _inject_failure(cfg, "train")
+            stored = store.load(ADAPTER, akey)
+            if stored is not None:
+                trained = _stored_adapter(loaded, stored)
+                train_record = stored["train"]
+                record.stages[ADAPTER]["reused_from"] = stored["run_id"]
+                log.info("adapter re-used from run %s (stage %s): nothing is trained", stored["run_id"], akey)
+            else:
+                trained = get_trainer(cfg.method.trainer)(TrainContext(cfg, loaded, dataset, run_dir, contexts))
+                train_record = _train_record(cfg, trained)
+                if akey is not None:
+                    trained.adapter_dir = _save_adapter_stage(store, akey, trained, train_record, record.run_id)
+                record.stages[ADAPTER]["ran"] = True
+            model = trained.model
+            if loaded.quantized_4bit:
+                train_record["eval_model"] = "adapter_on_4bit"
+                if cfg.eval.merge_adapter:
+                    del model  # _merged_for_eval frees the 4-bit model before it loads the 16-bit copy
+                    model = _merged_for_eval(cfg, trained, loaded, train_record)
+        record.failed_stage = "predict"
+        _inject_failure(cfg, "predict")
+        conversations = [
+            prompt_messages(r, cfg.data, cfg.model, contexts[r.id] if contexts is not None else None, dataset.labels)
+            for r in eval_records
+        ]
+        prompt = {
+            "template_sha256": prompt_fingerprint(cfg.data, cfg.method.retrieval, dataset.labels),
+            "first_eval_id": eval_records[0].id,
+            "first_eval_prompt": render_prompts(loaded.tokenizer, conversations[:1])[0],
+        }
+        predicted = generate(model, loaded.tokenizer, conversations, cfg.eval, progress=cfg.progress)
+    work_s = time.perf_counter() - work_start
+    train_s = trained.train_s if trained and record.stages[ADAPTER].get("ran") else 0.0
+    stored_train_s = train_record.get("train_s", 0.0) if trained else 0.0
+    return {
+        "run_id": record.run_id,
+        "predictions": predicted.predictions,
+        "generated_tokens": predicted.generated_tokens,
+        "train": train_record,
+        "retrieval": retrieved.report if retrieved is not None else {},
+        "chunks": retrieved.chunks if retrieved is not None else None,
+        "prompt": prompt,
+        "adapter_dir": str(trained.adapter_dir) if trained else None,
+        "model": {"device": loaded.device, "dtype": loaded.dtype, "quantized_4bit": loaded.quantized_4bit},
+        "timing": {
+            "load_s": loaded.load_s, "train_s": stored_train_s, "generate_s": predicted.generate_s,
+            "train_tokens": train_record.get("train_tokens", 0) if trained else 0,
+            "train_flops_per_token": train_record.get("flops_per_token"),
+            # Everything from load to the last prediction that is not load, train() or generation itself.
+            "prep_s": max(0.0, work_s - loaded.load_s - train_s - predicted.generate_s),
+            "peak_bytes": peak.peak_bytes, "peak_device": peak.device,
+            "eval_batch_size": predicted.batch_size, "eval_oom_retries": predicted.oom_retries,
+        },
+    }
+
+
+def _train_record(cfg: RunConfig, trained) -> dict:
+    return {
+        "steps": trained.steps,
+        "train_s": trained.train_s,
+        "train_tokens": trained.train_tokens,
+        "tokens_per_s": trained.tokens_per_s,
+        "first_loss": trained.first_loss,
+        "final_loss": trained.final_loss,
+        "trainable_params": trained.trainable_params,
+        "total_params": trained.total_params,
+        "examples": trained.examples,
+        "examples_dropped_by_truncation": trained.examples_given - trained.examples,
+        "losses": trained.losses,
+        # What training ended with; differs from qlora.* only after out-of-memory retries (listed).
+        "batch_size": trained.batch_size,
+        "grad_accum": trained.grad_accum,
+        "oom_retries": trained.oom_retries,
+        "flops_per_token": _flops_per_token(cfg, trained),
+    }
+
+
+def _save_adapter_stage(store, akey: str, trained, train_record: dict, run_id: str) -> Path:
+    """Move the trained adapter into its stage; later cells with the same adapter key load it from there."""
+    import shutil
+
+    from harness.stages import ADAPTER
+
+    folder = store.save(ADAPTER, akey, {"run_id": run_id, "train": train_record},
+                        fill=lambda staging: shutil.move(str(trained.adapter_dir), str(staging / "adapter")))
+    return folder / "adapter"
+
+
+def _stored_adapter(loaded, stored: dict):
+    """The stored adapter on the freshly loaded base, as a TrainResult with the figures of the run that trained it."""
+    from peft import PeftModel
+
+    from harness.train import TrainResult
+
+    adapter_dir = Path(stored["folder"]) / "adapter"
+    model = PeftModel.from_pretrained(loaded.model, adapter_dir)
+    model.eval()
+    train = stored["train"]
+    return TrainResult(model, adapter_dir, train["train_s"], train["steps"], train["train_tokens"],
+                       train["trainable_params"], train["total_params"])
 
 
 def write_predictions(run_dir: Path, run_id: str, rows: list[dict]) -> Path:
@@ -373,7 +460,7 @@ def eval_set_hash(eval_records) -> str:
     return scored_set_hash([f"{r.id}\t{r.answer}" for r in eval_records])
 
 
-def _judge_ragas(cfg: RunConfig, judge, eval_records, predictions: list[str], retrieved: Retrieved | None,
+def _judge_ragas(cfg: RunConfig, judge, eval_records, predictions: list[str], chunks: dict[str, list[str]] | None,
                  record: RunRecord):
     """RAGAS metrics by the cell's judge; without one (judge=none) they are recorded as skipped, not as 0.
     A judge that went away since the cell started fails each sample with its reason; nothing else is lost."""
@@ -383,10 +470,10 @@ def _judge_ragas(cfg: RunConfig, judge, eval_records, predictions: list[str], re
         record.judge = {"backend": "none", "skipped": "ragas: no judge configured (judge=none)"}
         log.info("ragas metrics skipped: judge=none (set judge=ollama judge.model=NAME to score them)")
         return None
-    names = applicable_metrics(cfg.judge.ragas_metrics, retrieves=retrieved is not None)
+    names = applicable_metrics(cfg.judge.ragas_metrics, retrieves=chunks is not None)
     samples = [
         JudgedSample(r.id, r.question, prediction, r.answer,
-                     retrieved.chunks[r.id] if retrieved is not None else ([r.context] if r.context else []))
+                     chunks[r.id] if chunks is not None else ([r.context] if r.context else []))
         for r, prediction in zip(eval_records, predictions, strict=True)
     ]
     judged = score_ragas(judge, samples, names, cfg.retrieval.embedding_model)
@@ -507,7 +594,7 @@ def check_metric_names(cfg: RunConfig) -> None:
                           f"{', '.join(sorted([*METRICS, *JUDGED_METRICS]))}")
 
 
-def _merged_for_eval(cfg: RunConfig, trained, loaded, record: RunRecord):
+def _merged_for_eval(cfg: RunConfig, trained, loaded, train_record: dict):
     """The model to evaluate after 4-bit training: a merged 16-bit copy where it fits (the 4-bit model is freed
     first, its adapter being on disk, so the two never share the memory), else the 4-bit model with its adapter.
     The reload time counts as loading."""
@@ -520,7 +607,7 @@ def _merged_for_eval(cfg: RunConfig, trained, loaded, record: RunRecord):
     _release_memory()
     loaded.model = merged_eval_model(cfg.model, cfg.hardware, loaded, trained.adapter_dir)
     loaded.load_s += time.perf_counter() - start
-    record.train["eval_model"] = "merged_16bit"
+    train_record["eval_model"] = "merged_16bit"
     return loaded.model
 
 
