@@ -45,8 +45,11 @@ def _records(results: Path) -> list[dict]:
 def _stages(records: list[dict]) -> str:
     if not records:
         return "nothing ran (all cells already completed)"
-    trained = sum(bool((r.get("stages") or {}).get("adapter") or {}).get("ran") for r in records)
-    generated = sum(bool(((r.get("stages") or {}).get("predictions") or {}).get("ran")) for r in records)
+    def ran(record: dict, stage: str) -> bool:
+        return bool(((record.get("stages") or {}).get(stage) or {}).get("ran"))
+
+    trained = sum(ran(r, "adapter") for r in records)
+    generated = sum(ran(r, "predictions") for r in records)
     return f"{len(records)} cells: {trained} trained, {generated} generated (loaded a model)"
 
 
