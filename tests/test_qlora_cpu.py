@@ -178,7 +178,8 @@ def _chunked_package(root: Path, name: str, body: str) -> None:
 
 
 def test_a_chunked_gguf_package_is_assembled_once_into_the_cache(tmp_path, monkeypatch):
-    _chunked_package(tmp_path, "chunky_gguf_pkg", "    Path(output_path).write_bytes(b'GGUF')\n    return output_path\n")
+    _chunked_package(tmp_path, "chunky_gguf_pkg",
+                     "    Path(output_path).write_bytes(b'GGUF')\n    return output_path\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     model = ModelConfig(name="chunky", family="x", source="gguf_package", gguf_package="chunky_gguf_pkg",
                         gguf_file="m.gguf", gguf_assemble=True, params_b=0.1, n_layers=1, hidden_size=8, n_heads=1,
