@@ -17,10 +17,12 @@ B's difference from A real? (see harness/compare.py)
 from __future__ import annotations
 
 import argparse
+import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -41,6 +43,7 @@ from harness.ranking import (
     rank,
     value_of,
 )
+from harness.sources import Source, parse_source, resolve_ledger
 from harness.stats import SAMPLE_MEAN_SUFFIX
 
 COST_KEYS = ("usd_per_1k_generations", "usd_total", "usd_train", "usd_eval")
@@ -49,7 +52,7 @@ DEFAULT_SORT = ("accuracy", "rougeL", "id_f1", "semantic", "faithfulness")
 # Rows listed in a refusal before the rest is summarised.
 MAX_LISTED = 6
 
-__all__ = ["LeaderboardError", "Verdict", "latest_per_key", "main", "pick_cheapest", "rank"]
+__all__ = ["LeaderboardError", "Verdict", "latest_per_key", "main", "pick_cheapest", "rank", "resolve_ledger"]
 
 
 def known_metrics(rows: list[dict]) -> list[str]:
@@ -224,6 +227,7 @@ class BoardReport:
     body: list[list[str]]
     verdict: Verdict | None
     note: str = ""
+    rows: list[dict] = field(default_factory=list)  # ranked, seeds collapsed: what header/body show
 
 
 def legend(metrics: list[str]) -> str:
@@ -235,7 +239,7 @@ def legend(metrics: list[str]) -> str:
     return "; ".join(parts)
 
 
-def render_markdown(reports: list[BoardReport], cost_key: str, source: Path) -> str:
+def render_markdown(reports: list[BoardReport], cost_key: str, source) -> str:
     lines = [f"# Leaderboard\n\nSource: `{source}`. One board per dataset and eval set: rows are never ranked, "
              f"picked or compared across boards. ↑ higher is better, ↓ lower is better. Runs that differ only in "
              f"their training seed are one row: figures are means over seeds, `seeds` counts them (`1†`: a single "
@@ -262,31 +266,34 @@ def render_markdown(reports: list[BoardReport], cost_key: str, source: Path) -> 
     return "\n".join(lines) + "\n"
 
 
-def resolve_ledger(path: Path) -> Path:
-    """A directory means the ledger inside it (results/ -> results/runs.jsonl)."""
-    if path.is_dir():
-        inside = path / "runs.jsonl"
-        if not inside.is_file():
-            raise LeaderboardError(f"--ledger {path} is a directory without a runs.jsonl; pass the ledger file "
-                                   f"(e.g. results/runs.jsonl)")
-        return inside
-    return path
+def source_of(args) -> Source:
+    """--source, else the ledger named by --ledger (the default: results/runs.jsonl)."""
+    return parse_source(args.source) if args.source else Source("ledger", str(args.ledger))
+
+
+def default_out_dir(source: Source) -> Path:
+    """Where reports go when --out is not given: beside the ledger, else the results folder of offline runs."""
+    if source.kind == "ledger":
+        return source.ledger_path.parent
+    if source.kind == "wandb-offline":
+        return Path(source.location).resolve().parent
+    return Path("results")
 
 
 def build(args) -> tuple[list[BoardReport], Path]:
-    ledger = resolve_ledger(args.ledger)
-    records = Ledger(ledger).records()
-    if args.sweep:
-        records = [r for r in records if r.get("sweep_id") == args.sweep]
+    source = source_of(args)
+    group = args.group or args.sweep
+    records = source.records(group)
+    args.resolved_source = source
     if not records:
-        raise LeaderboardError(f"no runs in {ledger}{' for sweep ' + args.sweep if args.sweep else ''}; "
+        raise LeaderboardError(f"no runs in {source}{' for group ' + group if group else ''}; "
                                "run a sweep first, e.g. python -m harness -m model=smollm2_135m method=base,instruct")
     all_boards = boards(latest_per_key(records))
     if args.data:
         names = sorted({b.data for b in all_boards})
         all_boards = [b for b in all_boards if b.data == args.data]
         if not all_boards:
-            raise LeaderboardError(f"--data {args.data}: no runs on that dataset in {ledger}; it has: "
+            raise LeaderboardError(f"--data {args.data}: no runs on that dataset in {source}; it has: "
                                    f"{', '.join(names)}")
     metrics = known_metrics([r for b in all_boards for r in b.rows])
     cost_keys = [k for k, spec in KEYS.items() if spec.section == "cost"]
@@ -296,10 +303,10 @@ def build(args) -> tuple[list[BoardReport], Path]:
     if args.sort and spec_of(args.sort) is None:
         raise LeaderboardError(f"--sort {args.sort}: this figure declares no direction, so it cannot rank runs")
     reports = [board_report(board, bounds, args) for board in all_boards]
-    out = args.out or ledger.parent / "leaderboard.md"
+    out = args.out or default_out_dir(source) / "leaderboard.md"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(render_markdown(reports, args.cost, ledger), encoding="utf-8")
+        out.write_text(render_markdown(reports, args.cost, source), encoding="utf-8")
     except OSError as exc:
         raise LeaderboardError(f"--out {out}: cannot write the report ({exc.strerror or exc}); "
                                f"pass --out to a writable file") from None
@@ -330,38 +337,157 @@ def board_report(board: Board, bounds: list[Bound], args) -> BoardReport:
                                          f"{', '.join(b.key for b in bounds)}); no pick.")
     elif applies:
         verdict = pick_cheapest(ranked, applies, args.cost)
-    return BoardReport(board, sort_by, board_metrics, applies, header, body, verdict, note)
+    return BoardReport(board, sort_by, board_metrics, applies, header, body, verdict, note, ranked)
 
 
-def _print_report(console: Console, report: BoardReport, cost_key: str) -> None:
-    table = Table(title=f"tunebench leaderboard: {report.board.title}, ranked by {report.sort_by}")
-    for name in report.header:
-        table.add_column(name, justify="left" if name in ("model", "method", "status", "run keys") else "right")
-    for cells in report.body:
+# --- the terminal: a table that fits 100 columns unless --wide ------------------------------------------------
+
+TERMINAL_WIDTH = 100
+# Config paths that are not hyperparameters of a row (shown elsewhere, or the same within a board by definition).
+NOT_SETTINGS = ("model.", "method.", "data.", "hardware.", "judge.", "tracker.", "qlora.seed", "seed", "fail_at")
+# Short headings of the cost keys (the column must stay narrow).
+COST_HEADINGS = {"usd_per_1k_generations": "$/1k answers ↓", "usd_total": "$ run ↓", "usd_train": "$ train ↓",
+                 "usd_eval": "$ eval ↓"}
+# More varying settings than this share one column ("r=8 lr=0.0002").
+MAX_SETTING_COLUMNS = 3
+
+
+def flat_config(config: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for key, value in (config or {}).items():
+        if isinstance(value, dict):
+            out.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value if not isinstance(value, list) else tuple(value)
+    return out
+
+
+def varying_settings(rows: list[dict]) -> list[str]:
+    """Config paths whose value differs between the completed rows of a board (the hardware preset's name
+    included): what tells its configurations apart."""
+    done = [r for r in rows if r.get("status") == COMPLETED]
+    rows = done if len(done) > 1 else rows
+    flats = [flat_config(r.get("config") or {}) for r in rows]
+    for flat, row in zip(flats, rows, strict=True):
+        flat["hardware"] = row.get("hardware")
+    keys = dict.fromkeys(k for flat in flats for k in flat)
+    return [k for k in keys if not k.startswith(NOT_SETTINGS) and len({repr(f.get(k)) for f in flats}) > 1]
+
+
+def _setting_text(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "-" if value is None else str(value)
+
+
+def _short_names(keys: list[str]) -> dict[str, str]:
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (name if last.count(name) == 1 else k) for k, name in zip(keys, last, strict=True)}
+
+
+def _sort_cell(row: dict, metric: str) -> str:
+    """`0.412 [0.380,0.450]` (one seed: 95% CI), `0.412 ±0.012 x3` (three seeds: sd across them)."""
+    value = value_of(row, metric)
+    if value is None:
+        return "-"
+    spread = (row.get("spread") or {}).get(metric)
+    if spread:
+        return f"{value:.3f} ±{spread['sd']:.3f} x{spread['n']}"
+    ci = ci_of(row, metric)
+    return f"{value:.3f} [{ci[1]['low']:.3f},{ci[1]['high']:.3f}]" if ci else f"{value:.3f}"
+
+
+def compact_table(report: BoardReport, cost_key: str) -> tuple[list[str], list[list[str]]]:
+    """model, method, the settings that vary on this board, the sort metric with its CI or seed spread, the
+    bound metrics, the cost, the status."""
+    settings = varying_settings(report.rows)
+    names = _short_names(settings)
+    joined = len(settings) > MAX_SETTING_COLUMNS
+    bound_keys = [b.key for b in report.bounds if b.key not in (report.sort_by, cost_key)]
+    header = ["#", "model", "method", *(["settings"] if joined else [names[k] for k in settings]),
+              f"{_heading(report.sort_by)} 95% CI / seeds", *map(_heading, dict.fromkeys(bound_keys)),
+              COST_HEADINGS.get(cost_key, _heading(cost_key)), "status"]
+    body = []
+    for index, row in enumerate(report.rows, start=1):
+        flat = {**flat_config(row.get("config") or {}), "hardware": row.get("hardware")}
+        values = [_setting_text(flat.get(k)) for k in settings]
+        setting_cells = [" ".join(f"{names[k]}={v}" for k, v in zip(settings, values, strict=True))] if joined \
+            else values
+        body.append([str(index), str(row.get("model")), str(row.get("method")), *setting_cells,
+                     _sort_cell(row, report.sort_by),
+                     *[_figure(row, k, 3) for k in dict.fromkeys(bound_keys)],
+                     _short_cost(value_of(row, cost_key)), str(row.get("status"))])
+    return header, body
+
+
+def wrap_heading(text: str, width: int) -> list[str]:
+    """`unparseable_rate ↓` in 12 columns -> [`unparseable_`, `rate ↓`]: break after `_` or at a space."""
+    tokens = [t for t in re.split(r"(?<=_)|\s+", text) if t]
+    lines: list[str] = []
+    for token in tokens:
+        joiner = "" if lines and lines[-1].endswith("_") else " "
+        if lines and len(lines[-1]) + len(joiner) + len(token) <= width:
+            lines[-1] += joiner + token
+        else:
+            lines.append(token)
+    return lines or [text]
+
+
+def _short_cost(value: float | None) -> str:
+    return "-" if value is None else f"${value:.3g}"
+
+
+def _print_report(console: Console, report: BoardReport, cost_key: str, wide: bool = False) -> None:
+    title = f"{report.board.title}, ranked by {report.sort_by}"
+    if wide:
+        header, body = report.header, report.body
+        table = Table(title=f"tunebench leaderboard: {title}")
+    else:
+        header, body = compact_table(report, cost_key)
+        table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=0)
+    # Figures and names keep their width; a long heading goes onto two lines instead (at `_` or a space).
+    cells_width = [max((len(cells[i]) for cells in body), default=1) for i in range(len(header))]
+    headings = [wrap_heading(name, max(cells_width[i], 8)) for i, name in enumerate(header)]
+    widths = [max(cells_width[i], *map(len, headings[i])) for i in range(len(header))]
+    fits = sum(widths) + len(widths) - 1 <= TERMINAL_WIDTH
+    for index, name in enumerate(header):
+        left = name in ("model", "method", "status", "run keys", "settings")
+        if wide:
+            table.add_column(name, justify="left" if left else "right")
+            continue
+        flexible = not fits and name in ("model", "settings")
+        table.add_column("\n".join(headings[index]), justify="left" if left else "right", overflow="fold",
+                         no_wrap=not flexible, min_width=None if flexible else widths[index])
+    for cells in body:
         table.add_row(*map(escape, cells))
     console.print(table)
     if report.note:
-        console.print(escape(report.note))
+        console.print(escape(report.note), soft_wrap=True)
     verdict = report.verdict
     if verdict is not None:
         wanted = ", ".join(b.text() for b in report.bounds)
         if verdict.pick:
             console.print(f"[bold green]cheapest adequate ({escape(report.board.title)}; {escape(wanted)}):"
                           f"[/bold green] {escape(_label(verdict.pick))} at {_cost_text(verdict.pick, cost_key)} "
-                          f"({cost_key})")
+                          f"({cost_key})", soft_wrap=True)
         else:
             console.print(f"[bold red]no completed run meets every bound ({escape(wanted)}) on "
-                          f"{escape(report.board.title)}[/bold red]")
+                          f"{escape(report.board.title)}[/bold red]", soft_wrap=True)
         for row, reason in verdict.rejected:
-            console.print(escape(f"  not picked: {_label(row)}: {reason}"))
+            console.print(escape(f"  not picked: {_label(row)}: {reason}"), soft_wrap=True)
     console.print("")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.leaderboard", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", default=None, metavar="KIND:WHERE",
+                        help="where runs are read: ledger:PATH (default: --ledger), wandb:ENTITY/PROJECT (the W&B "
+                             "public API; needs a login) or wandb-offline:DIR (offline runs, e.g. results/wandb)")
     parser.add_argument("--ledger", type=Path, default=Path("results/runs.jsonl"),
                         help="ledger to read (a directory: its runs.jsonl)")
-    parser.add_argument("--out", type=Path, default=None, help="markdown report (default: beside the ledger)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="markdown report; pareto.png and report.html are written beside it (default: beside "
+                             "the ledger)")
     parser.add_argument("--min", dest="floors", action="append", default=[], metavar="METRIC=VALUE",
                         help="a floor on a higher-is-better metric every picked run must meet; repeatable, "
                              "e.g. --min rougeL=0.3")
@@ -374,7 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cost", choices=COST_KEYS, default="usd_per_1k_generations",
                         help="what 'cheapest' means (default: serving cost per 1000 answers)")
     parser.add_argument("--data", default=None, help="only the board of this dataset")
-    parser.add_argument("--sweep", default=None, help="only runs of this sweep id")
+    parser.add_argument("--group", default=None, metavar="SWEEP",
+                        help="only runs of this sweep (its W&B group; in the ledger, its sweep id)")
+    parser.add_argument("--sweep", default=None, help="only runs of this sweep id (the same as --group)")
     parser.add_argument("--compare", nargs=2, metavar=("RUN_KEY_A", "RUN_KEY_B"), default=None,
                         help="paired bootstrap of configuration B against A on their shared eval examples, over "
                              "the seeds they share (unique prefixes of run keys are accepted)")
@@ -382,9 +510,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-different-samples", action="store_true",
                         help="rank (or compare) on a metric even where runs were scored on different samples "
                              "(e.g. the judge failed on some); such rows are marked *")
+    parser.add_argument("--wide", action="store_true",
+                        help="every column (all metrics, costs, timings, run keys) instead of a 100-column table")
+    parser.add_argument("--no-report", action="store_true", help="write no pareto.png / report.html")
+    parser.add_argument("--log-wandb", action="store_true",
+                        help="also log the boards, the picks and the Pareto plot to a W&B run of job type "
+                             "`leaderboard` in the sweep's group (tracker settings: conf/tracker/wandb_offline.yaml "
+                             "unless WANDB_MODE says otherwise)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="let third-party libraries log and show "
+                                                                     "progress bars")
     args = parser.parse_args(argv)
-    # Wide enough for every column when piped to a file or CI log (rich assumes 80 there).
-    console = Console(width=None if sys.stdout.isatty() else 220)
+    quiet_third_party(verbose=args.verbose)
+    console = Console(width=None if args.wide and sys.stdout.isatty() else (250 if args.wide else TERMINAL_WIDTH))
     if args.metric and not args.compare:
         console.print("[red]error:[/red] --metric goes with --compare; rank with --sort METRIC")
         return 2
@@ -395,13 +532,51 @@ def main(argv: list[str] | None = None) -> int:
             print_comparison(console, comparison)
             return 0
         reports, out = build(args)
+        written = [out]
+        if not args.no_report:
+            written += write_figures(reports, args, out.parent)
+        if args.log_wandb:
+            from harness.wandb_leaderboard import log_leaderboard
+
+            console.print(f"logged to W&B: {log_leaderboard(reports, args, out.parent)}", soft_wrap=True)
     except LeaderboardError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 2
     for report in reports:
-        _print_report(console, report, args.cost)
-    console.print(f"written: {out}")
+        _print_report(console, report, args.cost, wide=args.wide)
+    source = args.resolved_source
+    if source.skipped:
+        console.print(f"left out of {source}: " + "; ".join(source.skipped), soft_wrap=True)
+    console.print("written: " + ", ".join(map(str, written)), soft_wrap=True)
     return 0
+
+
+def write_figures(reports: list[BoardReport], args, folder: Path) -> list[Path]:
+    """pareto.png and report.html beside the markdown report."""
+    from harness.pareto import write_pareto
+    from harness.report import write_report
+
+    try:
+        png = write_pareto(reports, args.cost, folder / "pareto.png")
+        html = write_report(reports, args, folder / "report.html")
+    except OSError as exc:
+        raise LeaderboardError(f"cannot write the plot or the report into {folder} ({exc.strerror or exc}); "
+                               f"pass --out to a writable place, or --no-report") from None
+    return [png, html]
+
+
+def quiet_third_party(verbose: bool) -> None:
+    """Progress bars and INFO chatter of wandb, transformers, sentence-transformers and HF hub, unless -v."""
+    import logging
+    import os
+
+    if verbose:
+        return
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for name in ("wandb", "sentence_transformers", "transformers", "huggingface_hub", "matplotlib", "PIL"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _fmt_p(p: float, n_resamples: int = 2000) -> str:

@@ -206,10 +206,14 @@ def _run_claimed(cfg: RunConfig, ledger: Ledger, key: str, key_config: dict, dat
         record.status, record.error, record.error_type = SKIPPED, str(refusal), "PreflightRefusal"
         record.finished_at = _now()
         ledger.append(record)
+        # Its W&B run too, so the refusal shows where the sweep is read.
+        _safely("start the tracker", tracker.start, f"{cfg.model.name}-{cfg.method.name}-{key[:6]}", cfg.sweep_id,
+                record.config, [cfg.model.name, cfg.method.name, cfg.data.name], record.run_id)
+        _safely("finish the tracker", tracker.finish, record, [], None)
         log.warning("%s: skipped by preflight: %s", cell, refusal)
         return record
     _safely("start the tracker", tracker.start, f"{cfg.model.name}-{cfg.method.name}-{key[:6]}", cfg.sweep_id,
-            record.config, [cfg.model.name, cfg.method.name, cfg.data.name])
+            record.config, [cfg.model.name, cfg.method.name, cfg.data.name], record.run_id)
     log.info("%s: starting", cell)
     rows: list[dict] = []
     adapter_dir = None

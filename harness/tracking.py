@@ -7,22 +7,24 @@ through `redact` before they leave the process.
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol
 
 from harness.config import TrackerBackend, TrackerConfig
-from harness.ledger import RunRecord
+from harness.ledger import FAILED, RunRecord
 from harness.redact import redact
+from harness.wandb_record import IDENTITY, to_wandb
 
 
 class Tracker(Protocol):
-    def start(self, name: str, group: str, config: dict, tags: list[str]) -> None: ...
+    def start(self, name: str, group: str, config: dict, tags: list[str], run_id: str | None = None) -> None: ...
 
     def finish(self, record: RunRecord, rows: list[dict], adapter_dir: Path | None) -> None: ...
 
 
 class NullTracker:
-    def start(self, name: str, group: str, config: dict, tags: list[str]) -> None:
+    def start(self, name: str, group: str, config: dict, tags: list[str], run_id: str | None = None) -> None:
         pass
 
     def finish(self, record: RunRecord, rows: list[dict], adapter_dir: Path | None) -> None:
@@ -30,12 +32,16 @@ class NullTracker:
 
 
 class WandbTracker:
+    """One W&B run per cell, whatever became of it (completed, failed, skipped by the preflight): its config and
+    summary carry every value of the cell's ledger record (harness/wandb_record.py), so W&B can be read as a
+    leaderboard source. The W&B run id is the record's run id."""
+
     def __init__(self, cfg: TrackerConfig, results_dir: Path) -> None:
         self.cfg = cfg
         self.dir = results_dir
         self.run = None
 
-    def start(self, name: str, group: str, config: dict, tags: list[str]) -> None:
+    def start(self, name: str, group: str, config: dict, tags: list[str], run_id: str | None = None) -> None:
         import wandb
 
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -44,6 +50,7 @@ class WandbTracker:
             entity=self.cfg.entity,
             group=self.cfg.group or group,
             name=name,
+            id=run_id,
             config=redact(config),
             tags=tags,
             mode=self.cfg.mode.value,
@@ -58,27 +65,25 @@ class WandbTracker:
 
         if self.run is None:
             return
-        summary = {f"metrics/{k}": v for k, v in record.metrics.items()}
-        summary.update({f"cost/{k}": v for k, v in record.cost.items() if isinstance(v, int | float)})
-        summary.update({f"train/{k}": v for k, v in record.train.items() if isinstance(v, int | float)})
-        for name, counts in record.judge.get("metrics", {}).items():
-            summary.update({f"judge/{name}/scored": counts["scored"], f"judge/{name}/failed": counts["failed"]})
-        summary.update(status=record.status, run_key=record.run_key)
-        if record.error:
-            summary["error"] = redact(record.error)
+        config, summary = to_wandb(redact(asdict(record)))
+        config[IDENTITY]["group"] = self.run.group  # what `--source wandb...: --group` filters on
+        self.run.config.update(config, allow_val_change=True)
+        # The status as a tag too: the runs table filters on tags at a glance.
+        self.run.tags = tuple(dict.fromkeys([*self.run.tags, record.status]))
         for step, loss in record.train.get("losses", []):
-            self.run.log({"train/loss": loss, "train/step": step})
-        self.run.summary.update(summary)
+            self.run.log({"curve/train_loss": loss, "curve/train_step": step})
         if self.cfg.log_predictions and rows:
             # Judge failures add `<metric>_error` keys to the rows they happened on only.
             columns = list(dict.fromkeys(c for r in rows for c in r))
             self.run.log({"eval/predictions": wandb.Table(columns=columns,
                                                           data=[[r.get(c) for c in columns] for r in rows])})
+        # After the history: a logged key must not overwrite a record value in the summary.
+        self.run.summary.update(summary)
         if self.cfg.log_adapter and adapter_dir is not None and adapter_dir.exists():
             artifact = wandb.Artifact(f"adapter-{record.run_key}", type="lora-adapter", metadata=redact(record.config))
             artifact.add_dir(str(adapter_dir))
             self.run.log_artifact(artifact)
-        self.run.finish(exit_code=0 if record.status == "completed" else 1)
+        self.run.finish(exit_code=1 if record.status == FAILED else 0)
         self.run = None
 
 

@@ -44,3 +44,24 @@ def run_harness(tmp_path):
         )
 
     return _run
+
+
+TINY_CELL = ("model=tiny_random", "qlora.max_steps=3", "eval.num_examples=4", "eval.max_new_tokens=8", "progress=false",
+             "tracker=wandb_offline")
+
+
+@pytest.fixture(scope="session")
+def offline_sweep(tmp_path_factory):
+    """A real results folder with its ledger and offline W&B runs: four completed cells (base and instruct, two
+    seeds each), one that failed in training and one the memory preflight refused, in three sweeps."""
+    import subprocess
+
+    results = tmp_path_factory.mktemp("sweep") / "results"
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    for args in (("method=base,instruct", "qlora.seed=1,2"), ("method=instruct", "fail_at=train"),
+                 ("method=base", "hardware.memory_gb=0.5")):
+        subprocess.run([sys.executable, "-m", "harness", "-m", *TINY_CELL, *args, f"results_dir={results}"],
+                       cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    ledger = (results / "runs.jsonl").read_text().splitlines()
+    assert len(ledger) == 6, ledger  # a failed cell exits non-zero; the ledger says what happened
+    return results

@@ -1,0 +1,159 @@
+"""results/pareto.png: quality against cost, one panel per board (dataset and eval set), never mixed.
+
+Each completed row is a point: its quality metric (the board's ranking metric) with its 95% CI over eval
+examples, or, for a row that collapses several seeds, the mean with the range across seeds (a wider cap marks
+it, and its label says how many seeds); its cost on a log scale. Floors and ceilings are drawn as lines, the
+Pareto front (no other row is both cheaper and better) is joined, and the pick is starred and labelled. The
+axes say which way is better, from each key's declared direction (harness/metrics/keys.py).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.ledger import COMPLETED
+from harness.metrics.keys import spec_of
+from harness.ranking import value_of
+
+PANEL_W, PANEL_H, DPI = 6.0, 4.4, 90
+
+
+@dataclass
+class Point:
+    index: int  # the row's place in the board's table (1-based)
+    row: dict
+    cost: float
+    value: float
+    low: float
+    high: float
+    seeds: int
+
+
+def quality_metric(report) -> str | None:
+    """The metric a board's picture shows: its ranking metric when that is a quality metric, else the first
+    quality bound, else the first metric it measured."""
+    spec = spec_of(report.sort_by)
+    if report.sort_by in report.metrics and spec is not None and spec.section != "cost":
+        return report.sort_by
+    bound = next((b.key for b in report.bounds if b.spec.section != "cost"), None)
+    return bound or next((m for m in report.metrics if spec_of(m) is not None), None)
+
+
+def points(report, metric: str, cost_key: str) -> tuple[list[Point], list[str]]:
+    """Plottable rows and a note for each completed row that cannot be placed (no cost, no metric)."""
+    from harness.leaderboard import ci_of  # the leaderboard's own reading of a row's interval
+
+    out, left_out = [], []
+    for index, row in enumerate(report.rows, start=1):
+        if row.get("status") != COMPLETED:
+            continue
+        cost, value = value_of(row, cost_key), value_of(row, metric)
+        if cost is None or value is None or cost <= 0 or not math.isfinite(value):
+            left_out.append(f"#{index} ({'no ' + metric if value is None else 'no positive ' + cost_key})")
+            continue
+        spread = (row.get("spread") or {}).get(metric)
+        ci = ci_of(row, metric)
+        if spread:
+            low, high = spread["min"], spread["max"]
+        elif ci:
+            low, high = ci[1]["low"], ci[1]["high"]
+        else:
+            low = high = value
+        out.append(Point(index, row, cost, value, low, high, len(row.get("seeds") or [None])))
+    return out, left_out
+
+
+def pareto_front(pts: list[Point], higher_is_better: bool) -> list[Point]:
+    """Points no other point beats on both cost (lower) and quality (in its direction), cheapest first."""
+    front, best = [], None
+    for p in sorted(pts, key=lambda p: (p.cost, -p.value if higher_is_better else p.value)):
+        if best is None or (p.value > best if higher_is_better else p.value < best):
+            front.append(p)
+            best = p.value
+    return front
+
+
+def draw_board(ax, report, cost_key: str) -> None:
+    metric = quality_metric(report)
+    ax.set_title(report.board.title, fontsize=10)
+    if metric is None:
+        ax.text(0.5, 0.5, "no quality metric measured", ha="center", va="center", transform=ax.transAxes)
+        return
+    spec, cost_spec = spec_of(metric), spec_of(cost_key)
+    pts, left_out = points(report, metric, cost_key)
+    pick = report.verdict.pick if report.verdict is not None else None
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{cost_key} ($, log scale)  ← {cost_spec.better.value if cost_spec else 'lower'} is better")
+    ax.set_ylabel(f"{metric}  {spec.arrow()} {spec.better.value} is better" if spec else metric)
+    ax.grid(True, which="both", alpha=0.25)
+    for p in pts:
+        seeded = p.seeds > 1
+        ax.errorbar([p.cost], [p.value], yerr=[[p.value - p.low], [p.high - p.value]], fmt="s" if seeded else "o",
+                    color="#1f77b4" if seeded else "#555555", ecolor="#1f77b4" if seeded else "#999999",
+                    capsize=6 if seeded else 3, markersize=6, zorder=3)
+        text = f"#{p.index}" + (f" ({p.seeds} seeds)" if seeded else "")
+        ax.annotate(text, (p.cost, p.value), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    if pts and spec is not None:
+        front = pareto_front(pts, spec.higher_is_better)
+        ax.plot([p.cost for p in front], [p.value for p in front], "-", color="#2ca02c", linewidth=1.5,
+                zorder=2, label="Pareto front")
+    for bound in report.bounds:
+        if bound.key == metric:
+            ax.axhline(bound.value, color="#d62728", linestyle="--", linewidth=1, label=bound.text())
+        elif bound.key == cost_key:
+            ax.axvline(bound.value, color="#d62728", linestyle=":", linewidth=1, label=bound.text())
+    chosen = next((p for p in pts if pick is not None and p.row is pick), None)
+    if chosen is not None:
+        ax.plot([chosen.cost], [chosen.value], "*", color="#ff7f0e", markersize=18, zorder=4,
+                markeredgecolor="black", label="pick (cheapest adequate)")
+        ax.annotate(f"pick: {chosen.row.get('model')}/{chosen.row.get('method')}", (chosen.cost, chosen.value),
+                    textcoords="offset points", xytext=(8, -14), fontsize=9, fontweight="bold", color="#b35900")
+    if spec is not None and spec.low is not None and spec.high is not None and pts:
+        lows = [p.low for p in pts] + [b.value for b in report.bounds if b.key == metric]
+        highs = [p.high for p in pts] + [b.value for b in report.bounds if b.key == metric]
+        pad = max((max(highs) - min(lows)) * 0.15, 0.02)
+        ax.set_ylim(max(spec.low, min(lows) - pad), min(spec.high, max(highs) + pad))
+    if pts:
+        costs = [p.cost for p in pts] + [b.value for b in report.bounds if b.key == cost_key]
+        ax.set_xlim(min(costs) / 1.6, max(costs) * 1.6)
+    if left_out:
+        ax.text(0.01, 0.01, "not placed: " + ", ".join(left_out), transform=ax.transAxes, fontsize=7, va="bottom")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
+
+
+def figure(reports: list, cost_key: str):
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display, no GUI toolkit
+    import matplotlib.pyplot as plt
+
+    n = max(len(reports), 1)
+    cols = min(n, 2)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(PANEL_W * cols, PANEL_H * rows), dpi=DPI, squeeze=False)
+    for ax, report in zip(axes.flat, reports, strict=False):
+        draw_board(ax, report, cost_key)
+    for ax in list(axes.flat)[len(reports):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def png_bytes(reports: list, cost_key: str) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig = figure(reports, cost_key)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_pareto(reports: list, cost_key: str, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png_bytes(reports, cost_key))
+    return path
