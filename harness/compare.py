@@ -92,12 +92,13 @@ def check_same_dataset(a: dict, b: dict) -> None:
                                f"data={a.get('data')}, B={b.get('run_key')} on data={b.get('data')}")
 
 
-def paired_rows(a: dict, b: dict, ledger: Path) -> tuple[dict[str, dict], dict[str, dict]]:
+def paired_rows(a: dict, b: dict, ledger: Path, load=None) -> tuple[dict[str, dict], dict[str, dict]]:
     """Two completed runs' prediction rows by example id, checked to be on the same dataset and to cover the
     same examples with the same references (anything paired across runs, a bootstrap or a judge's comparison,
     needs that)."""
     check_same_dataset(a, b)
-    rows_a, rows_b = _by_id(load_predictions(a, ledger), a), _by_id(load_predictions(b, ledger), b)
+    load = load or (lambda record: load_predictions(record, ledger))
+    rows_a, rows_b = _by_id(load(a), a), _by_id(load(b), b)
     sets = f"A={a.get('run_key')} (data={a.get('data')}, {len(rows_a)} examples), " \
            f"B={b.get('run_key')} (data={b.get('data')}, {len(rows_b)} examples)"
     only_a, only_b = rows_a.keys() - rows_b.keys(), rows_b.keys() - rows_a.keys()
@@ -131,10 +132,12 @@ def _score_keys(rows_a: dict, rows_b: dict) -> list[str]:
 
 
 def compare(ledger: Path, key_a: str, key_b: str, metric: str | None = None, n_resamples: int = 2000,
-            seed: int = 0, allow_different_samples: bool = False) -> Comparison:
+            seed: int = 0, allow_different_samples: bool = False, records: list[dict] | None = None,
+            load=None) -> Comparison:
     """Paired bootstrap of every per-sample metric the two configurations share, on the same eval examples,
-    over the seeds they share."""
-    records = Ledger(ledger).records()
+    over the seeds they share. `records` and `load(record) -> predictions rows` read another source than the
+    ledger file (a W&B project; `ledger` then only names it in messages)."""
+    records = Ledger(ledger).records() if records is None else records
     if not records:
         raise LeaderboardError(f"no runs in {ledger}")
     a, b = resolve_run(records, key_a, ledger), resolve_run(records, key_b, ledger)
@@ -146,8 +149,8 @@ def compare(ledger: Path, key_a: str, key_b: str, metric: str | None = None, n_r
         runs_a, runs_b = {seed_of(a): a}, {seed_of(b): b}  # two seeds of one configuration: compare just those
     shared = [s for s in runs_a if s in runs_b]
     seeds_a, seeds_b = (shared, shared) if shared else (list(runs_a), list(runs_b))
-    rows_a = {s: paired_rows(a, runs_a[s], ledger)[1] for s in seeds_a}
-    rows_b = {s: paired_rows(a, runs_b[s], ledger)[1] for s in seeds_b}
+    rows_a = {s: paired_rows(a, runs_a[s], ledger, load)[1] for s in seeds_a}
+    rows_b = {s: paired_rows(a, runs_b[s], ledger, load)[1] for s in seeds_b}
     first_a, first_b = rows_a[seeds_a[0]], rows_b[seeds_b[0]]
     ids = list(first_a)
     keys = _score_keys(first_a, first_b)

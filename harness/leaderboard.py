@@ -438,10 +438,10 @@ def _short_cost(value: float | None) -> str:
 
 
 def _print_report(console: Console, report: BoardReport, cost_key: str, wide: bool = False) -> None:
-    title = f"{report.board.title}, ranked by {report.sort_by}"
+    title = f"tunebench leaderboard: {report.board.title}, ranked by {report.sort_by}"
     if wide:
         header, body = report.header, report.body
-        table = Table(title=f"tunebench leaderboard: {title}")
+        table = Table(title=title)
     else:
         header, body = compact_table(report, cost_key)
         table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=0)
@@ -521,14 +521,24 @@ def main(argv: list[str] | None = None) -> int:
                                                                      "progress bars")
     args = parser.parse_args(argv)
     quiet_third_party(verbose=args.verbose)
-    console = Console(width=None if args.wide and sys.stdout.isatty() else (250 if args.wide else TERMINAL_WIDTH))
+    # The boards fit 100 columns unless --wide; a comparison and --wide get the terminal's width (220 when piped to a
+    # file or CI log, where rich would assume 80).
+    full = None if sys.stdout.isatty() else 220
+    console = Console(width=full if args.wide or args.compare else TERMINAL_WIDTH)
     if args.metric and not args.compare:
         console.print("[red]error:[/red] --metric goes with --compare; rank with --sort METRIC")
         return 2
     try:
         if args.compare:
-            comparison = compare(resolve_ledger(args.ledger), *args.compare, metric=args.metric,
-                                 allow_different_samples=args.allow_different_samples)
+            source = source_of(args)
+            if source.kind == "ledger":
+                comparison = compare(source.ledger_path, *args.compare, metric=args.metric,
+                                     allow_different_samples=args.allow_different_samples)
+            else:  # W&B: the runs' records and their logged predictions tables
+                comparison = compare(str(source), *args.compare, metric=args.metric,
+                                     allow_different_samples=args.allow_different_samples,
+                                     records=source.records(args.group or args.sweep),
+                                     load=source.require_predictions)
             print_comparison(console, comparison)
             return 0
         reports, out = build(args)

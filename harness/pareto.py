@@ -58,8 +58,8 @@ def points(report, metric: str, cost_key: str) -> tuple[list[Point], list[str]]:
         ci = ci_of(row, metric)
         if spread:
             low, high = spread["min"], spread["max"]
-        elif ci:
-            low, high = ci[1]["low"], ci[1]["high"]
+        elif ci and ci[0] == metric:  # a `_sample_mean` interval is about another number than the plotted one
+            low, high = min(ci[1]["low"], value), max(ci[1]["high"], value)
         else:
             low = high = value
         out.append(Point(index, row, cost, value, low, high, len(row.get("seeds") or [None])))

@@ -103,8 +103,8 @@ def _section(index: int, report, cost_key: str, runs: dict, legend) -> str:
                          f"({_e(wanted)}).</div>")
     else:
         parts.append('<div class="verdict none">No bounds given (--min / --max), so no pick.</div>')
-    parts.append(f'<table class="board-table" id="table-{index}"><thead><tr>{head}</tr></thead>'
-                 f"<tbody>{''.join(body)}</tbody></table>")
+    parts.append(f'<div class="scroll"><table class="board-table" id="table-{index}"><thead><tr>{head}</tr></thead>'
+                 f"<tbody>{''.join(body)}</tbody></table></div>")
     if report.verdict is not None and report.verdict.rejected:
         reasons = "".join(f"<li>{_e(_label(row))}: {_e(reason)}</li>" for row, reason in report.verdict.rejected)
         parts.append(f"<h3>Why the others were not picked</h3><ul class=\"reasons\">{reasons}</ul>")
@@ -227,7 +227,7 @@ CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1d2330;max-width:1400px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 6px;border-bottom:2px solid #dde3ec}
 h3{font-size:15px;margin:18px 0 6px}.meta,.note{color:#556}code{background:#f2f4f8;padding:0 3px;border-radius:3px}
-.nav{padding-left:18px}table{border-collapse:collapse;margin:6px 0;font-size:13px}
+.nav{padding-left:18px}.scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;margin:6px 0;font-size:13px}
 th,td{border:1px solid #dde3ec;padding:3px 7px;text-align:right;vertical-align:top}
 th{background:#f2f4f8;cursor:pointer;user-select:none;white-space:nowrap}th.asc:after{content:" ▲"}th.desc:after{content:" ▼"}
 td:nth-child(2),td:nth-child(3),td.text{text-align:left}tr.pick{background:#fff4dc;font-weight:600}

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from harness.ledger import Ledger
 from harness.ranking import LeaderboardError
+from harness.wandb_leaderboard import MARKER
 from harness.wandb_record import IDENTITY, from_wandb
 
 KINDS = ("ledger", "wandb", "wandb-offline")
@@ -52,6 +53,14 @@ class Source:
     def ledger_path(self) -> Path | None:
         return resolve_ledger(Path(self.location)) if self.kind == "ledger" else None
 
+    def require_predictions(self, record: dict) -> list[dict]:
+        """predictions(), or a clear error naming the run (for --compare)."""
+        rows = self.predictions(record)
+        if rows is None:
+            raise LeaderboardError(f"run {record.get('run_key')}: its predictions are not available from {self} "
+                                   f"(the run logged no eval/predictions table: tracker.log_predictions=false?)")
+        return rows
+
     def records(self, group: str | None = None) -> list[dict]:
         if self.kind == "ledger":
             records = Ledger(resolve_ledger(Path(self.location))).records()
@@ -62,13 +71,13 @@ class Source:
 
     def predictions(self, record: dict) -> list[dict] | None:
         """The run's per-example rows, or None when this source cannot reach them."""
-        stored = record.get("predictions_file")
-        if self.kind == "ledger" and stored:
-            ledger = self.ledger_path
-            for path in (Path(stored), ledger.parent / "runs" / str(record.get("run_key")) / Path(stored).name):
-                if path.is_file():
-                    return _read_jsonl(path)
-            return None
+        if self.kind == "ledger":
+            from harness.compare import load_predictions
+
+            try:
+                return load_predictions(record, self.ledger_path)
+            except LeaderboardError:
+                return None
         where = self._tables.get(record.get("run_id"))
         if where is None:
             return None
@@ -125,6 +134,8 @@ class Source:
         return records
 
     def _accept(self, name: str, config: dict, summary: dict, group: str | None) -> dict | None:
+        if MARKER in config:  # a run --log-wandb wrote: the boards, not a cell
+            return None
         record = from_wandb(config, summary)
         if record is None:
             self.skipped.append(f"{name}: not a tunebench cell (no `{IDENTITY}` config)")
@@ -211,7 +222,3 @@ def _download_table(run, path: str) -> list[dict] | None:
         except Exception:  # noqa: BLE001 - no table is "predictions unavailable", not a failed leaderboard
             return None
         return table_rows(json.loads((Path(tmp) / path).read_text(encoding="utf-8")))
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -4,6 +4,7 @@ and the terminal table that fits 100 columns."""
 import base64
 import json
 import re
+import subprocess
 from types import SimpleNamespace
 
 import pytest
@@ -12,6 +13,7 @@ from cdp import Browser, find_chromium
 from conftest import REPO
 from harness.leaderboard import main
 from harness.pareto import Point, pareto_front, points, quality_metric
+from harness.sources import inspect_offline_run, wandb_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -112,7 +114,7 @@ def test_default_table_fits_100_columns_and_wide_shows_everything(ledger, capsys
         assert heading in header, heading
     assert "run keys" not in out and "eval tok/s" not in out
     assert "0.430 ±0.028 x2" in out  # two seeds: mean and sd across them
-    assert "0.620 [0.570, 0.670]" in out  # one seed: its 95% CI
+    assert "0.620 [0.570,0.670]" in out  # one seed: its 95% CI
     assert "mistral_7b_v03_long_name" in out  # names are never cut
     assert main(["--ledger", str(ledger), "--min", "rougeL=0.4", "--no-report", "--wide"]) == 0
     wide = capsys.readouterr().out
@@ -173,3 +175,27 @@ def test_report_in_a_real_browser(offline_sweep, tmp_path, capsys):
         assert shot.read_bytes().startswith(PNG)
     finally:
         browser.close()
+
+
+def test_log_wandb_writes_a_leaderboard_run_in_the_sweeps_group(ledger, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert main(["--ledger", str(ledger), "--min", "rougeL=0.4", "--data", "hr", "--log-wandb"]) == 0
+    assert "logged to W&B: " in capsys.readouterr().out
+    (run_dir,) = (ledger.parent / "wandb").glob("offline-run-*")
+    run = inspect_offline_run(run_dir)
+    assert run["config"]["tunebench_leaderboard"]["group"] == "s"  # every row is of sweep s
+    assert run["config"]["tunebench_leaderboard"]["bounds"] == ["rougeL >= 0.4"]
+    assert run["summary"]["pick/hr-e1"].startswith("gemma_2b/instruct r=8 lr=0.001 (2 seeds) [b1, b2] at $0.210000")
+    assert run["summary"]["leaderboard/hr-e1"]["nrows"] == 5 and run["summary"]["not_picked/hr-e1"]["nrows"] == 4
+    assert run["summary"]["pareto"]["_type"] == "image-file"
+    table = json.loads((run_dir / "files" / run["summary"]["leaderboard/hr-e1"]["path"]).read_text())
+    assert table["columns"][1] == "model" and table["data"][0][1] == "mistral_7b_v03_long_name"
+    # job type and group are in the run record of the file
+    lines = subprocess.run([*wandb_cli(), "leet", "inspect", "--json", str(run_dir)], capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    header = next(json.loads(line)["run"] for line in lines if '"type":"run"' in line)
+    assert header["job_type"] == "leaderboard" and header["run_group"] == "s"
+    # the W&B sources never take it for a cell
+    assert main(["--source", f"wandb-offline:{ledger.parent / 'wandb'}", "--no-report",
+                 "--out", str(tmp_path / "x.md")]) == 2
+    assert "no runs in wandb-offline:" in capsys.readouterr().out

@@ -171,3 +171,18 @@ def test_an_offline_run_that_is_not_a_tunebench_cell_is_left_out_and_said(tmp_pa
     assert main(["--source", f"wandb-offline:{foreign}", "--no-report", "--out", str(tmp_path / "lb.md")]) == 0
     out = capsys.readouterr().out
     assert "not a tunebench cell" in out
+
+
+def test_compare_reads_the_logged_predictions_tables_from_wandb(offline_sweep, tmp_path, capsys, monkeypatch):
+    ledger = Ledger(offline_sweep / "runs.jsonl").records()
+    base = next(r for r in ledger if r["method"] == "base" and r["status"] == "completed")
+    instruct = next(r for r in ledger if r["method"] == "instruct" and r["status"] == "completed")
+    keys = [base["run_key"], instruct["run_key"][:8]]
+    monkeypatch.setattr(sources, "make_api", lambda: DoubleApi(offline_sweep / "wandb"))
+    outs = []
+    for where in (("--ledger", str(offline_sweep / "runs.jsonl")),
+                  ("--source", f"wandb-offline:{offline_sweep / 'wandb'}"), ("--source", "wandb:team/tunebench")):
+        assert main([*where, "--compare", *keys]) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] == outs[2]
+    assert "seeds used: 1, 2" in outs[0] and "paired bootstrap, B - A" in outs[0]

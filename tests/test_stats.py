@@ -192,7 +192,7 @@ def test_compare_names_the_ids_that_differ(runs, capsys):
 
 
 def test_leaderboard_shows_the_ci_of_the_sort_metric(runs, capsys):
-    assert main(["--ledger", str(runs)]) == 0
+    assert main(["--ledger", str(runs), "--wide"]) == 0
     assert "rougeL 95% CI" in capsys.readouterr().out
     report = (runs.parent / "leaderboard.md").read_text()
     assert "rougeL 95% CI" in report

@@ -53,7 +53,8 @@ def _board_rows(out: str, title: str) -> list[str]:
     for line in lines[start + 1:]:
         if "tunebench leaderboard" in line or line.startswith("written"):
             break
-        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        # the default table separates cells by spaces (names have none); --wide draws │ between them
+        cells = [c.strip() for c in line.strip("│ ").split("│")] if "│" in line else line.split()
         if len(cells) > 3 and cells[0].isdigit():
             rows.append(f"{cells[1]}/{cells[2]}")
     return rows
@@ -196,7 +197,7 @@ def test_rows_that_differ_only_in_seed_are_one_row(seeded):
 
 def test_leaderboard_shows_seed_counts_spread_and_marks_single_seed_rows(seeded, capsys):
     ledger, records = seeded
-    assert main(["--ledger", str(ledger), "--min", "rougeL=0.3"]) == 0
+    assert main(["--ledger", str(ledger), "--min", "rougeL=0.3", "--wide"]) == 0  # every column, run keys too
     out = _out(capsys)
     table = [line for line in out.splitlines() if "│" in line and "smol" in line]
     assert re.search(r"│ +3 │ completed", table[0]) and "over 3 seeds" in table[0] and "b-s1, b-s2, b-s4" in table[0]
