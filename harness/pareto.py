@@ -94,6 +94,8 @@ def draw_board(ax, report, cost_key: str) -> None:
         ax.errorbar([p.cost], [p.value], yerr=[[p.value - p.low], [p.high - p.value]], fmt="s" if seeded else "o",
                     color="#1f77b4" if seeded else "#555555", ecolor="#1f77b4" if seeded else "#999999",
                     capsize=6 if seeded else 3, markersize=6, zorder=3)
+        if pick is not None and p.row is pick:
+            continue  # labelled below, with its name
         text = f"#{p.index}" + (f" ({p.seeds} seeds)" if seeded else "")
         ax.annotate(text, (p.cost, p.value), textcoords="offset points", xytext=(6, 4), fontsize=8)
     if pts and spec is not None:
@@ -109,8 +111,10 @@ def draw_board(ax, report, cost_key: str) -> None:
     if chosen is not None:
         ax.plot([chosen.cost], [chosen.value], "*", color="#ff7f0e", markersize=18, zorder=4,
                 markeredgecolor="black", label="pick (cheapest adequate)")
-        ax.annotate(f"pick: {chosen.row.get('model')}/{chosen.row.get('method')}", (chosen.cost, chosen.value),
-                    textcoords="offset points", xytext=(8, -14), fontsize=9, fontweight="bold", color="#b35900")
+        seeds = f" ({chosen.seeds} seeds)" if chosen.seeds > 1 else ""
+        ax.annotate(f"pick #{chosen.index}: {chosen.row.get('model')}/{chosen.row.get('method')}{seeds}",
+                    (chosen.cost, chosen.value), textcoords="offset points", xytext=(10, 8), fontsize=9,
+                    fontweight="bold", color="#b35900")
     if spec is not None and spec.low is not None and spec.high is not None and pts:
         lows = [p.low for p in pts] + [b.value for b in report.bounds if b.key == metric]
         highs = [p.high for p in pts] + [b.value for b in report.bounds if b.key == metric]

@@ -19,7 +19,7 @@ W&B drops a NaN summary value too: a NaN figure reads back as absent (no figure,
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import MISSING, Field, fields
 
 from harness.ledger import RunRecord
 
@@ -54,10 +54,7 @@ def from_wandb(config: dict, summary: dict) -> dict | None:
     identity = config.pop(IDENTITY, None)
     if not isinstance(identity, dict) or not identity.get("run_key"):
         return None
-    defaults = RunRecord(**{name: None for name in ("run_key", "run_id", "status", "started_at", "finished_at",
-                                                    "sweep_id", "model", "method", "data", "hardware")},
-                         config={})
-    record = {f.name: _default(defaults, f.name) for f in fields(RunRecord)}
+    record = {f.name: _default(f) for f in fields(RunRecord)}
     record.update({name: identity.get(name, record[name]) for name in IDENTITY_FIELDS})
     record["config"] = config
     for key, value in summary.items():
@@ -76,9 +73,11 @@ def from_wandb(config: dict, summary: dict) -> dict | None:
     return record
 
 
-def _default(defaults: RunRecord, name: str):
-    value = getattr(defaults, name)
-    return dict(value) if isinstance(value, dict) else value
+def _default(spec: Field):
+    """A RunRecord field's default (a fresh dict for a dict field); None for a field that has none."""
+    if spec.default_factory is not MISSING:
+        return spec.default_factory()
+    return None if spec.default is MISSING else spec.default
 
 
 def _plain(value):

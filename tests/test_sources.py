@@ -5,17 +5,19 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 
 import harness.sources as sources
 from harness.leaderboard import main
-from harness.ledger import Ledger
+from harness.ledger import Ledger, RunRecord
 from harness.sources import inspect_offline_run, parse_source
 from harness.wandb_record import from_wandb, to_wandb
 from wandb_api_double import DoubleApi
 
-RECORD = {
+# Every field of the current schema (asdict), with values of each shape a record holds.
+RECORD = asdict(RunRecord(**{
     "run_key": "k1", "run_id": "r1", "status": "completed", "started_at": "2026-11-29T10:00:00+00:00",
     "finished_at": "2026-11-29T10:01:00+00:00", "sweep_id": "s1", "model": "m", "method": "instruct",
     "data": "hr", "hardware": "cpu", "config": {"qlora": {"r": 8, "lr": 0.001, "seed": 1}, "model": {"name": "m"}},
@@ -26,8 +28,8 @@ RECORD = {
     "cost": {"usd_total": 0.01, "mfu": None, "device": "cpu"}, "train": {"steps": 3, "losses": [[1, 2.5], [2, 1.5]]},
     "retrieval": {}, "preflight": {}, "data_hashes": {"train.jsonl": "aa"}, "versions": {"harness": "0.1.0"},
     "git_sha": None, "adapter_dir": None, "predictions_file": "/x/predictions-r1.jsonl", "error": None,
-    "error_type": None, "failed_stage": None, "schema_version": 1,
-}
+    "error_type": None, "failed_stage": None,
+}))
 
 
 def test_mapping_round_trips_a_record_and_keeps_none_values():
