@@ -43,6 +43,7 @@ from harness.ranking import (
     rank,
     value_of,
 )
+from harness.quiet import quiet_third_party
 from harness.sources import Source, parse_source, resolve_ledger
 from harness.stats import SAMPLE_MEAN_SUFFIX
 
@@ -573,20 +574,6 @@ def write_figures(reports: list[BoardReport], args, folder: Path) -> list[Path]:
         raise LeaderboardError(f"cannot write the plot or the report into {folder} ({exc.strerror or exc}); "
                                f"pass --out to a writable place, or --no-report") from None
     return [png, html]
-
-
-def quiet_third_party(verbose: bool) -> None:
-    """Progress bars and INFO chatter of wandb, transformers, sentence-transformers and HF hub, unless -v."""
-    import logging
-    import os
-
-    if verbose:
-        return
-    os.environ.setdefault("WANDB_SILENT", "true")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    for name in ("wandb", "sentence_transformers", "transformers", "huggingface_hub", "matplotlib", "PIL"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _fmt_p(p: float, n_resamples: int = 2000) -> str:

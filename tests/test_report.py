@@ -4,7 +4,9 @@ and the terminal table that fits 100 columns."""
 import base64
 import json
 import re
+import os
 import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -199,3 +201,17 @@ def test_log_wandb_writes_a_leaderboard_run_in_the_sweeps_group(ledger, tmp_path
     assert main(["--source", f"wandb-offline:{ledger.parent / 'wandb'}", "--no-report",
                  "--out", str(tmp_path / "x.md")]) == 2
     assert "no runs in wandb-offline:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("verbose", "bars"), [(False, False), (True, True)])
+def test_third_party_progress_bars_are_off_unless_verbose(verbose, bars):
+    code = ("import logging, sys; from harness.quiet import quiet_third_party; "
+            f"quiet_third_party(verbose={verbose}); "
+            "from transformers.utils import logging as t; "
+            "print(t.is_progress_bar_enabled(), logging.getLogger('sentence_transformers').level)")
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env,
+                         check=True).stdout.split()
+    assert out[0] == str(bars)
+    # its INFO lines dropped even where the root logger is at INFO (Hydra's job logging), unless -v
+    assert int(out[1]) == (0 if verbose else 30)
