@@ -77,6 +77,8 @@ def pareto_front(pts: list[Point], higher_is_better: bool) -> list[Point]:
 
 
 def draw_board(ax, report, cost_key: str) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     metric = quality_metric(report)
     ax.set_title(report.board.title, fontsize=10)
     if metric is None:
@@ -86,7 +88,7 @@ def draw_board(ax, report, cost_key: str) -> None:
     pts, left_out = points(report, metric, cost_key)
     pick = report.verdict.pick if report.verdict is not None else None
     ax.set_xscale("log")
-    ax.set_xlabel(f"{cost_key} ($, log scale)  ← {cost_spec.better.value if cost_spec else 'lower'} is better")
+    ax.set_xlabel(f"{cost_key} (log scale)  ← {cost_spec.better.value if cost_spec else 'lower'} is better")
     ax.set_ylabel(f"{metric}  {spec.arrow()} {spec.better.value} is better" if spec else metric)
     ax.grid(True, which="both", alpha=0.25)
     for p in pts:
@@ -100,8 +102,9 @@ def draw_board(ax, report, cost_key: str) -> None:
         ax.annotate(text, (p.cost, p.value), textcoords="offset points", xytext=(6, 4), fontsize=8)
     if pts and spec is not None:
         front = pareto_front(pts, spec.higher_is_better)
-        ax.plot([p.cost for p in front], [p.value for p in front], "-", color="#2ca02c", linewidth=1.5,
-                zorder=2, label="Pareto front")
+        ax.plot([p.cost for p in front], [p.value for p in front], "-o", color="#2ca02c", linewidth=1.5,
+                markersize=13, markerfacecolor="none", markeredgewidth=1.5, zorder=2,
+                label="Pareto front (nothing cheaper is better)")
     for bound in report.bounds:
         if bound.key == metric:
             ax.axhline(bound.value, color="#d62728", linestyle="--", linewidth=1, label=bound.text())
@@ -123,6 +126,10 @@ def draw_board(ax, report, cost_key: str) -> None:
     if pts:
         costs = [p.cost for p in pts] + [b.value for b in report.bounds if b.key == cost_key]
         ax.set_xlim(min(costs) / 1.6, max(costs) * 1.6)
+    # Dollars at 1, 2, 5 x 10^k: readable, and never crowded as the default minor labels get over one decade.
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"${x:.3g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     if left_out:
         ax.text(0.01, 0.01, "not placed: " + ", ".join(left_out), transform=ax.transAxes, fontsize=7, va="bottom")
     if ax.get_legend_handles_labels()[0]:

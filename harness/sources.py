@@ -33,6 +33,8 @@ from harness.wandb_record import IDENTITY, from_wandb
 
 KINDS = ("ledger", "wandb", "wandb-offline")
 PREDICTIONS_KEY = "eval/predictions"
+# W&B run states of a run that has ended.
+FINAL_STATES = ("finished", "failed", "crashed", "killed")
 # Offline runs read at once (each is one short-lived `wandb` process).
 READERS = 4
 INSPECT_TIMEOUT_S = 120
@@ -100,7 +102,8 @@ class Source:
             inspected = list(pool.map(inspect_offline_run, run_dirs))
         records = []
         for run_dir, run in zip(run_dirs, inspected, strict=True):
-            record = self._accept(run_dir.name, run.get("config") or {}, run.get("summary") or {}, group)
+            record = self._accept(run_dir.name, run.get("config") or {}, run.get("summary") or {}, group,
+                                  run.get("state"))
             if record is None:
                 continue
             table = (run.get("summary") or {}).get(PREDICTIONS_KEY)
@@ -124,7 +127,7 @@ class Source:
         records = []
         for run in runs:
             summary = dict(run.summary_metrics)
-            record = self._accept(run.id, run.config, summary, None)
+            record = self._accept(run.id, run.config, summary, None, run.state)
             if record is None:
                 continue
             table = summary.get(PREDICTIONS_KEY)
@@ -133,10 +136,14 @@ class Source:
             records.append(record)
         return records
 
-    def _accept(self, name: str, config: dict, summary: dict, group: str | None) -> dict | None:
+    def _accept(self, name: str, config: dict, summary: dict, group: str | None, state: str | None) -> dict | None:
         if MARKER in config:  # a run --log-wandb wrote: the boards, not a cell
             return None
         record = from_wandb(config, summary)
+        if record is None and state not in FINAL_STATES:
+            # A cell's record reaches W&B when it ends: before that its run has only the composed config.
+            self.skipped.append(f"{name}: unfinished (W&B state {state}: still running, or killed)")
+            return None
         if record is None:
             self.skipped.append(f"{name}: not a tunebench cell (no `{IDENTITY}` config)")
             return None
