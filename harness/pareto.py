@@ -91,6 +91,9 @@ def draw_board(ax, report, cost_key: str) -> None:
     ax.set_xlabel(f"{cost_key} (log scale)  ← {cost_spec.better.value if cost_spec else 'lower'} is better")
     ax.set_ylabel(f"{metric}  {spec.arrow()} {spec.better.value} is better" if spec else metric)
     ax.grid(True, which="both", alpha=0.25)
+    if pts:  # before anything is drawn: a single point would leave autoscaling a zero-width range
+        costs = [p.cost for p in pts] + [b.value for b in report.bounds if b.key == cost_key]
+        ax.set_xlim(min(costs) / 1.6, max(costs) * 1.6)
     for p in pts:
         seeded = p.seeds > 1
         ax.errorbar([p.cost], [p.value], yerr=[[p.value - p.low], [p.high - p.value]], fmt="s" if seeded else "o",
@@ -100,6 +103,11 @@ def draw_board(ax, report, cost_key: str) -> None:
             continue  # labelled below, with its name
         text = f"#{p.index}" + (f" ({p.seeds} seeds)" if seeded else "")
         ax.annotate(text, (p.cost, p.value), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    # What the two kinds of bar mean, in the legend (empty plots only add the entries).
+    if any(p.seeds == 1 for p in pts):
+        ax.errorbar([], [], yerr=[], fmt="o", color="#555555", ecolor="#999999", capsize=3, label="one seed: 95% CI")
+    if any(p.seeds > 1 for p in pts):
+        ax.errorbar([], [], yerr=[], fmt="s", color="#1f77b4", capsize=6, label="seeds: mean, range across them")
     if pts and spec is not None:
         front = pareto_front(pts, spec.higher_is_better)
         ax.plot([p.cost for p in front], [p.value for p in front], "-o", color="#2ca02c", linewidth=1.5,
@@ -123,9 +131,6 @@ def draw_board(ax, report, cost_key: str) -> None:
         highs = [p.high for p in pts] + [b.value for b in report.bounds if b.key == metric]
         pad = max((max(highs) - min(lows)) * 0.15, 0.02)
         ax.set_ylim(max(spec.low, min(lows) - pad), min(spec.high, max(highs) + pad))
-    if pts:
-        costs = [p.cost for p in pts] + [b.value for b in report.bounds if b.key == cost_key]
-        ax.set_xlim(min(costs) / 1.6, max(costs) * 1.6)
     # Dollars at 1, 2, 5 x 10^k: readable, and never crowded as the default minor labels get over one decade.
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"${x:.3g}"))
