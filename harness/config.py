@@ -135,7 +135,8 @@ class ModelConfig:
             )
         require_safe_name(self.name, "model.name")
         _require(self.params_b > 0, "model.params_b", f"must be > 0 (got {self.params_b})")
-        for key in ("n_layers", "hidden_size", "n_heads", "n_kv_heads", "intermediate_size", "vocab_size", "max_context"):
+        sizes = ("n_layers", "hidden_size", "n_heads", "n_kv_heads", "intermediate_size", "vocab_size", "max_context")
+        for key in sizes:
             _require(getattr(self, key) > 0, f"model.{key}", f"must be > 0 (got {getattr(self, key)})")
         _require(bool(self.lora_target_modules), "model.lora_target_modules", "must name at least one module")
 
