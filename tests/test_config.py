@@ -189,3 +189,5 @@ def test_judge_transport_settings_do_not_change_the_run_key(compose_cfg):
     assert key_part(*judged) != key_part(*judged, "judge.model=llama3.1:70b")
     # Without a judged metric the judge does not matter at all.
     assert "judge" not in key_part("judge=ollama", "data.metrics=[rouge]")
+    # data.allow_overlap permits scoring an overlapping set; it changes nothing a cell computes.
+    assert key_part() == key_part("data.allow_overlap=true")
