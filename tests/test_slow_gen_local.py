@@ -25,7 +25,11 @@ def test_doc_qa_with_the_embedded_model_and_no_server(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "datasets_gen", "backend=local", f"input={docs}", f"output={out}", "name=two_docs",
          "progress=false", "recipe.questions_per_chunk=2", "recipe.chunk_chars=700",
-         f"backend.num_predict={NUM_PREDICT}", "backend.batch_size=6", "limit=6"],
+         f"backend.num_predict={NUM_PREDICT}", "backend.batch_size=6", "limit=6",
+         # This test is about the local backend's mechanics. A 135M teacher's answers are mostly not supported by
+         # their chunk (one run: 3 of the 4 pairs that passed the length check, e.g. job-interview advice for a
+         # leave policy), and the grounding filter rightly drops them, leaving too few records to split.
+         "quality.min_answer_support=0"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
