@@ -140,6 +140,12 @@ CUDA_OVERHEAD_GB = 1.0
 CPU_RUNTIME_GB = 0.7
 CPU_RAG_RUNTIME_GB = 0.15
 CPU_HEAP_SLACK = 0.6
+# 4-bit on a CPU (hardware=cpu_qlora): bitsandbytes' CPU path dequantizes every layer to bf16 at each call and
+# casts activations to and fro, so the heap churns more than in fp32. Measured on tiny_random instruct (weights of
+# a few MB): peak RSS 0.71 GB in 4-bit against 0.61 GB in fp32 for the same cell alone, and up to 0.82 GB as a
+# later cell of a 6-method 4-bit sweep; 0.15 GB covers both.
+CPU_4BIT_RUNTIME_GB = 0.15
+CHECKPOINT_BYTES_CPU = 4
 
 # Lower bounds for the suggestions' searches.
 MIN_MAX_LENGTH = 128
@@ -376,6 +382,11 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
     # its KV cache and activations are 16-bit.
     merged = (total_params * half_bytes if four_bit and trains and eval_cfg.merge_adapter
               and merged_copy_fits(model, hardware) else 0.0)
+    if merged and not on_cuda:
+        # On a CPU the checkpoint the copy is read from is memory-mapped, and its pages count in RSS while the
+        # 16-bit copy is built from them: 4 bytes a parameter for the fp32 GGUF cache (a hub checkpoint is
+        # usually 2). Measured: smollm2_135m instruct on cpu_qlora peaked at 1.72-1.89 GB RSS.
+        merged += total_params * CHECKPOINT_BYTES_CPU
     gen_bytes = half_bytes if merged else act_bytes
     gen_seq = eval_prompt + eval_cfg.max_new_tokens
     kv = 2 * L * kv_dim * gen_seq * eval_cfg.batch_size * gen_bytes * (1 if on_cuda else KV_GROWTH_COPIES_CPU)
@@ -398,7 +409,7 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
     if four_bit:
         # the largest quantized layer: an MLP projection (fused gate_up in Phi-3)
         largest = h * i * (2 if model.family == "phi3" else 1)
-        overhead_gb += largest * half_bytes / GIB
+        overhead_gb += largest * half_bytes / GIB + (0.0 if on_cuda else CPU_4BIT_RUNTIME_GB)
 
     static_gb = weights_gb + lora_gb + optimizer_gb
     # harness.run frees the 4-bit model (adapter and optimizer with it) before the merged copy loads.
