@@ -26,7 +26,8 @@ from harness.cost import PeakMemory, cost_report
 from harness.data import DataError, load_dataset
 from harness.ledger import COMPLETED, Ledger, RunRecord, run_key
 from harness.redact import redact
-from harness.run import _now, eval_set_hash, git_sha, library_versions, metric_cis, write_predictions
+from harness.run import _now, eval_set_hash, git_sha, library_versions, write_predictions
+from harness.stats import metric_cis
 
 MODEL = "tfidf_logreg"
 METHOD = "baseline"

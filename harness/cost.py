@@ -152,3 +152,11 @@ def cost_report(
         if train_flops_per_token and train_s > 0 and peak.device == "cuda"
         else None,
     )
+
+
+def train_flops_per_token(cfg, trained) -> float:
+    """FLOPs per trained token of a finished training run (4N + 12·L·d·T, T its mean trained sequence length)."""
+    sequences = max(trained.steps * cfg.qlora.batch_size * cfg.qlora.grad_accum, 1)
+    mean_len = trained.train_tokens / sequences  # non-padding tokens per sequence actually trained
+    m = cfg.model
+    return lora_train_flops_per_token(m.params_b * 1e9, m.n_layers, m.hidden_size, mean_len)

@@ -28,7 +28,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.compare import CONFIDENCE, Comparison, compare, verdict_of
-from harness.ledger import COMPLETED, Ledger
+from harness.ledger import COMPLETED
 from harness.metrics.keys import KEYS, spec_of
 from harness.ranking import (
     Board,

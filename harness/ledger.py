@@ -182,3 +182,27 @@ class Ledger:
 
     def for_sweep(self, sweep_id: str) -> list[dict]:
         return [r for r in self.records() if r.get("sweep_id") == sweep_id]
+
+
+# Keys that change where or how results are shown, not what a cell computes: left out of the run key.
+NON_SEMANTIC_KEYS = ("tracker", "results_dir", "cache_dir", "force", "progress", "sweep_id", "preflight",
+                     "retry_failed", "plan", "objective")
+# Metrics scored by an LLM judge rather than by the registry's score(predictions, references).
+JUDGED_METRICS = ("ragas",)
+# How the judge is reached, not what it answers: changing them re-uses a cell's result.
+JUDGE_TRANSPORT_KEYS = ("concurrency", "timeout_s", "max_retries", "cache", "check_on_start", "api_key_env")
+
+
+def semantic_config(config: dict) -> dict:
+    """The part of a composed config that decides a cell's results, hashed into its run key: the judge only
+    where a judged metric is listed, and then without its transport settings."""
+    key_config = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
+    if "allow_overlap" in (key_config.get("data") or {}):  # a permission to score, not what is scored
+        key_config["data"] = {k: v for k, v in key_config["data"].items() if k != "allow_overlap"}
+    metrics = (key_config.get("data") or {}).get("metrics") or []
+    if "judge" in key_config:
+        if any(name in JUDGED_METRICS for name in metrics):
+            key_config["judge"] = {k: v for k, v in key_config["judge"].items() if k not in JUDGE_TRANSPORT_KEYS}
+        else:
+            del key_config["judge"]
+    return key_config

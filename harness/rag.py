@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -32,6 +33,9 @@ from harness.config import ConfigError, RetrievalConfig
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from harness.config import RunConfig
+    from harness.data import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -333,3 +337,41 @@ def _write_cache(folder: Path, key: str, chunks: list[Chunk], embeddings: "np.nd
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass
+class Retrieved:
+    contexts: dict[str, str]  # record id -> the context text put into its prompt
+    chunks: dict[str, list[str]]  # eval record id -> the chunk texts that prompt shows (for RAGAS)
+    report: dict  # for the run record: recall@k, timing, index size
+
+
+def retrieve_contexts(cfg: RunConfig, dataset: Dataset, eval_records) -> Retrieved:
+    """Retrieved context for every train and eval question (training prompts must match inference prompts),
+    from an index built once per corpus and settings and cached on disk, so a sweep's cells share it."""
+    if not dataset.corpus:
+        raise ConfigError(f"method={cfg.method.name} retrieves from the dataset's corpus, but {dataset.dir} has no "
+                          f"{cfg.data.corpus_file}")
+    start = time.perf_counter()
+    index = RetrievalIndex.build(dataset.corpus, cfg.retrieval, Path(cfg.cache_dir).expanduser())
+    records = dataset.train + eval_records
+    hits = index.retrieve([r.question for r in records], cfg.retrieval.top_k)
+    contexts = {r.id: index.render_context(h, cfg.retrieval.max_context_chars) for r, h in zip(records, hits, strict=True)}
+    eval_hits = hits[len(dataset.train):]
+    chunks = {r.id: shown_chunks(h, contexts[r.id]) for r, h in zip(eval_records, eval_hits, strict=True)}
+    report = {
+        "top_k": cfg.retrieval.top_k,
+        "chunks": len(index.chunks),
+        "retrieve_s": time.perf_counter() - start,
+        "recall_at_k": recall_at_k(eval_hits, [r.source_doc_ids for r in eval_records], cfg.retrieval.top_k),
+        "recall_at_1": recall_at_k(eval_hits, [r.source_doc_ids for r in eval_records], 1),
+    }
+    return Retrieved(contexts, chunks, report)
+
+
+def shown_chunks(hits, rendered: str) -> list[str]:
+    """The texts of the hits that made it into the rendered context (a lone first block may be cut short)."""
+    shown = [chunk.text for chunk, _ in hits if chunk.text in rendered]
+    if not shown and hits and rendered:
+        shown = [rendered.split("\n", 1)[-1]]  # the first block, cut to max_context_chars, minus its title line
+    return shown

@@ -11,7 +11,6 @@ import subprocess
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
@@ -21,7 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 
 import harness
 from harness.config import ConfigError, JudgeBackend, RunConfig, to_run_config
-from harness.cost import PeakMemory, cost_report
+from harness.cost import PeakMemory, cost_report, train_flops_per_token
+from harness.claims import Holder
+from harness.claims import acquire as acquire_claim
 from harness.data import (
     DataError,
     Dataset,
@@ -30,26 +31,30 @@ from harness.data import (
     prompt_fingerprint,
     prompt_messages,
 )
-from harness.claims import Holder
-from harness.claims import acquire as acquire_claim
 from harness.failures import Interrupted, failure_kind, recorded_failure_kind, signals_interrupt
 from harness.gpus import pin_gpu
-from harness.ledger import (COMPLETED, DETERMINISTIC, FAILED, INTERRUPTED, SKIPPED, TRANSIENT, Ledger, RunRecord,
-                            run_key)
+from harness.ledger import (
+    COMPLETED,
+    DETERMINISTIC,
+    FAILED,
+    INTERRUPTED,
+    JUDGED_METRICS,
+    Ledger,
+    SKIPPED,
+    TRANSIENT,
+    RunRecord,
+    run_key,
+    semantic_config,
+)
 from harness.preflight import PreflightRefusal, dataset_lengths, preflight
+from harness.rag import Retrieved, retrieve_contexts
 from harness.redact import redact, redact_text
+from harness.stats import metric_cis
 from harness.sweep import CONFIG_ERROR, DONE_BEFORE, ERROR, NOT_RETRIED, RUNNING_ELSEWHERE, Outcome, write_outcome
 from harness.tracking import make_tracker
 
 log = logging.getLogger("harness")
 
-# Keys that change where or how results are shown, not what a cell computes: left out of the run key.
-NON_SEMANTIC_KEYS = ("tracker", "results_dir", "cache_dir", "force", "progress", "sweep_id", "preflight",
-                     "retry_failed", "plan", "objective")
-# Metrics scored by an LLM judge rather than by the registry's score(predictions, references).
-JUDGED_METRICS = ("ragas",)
-# How the judge is reached, not what it answers: changing them re-uses a cell's result.
-JUDGE_TRANSPORT_KEYS = ("concurrency", "timeout_s", "max_retries", "cache", "check_on_start", "api_key_env")
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "evaluate", "wandb")
 
 
@@ -421,7 +426,7 @@ def _train_record(cfg: RunConfig, trained) -> dict:
         "batch_size": trained.batch_size,
         "grad_accum": trained.grad_accum,
         "oom_retries": trained.oom_retries,
-        "flops_per_token": _flops_per_token(cfg, trained),
+        "flops_per_token": train_flops_per_token(cfg, trained),
     }
 
 
@@ -492,83 +497,6 @@ def _judge_ragas(cfg: RunConfig, judge, eval_records, predictions: list[str], ch
     return judged
 
 
-def metric_cis(scores: dict, seed: int, confidence: float = 0.95) -> dict[str, dict]:
-    """A bootstrap CI of the mean of every per-sample metric key (see harness/stats.py for the naming), over
-    the samples that were scored: a judge's failures (None) are not in the interval, and `n` says so."""
-    from harness.stats import bootstrap_ci, ci_name
-
-    out = {}
-    for result in scores.values():
-        for key, scored in result.per_sample.items():
-            values = [v for v in scored if v is not None]
-            if not values:
-                continue
-            try:
-                mean, low, high = bootstrap_ci(values, confidence=confidence, seed=seed)
-            except ValueError as exc:  # e.g. NaN scores: no interval, but the run's result stands
-                log.warning("no confidence interval for %s: %s", key, exc)
-                continue
-            name = ci_name(key, result.values.get(key), mean)
-            out[name] = {"mean": mean, "low": low, "high": high, "n": len(values)}
-        out.update(getattr(result, "intervals", {}))  # figures no per-sample mean gives (macro-F1)
-    return out
-
-
-@dataclass
-class Retrieved:
-    contexts: dict[str, str]  # record id -> the context text put into its prompt
-    chunks: dict[str, list[str]]  # eval record id -> the chunk texts that prompt shows (for RAGAS)
-    report: dict  # for the run record: recall@k, timing, index size
-
-
-def retrieve_contexts(cfg: RunConfig, dataset: Dataset, eval_records) -> Retrieved:
-    """Retrieved context for every train and eval question (training prompts must match inference prompts),
-    from an index built once per corpus and settings and cached on disk, so a sweep's cells share it."""
-    from harness.rag import RetrievalIndex, recall_at_k
-
-    if not dataset.corpus:
-        raise ConfigError(f"method={cfg.method.name} retrieves from the dataset's corpus, but {dataset.dir} has no "
-                          f"{cfg.data.corpus_file}")
-    start = time.perf_counter()
-    index = RetrievalIndex.build(dataset.corpus, cfg.retrieval, Path(cfg.cache_dir).expanduser())
-    records = dataset.train + eval_records
-    hits = index.retrieve([r.question for r in records], cfg.retrieval.top_k)
-    contexts = {r.id: index.render_context(h, cfg.retrieval.max_context_chars) for r, h in zip(records, hits, strict=True)}
-    eval_hits = hits[len(dataset.train):]
-    chunks = {r.id: shown_chunks(h, contexts[r.id]) for r, h in zip(eval_records, eval_hits, strict=True)}
-    report = {
-        "top_k": cfg.retrieval.top_k,
-        "chunks": len(index.chunks),
-        "retrieve_s": time.perf_counter() - start,
-        "recall_at_k": recall_at_k(eval_hits, [r.source_doc_ids for r in eval_records], cfg.retrieval.top_k),
-        "recall_at_1": recall_at_k(eval_hits, [r.source_doc_ids for r in eval_records], 1),
-    }
-    return Retrieved(contexts, chunks, report)
-
-
-def shown_chunks(hits, rendered: str) -> list[str]:
-    """The texts of the hits that made it into the rendered context (a lone first block may be cut short)."""
-    shown = [chunk.text for chunk, _ in hits if chunk.text in rendered]
-    if not shown and hits and rendered:
-        shown = [rendered.split("\n", 1)[-1]]  # the first block, cut to max_context_chars, minus its title line
-    return shown
-
-
-def semantic_config(config: dict) -> dict:
-    """The part of a composed config that decides a cell's results, hashed into its run key: the judge only
-    where a judged metric is listed, and then without its transport settings."""
-    key_config = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
-    if "allow_overlap" in (key_config.get("data") or {}):  # a permission to score, not what is scored
-        key_config["data"] = {k: v for k, v in key_config["data"].items() if k != "allow_overlap"}
-    metrics = (key_config.get("data") or {}).get("metrics") or []
-    if "judge" in key_config:
-        if any(name in JUDGED_METRICS for name in metrics):
-            key_config["judge"] = {k: v for k, v in key_config["judge"].items() if k not in JUDGE_TRANSPORT_KEYS}
-        else:
-            del key_config["judge"]
-    return key_config
-
-
 def check_before_load(cfg: RunConfig) -> Dataset:
     """Every user mistake that can be found without a model: metric names, the dataset and what the method
     needs from it, the accelerator the hardware preset promises. The entry point runs it before Hydra starts."""
@@ -615,15 +543,6 @@ def _merged_for_eval(cfg: RunConfig, trained, loaded, train_record: dict):
     loaded.load_s += time.perf_counter() - start
     train_record["eval_model"] = "merged_16bit"
     return loaded.model
-
-
-def _flops_per_token(cfg: RunConfig, trained) -> float:
-    from harness.cost import lora_train_flops_per_token
-
-    sequences = max(trained.steps * cfg.qlora.batch_size * cfg.qlora.grad_accum, 1)
-    mean_len = trained.train_tokens / sequences  # non-padding tokens per sequence actually trained
-    m = cfg.model
-    return lora_train_flops_per_token(m.params_b * 1e9, m.n_layers, m.hidden_size, mean_len)
 
 
 def _inject_failure(cfg: RunConfig, stage: str) -> None:

@@ -9,7 +9,11 @@ interval is about the mean of sentence-level scores instead, so it is named `<me
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+log = logging.getLogger("harness")
 
 # Corpus figures that are not the mean of their per-sample scores.
 CORPUS_NOT_SAMPLE_MEAN = frozenset({"bleu", "chrf"})
@@ -125,3 +129,23 @@ def verdict(result: dict, confidence: float = 0.95, higher_is_better: bool = Tru
     if result["high"] < 0:
         return "A better" if higher_is_better else "B better"
     return f"no significant difference at {confidence:.0%}"
+
+
+def metric_cis(scores: dict, seed: int, confidence: float = 0.95) -> dict[str, dict]:
+    """A bootstrap CI of the mean of every per-sample metric key (see harness/stats.py for the naming), over
+    the samples that were scored: a judge's failures (None) are not in the interval, and `n` says so."""
+    out = {}
+    for result in scores.values():
+        for key, scored in result.per_sample.items():
+            values = [v for v in scored if v is not None]
+            if not values:
+                continue
+            try:
+                mean, low, high = bootstrap_ci(values, confidence=confidence, seed=seed)
+            except ValueError as exc:  # e.g. NaN scores: no interval, but the run's result stands
+                log.warning("no confidence interval for %s: %s", key, exc)
+                continue
+            name = ci_name(key, result.values.get(key), mean)
+            out[name] = {"mean": mean, "low": low, "high": high, "n": len(values)}
+        out.update(getattr(result, "intervals", {}))  # figures no per-sample mean gives (macro-F1)
+    return out

@@ -179,7 +179,7 @@ def test_unknown_metric_in_data_config_fails_before_anything_runs(compose_cfg):
 def test_judge_transport_settings_do_not_change_the_run_key(compose_cfg):
     from omegaconf import OmegaConf
 
-    from harness.run import semantic_config
+    from harness.ledger import semantic_config
 
     def key_part(*overrides):
         return semantic_config(OmegaConf.to_container(compose_cfg(*overrides), resolve=True))

@@ -5,7 +5,7 @@ import json
 from harness.config import to_run_config
 from harness.data import load_dataset, prompt_messages
 from harness.models import load_model
-from harness.run import retrieve_contexts
+from harness.rag import retrieve_contexts
 from harness.train import TrainContext, fit_context, instruct_dataset
 
 METHODS = ("base", "base_rag", "causal", "causal_rag", "instruct", "instruct_rag")

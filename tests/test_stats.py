@@ -7,7 +7,7 @@ import pytest
 
 from harness.leaderboard import main
 from harness.metrics import MetricResult
-from harness.run import metric_cis
+from harness.stats import metric_cis
 from harness.stats import bootstrap_ci, ci_name, paired_bootstrap, verdict
 
 
