@@ -43,7 +43,7 @@ from harness.ranking import (
     rank,
     value_of,
 )
-from harness.quiet import quiet_third_party
+from harness.logs import quiet_libraries
 from harness.sources import Source, parse_source, resolve_ledger
 from harness.stats import SAMPLE_MEAN_SUFFIX
 
@@ -521,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="let third-party libraries log and show "
                                                                      "progress bars")
     args = parser.parse_args(argv)
-    quiet_third_party(verbose=args.verbose)
+    quiet_libraries(verbose=args.verbose)
     # The boards fit 100 columns unless --wide; a comparison and --wide get the terminal's width (220 when piped to a
     # file or CI log, where rich would assume 80).
     full = None if sys.stdout.isatty() else 220

@@ -203,15 +203,17 @@ def test_log_wandb_writes_a_leaderboard_run_in_the_sweeps_group(ledger, tmp_path
     assert "no runs in wandb-offline:" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("verbose", "bars"), [(False, False), (True, True)])
-def test_third_party_progress_bars_are_off_unless_verbose(verbose, bars):
-    code = ("import logging, sys; from harness.quiet import quiet_third_party; "
-            f"quiet_third_party(verbose={verbose}); "
+@pytest.mark.parametrize(("verbose", "env_verbose", "bars"),
+                         [(False, "", False), (True, "", True), (None, "", False), (None, "1", True)])
+def test_third_party_progress_bars_are_off_unless_verbose(verbose, env_verbose, bars):
+    code = ("import logging, sys; from harness.logs import quiet_libraries; "
+            f"quiet_libraries(verbose={verbose}); "
             "from transformers.utils import logging as t; "
             "print(t.is_progress_bar_enabled(), logging.getLogger('sentence_transformers').level)")
-    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "TUNEBENCH_VERBOSE")}
+    env["TUNEBENCH_VERBOSE"] = env_verbose
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env,
                          check=True).stdout.split()
     assert out[0] == str(bars)
     # its INFO lines dropped even where the root logger is at INFO (Hydra's job logging), unless -v
-    assert int(out[1]) == (0 if verbose else 30)
+    assert int(out[1]) == (0 if bars else 30)
