@@ -106,7 +106,21 @@ def latest_per_key(records: list[dict]) -> list[dict]:
         current = best.get(key)
         if current is None or record.get("status") == COMPLETED or current.get("status") != COMPLETED:
             best[key] = record
-    return list(best.values())
+    return latest_per_predictions(list(best.values()))
+
+
+def latest_per_predictions(rows: list[dict]) -> list[dict]:
+    """Completed rows scored from the same stored predictions (a re-scored sweep: same generations, a longer
+    metric list, another run key) are one result: the latest scoring stands for it."""
+    latest: dict[str, dict] = {}
+    for row in rows:
+        stage = ((row.get("stages") or {}).get("predictions") or {}).get("key")
+        if row.get("status") == COMPLETED and stage:
+            if stage not in latest or str(row.get("finished_at", "")) >= str(latest[stage].get("finished_at", "")):
+                latest[stage] = row
+    kept = {id(row) for row in latest.values()}
+    return [row for row in rows if id(row) in kept or row.get("status") != COMPLETED
+            or not ((row.get("stages") or {}).get("predictions") or {}).get("key")]
 
 
 def boards(rows: list[dict]) -> list[Board]:
