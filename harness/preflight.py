@@ -126,7 +126,7 @@ KV_GROWTH_COPIES_CPU = 2
 CUDA_OVERHEAD_GB = 1.0
 # CPU: peak RSS counts more than tensors, in three parts:
 # - the runtime: the interpreter, torch, transformers, peft, trl, datasets and the harness, with the tokenizer
-#   and the data: measured 0.53 GB RSS after the imports, 0.62 GB at the peak of a whole tiny_random instruct
+#   and the data: measured 0.53 GB RSS after the imports, 0.62-0.64 GB at the peak of a whole tiny_random instruct
 #   cell (weights and activations of a few MB); a smollm2_135m base cell peaks at 1.05 GB, its 0.50 GB of
 #   weights + 0.55. CPU_RUNTIME_GB = 0.7 leaves room for library versions that import a little more.
 # - the RAG methods' embedder: sentence-transformers + faiss + all-MiniLM-L6-v2, measured +0.14 GB.
@@ -134,7 +134,7 @@ CUDA_OVERHEAD_GB = 1.0
 #   different lengths, a KV cache regrown every step), so RSS rises above the live tensors by a share of the
 #   transient phase (training: gradients + activations; generation: KV cache + prefill + logits). The original
 #   calibration (forced malloc trimming vs not) saw RSS grow 1.5x the activation allocations; over a whole
-#   instruct run the HR-sample cell's RSS kept rising from 2.48 GB after 5 steps to 2.92 GB after 45.
+#   instruct run the HR-sample cell's RSS kept rising, from 2.48 GB after 5 steps to 2.95 GB after 45.
 #   CPU_HEAP_SLACK = 0.6 of the transient phase keeps the estimate at or above those peaks (tests/test_preflight.py
 #   measures them: tests `test_cpu_estimate_brackets_the_measured_peak*`).
 CPU_RUNTIME_GB = 0.7
