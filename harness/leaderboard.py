@@ -372,7 +372,13 @@ def varying_settings(rows: list[dict]) -> list[str]:
     for flat, row in zip(flats, rows, strict=True):
         flat["hardware"] = row.get("hardware")
     keys = dict.fromkeys(k for flat in flats for k in flat)
-    return [k for k in keys if not k.startswith(NOT_SETTINGS) and len({repr(f.get(k)) for f in flats}) > 1]
+
+    def varies(key: str) -> bool:
+        # A setting only some rows have (the TF-IDF baseline has no LoRA keys) tells nothing apart by itself.
+        held = [repr(f[key]) for f in flats if f.get(key) is not None]
+        return len(held) > 1 and len(set(held)) > 1
+
+    return [k for k in keys if not k.startswith(NOT_SETTINGS) and varies(k)]
 
 
 def _setting_text(value) -> str:

@@ -250,3 +250,14 @@ def test_parse_bounds_knows_floors_from_ceilings():
     assert floor.fails(0.69) and not floor.fails(0.7)
     assert ceiling.fails(0.51) and not ceiling.fails(0.5)
     assert floor.text() == "accuracy >= 0.7" and ceiling.text() == "usd_per_1k_generations <= 0.5"
+
+
+def test_settings_only_one_row_has_do_not_count_as_varying():
+    from harness.leaderboard import varying_settings
+
+    llm = _record("a", "catalog", "smol", "instruct", {"accuracy": 0.6}, 0.1, lr=1e-3)
+    other = _record("b", "catalog", "smol", "instruct", {"accuracy": 0.7}, 0.1, lr=2e-4)
+    baseline = {**_record("c", "catalog", "tfidf_logreg", "baseline", {"accuracy": 0.8}, 0.0),
+                "config": {"baseline": "tfidf_logreg", "eval_examples": 30, "seed": 42}}
+    assert varying_settings([llm, other, baseline]) == ["qlora.lr"]
+    assert varying_settings([llm, baseline]) == []
