@@ -131,8 +131,11 @@ def draw_board(ax, report, cost_key: str) -> None:
         highs = [p.high for p in pts] + [b.value for b in report.bounds if b.key == metric]
         pad = max((max(highs) - min(lows)) * 0.15, 0.02)
         ax.set_ylim(max(spec.low, min(lows) - pad), min(spec.high, max(highs) + pad))
-    # Dollars at 1, 2, 5 x 10^k: readable, and never crowded as the default minor labels get over one decade.
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    # Dollars at 1, 2, 5 x 10^k within two decades, at powers of ten beyond (a TF-IDF row can sit five decades
+    # below an LLM's): readable, never crowded as the default minor labels get.
+    low, high = ax.get_xlim()
+    decades = math.log10(high / low) if low > 0 and high > low else 0.0
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"${x:.3g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     if left_out:
