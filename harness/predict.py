@@ -4,8 +4,8 @@ Prompts are sorted by length so each batch pads little, padded on the left (deco
 continue from the last position), and answers are returned in the original order.
 
 Greedy decoding runs its own loop over the model's KV cache and drops every row from the batch as soon as it
-ends: `model.generate` keeps finished rows decoding until the longest answer ends, which on a CPU made batch 20
-slower than batch 1. Sampling, constrained decoding and models whose generation config asks for logits
+ends: `model.generate` keeps finished rows decoding until the longest answer ends (bench/eval_batch.py measures
+both). Sampling, constrained decoding and models whose generation config asks for logits
 processors (a repetition penalty, say) go through `model.generate`. An out-of-memory error halves the batch
 and retries, down to one prompt at a time.
 """
