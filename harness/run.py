@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -566,11 +565,9 @@ def _safely(what: str, fn, *args) -> None:
 
 
 def _release_memory() -> None:
-    import torch
+    from harness.predict import release_accelerator_memory
 
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    release_accelerator_memory()
 
 
 def _now() -> str:
