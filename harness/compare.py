@@ -149,8 +149,17 @@ def compare(ledger: Path, key_a: str, key_b: str, metric: str | None = None, n_r
         runs_a, runs_b = {seed_of(a): a}, {seed_of(b): b}  # two seeds of one configuration: compare just those
     shared = [s for s in runs_a if s in runs_b]
     seeds_a, seeds_b = (shared, shared) if shared else (list(runs_a), list(runs_b))
-    rows_a = {s: paired_rows(a, runs_a[s], ledger, load)[1] for s in seeds_a}
-    rows_b = {s: paired_rows(a, runs_b[s], ledger, load)[1] for s in seeds_b}
+    # Every seed's rows are checked against A's; each predictions file is read once.
+    read = load or (lambda record: load_predictions(record, ledger))
+    loaded: dict[str, list[dict]] = {}
+
+    def load_once(record: dict) -> list[dict]:
+        if record.get("run_key") not in loaded:
+            loaded[record.get("run_key")] = read(record)
+        return loaded[record.get("run_key")]
+
+    rows_a = {s: paired_rows(a, runs_a[s], ledger, load_once)[1] for s in seeds_a}
+    rows_b = {s: paired_rows(a, runs_b[s], ledger, load_once)[1] for s in seeds_b}
     first_a, first_b = rows_a[seeds_a[0]], rows_b[seeds_b[0]]
     ids = list(first_a)
     keys = _score_keys(first_a, first_b)

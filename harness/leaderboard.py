@@ -29,7 +29,7 @@ from rich.table import Table
 
 from harness.compare import CONFIDENCE, Comparison, compare, verdict_of
 from harness.ledger import COMPLETED
-from harness.metrics.keys import KEYS, spec_of
+from harness.metrics.keys import cost_figures, spec_of
 from harness.ranking import (
     Board,
     Bound,
@@ -297,7 +297,7 @@ def build(args) -> tuple[list[BoardReport], Path]:
             raise LeaderboardError(f"--data {args.data}: no runs on that dataset in {source}; it has: "
                                    f"{', '.join(names)}")
     metrics = known_metrics([r for b in all_boards for r in b.rows])
-    cost_keys = [k for k, spec in KEYS.items() if spec.section == "cost"]
+    cost_keys = cost_figures()
     bounds = parse_bounds(args.floors, args.ceilings, known=[*metrics, *cost_keys], known_text=", ".join(metrics))
     if args.sort and args.sort not in metrics and args.sort not in cost_keys:
         raise LeaderboardError(f"unknown metric(s) {[args.sort]}; the ledger has: {', '.join(metrics) or 'none'}")
@@ -316,11 +316,12 @@ def build(args) -> tuple[list[BoardReport], Path]:
 
 def board_report(board: Board, bounds: list[Bound], args) -> BoardReport:
     rows = collapse_seeds(board.rows)
-    measured = set(known_metrics(rows))
+    board_metrics = known_metrics(rows)
+    measured = set(board_metrics)
     applies = [b for b in bounds if b.spec.section == "cost" or b.key in measured]
     quality = [b.key for b in applies if b.spec.section != "cost"]
     note = ""
-    if args.sort and args.sort in measured | {k for k, s in KEYS.items() if s.section == "cost"}:
+    if args.sort and (args.sort in measured or args.sort in cost_figures()):
         sort_by = args.sort
     else:
         sort_by = next(iter(quality), None) or next((m for m in DEFAULT_SORT if m in measured), None) \
@@ -330,10 +331,9 @@ def board_report(board: Board, bounds: list[Bound], args) -> BoardReport:
     if not args.allow_different_samples:
         check_same_samples(rows, [m for m in [sort_by, *quality] if m in measured])
     ranked = rank(rows, sort_by)
-    board_metrics = known_metrics(rows)
     header, body = table_rows(ranked, board_metrics, args.cost, ci_metric=sort_by if sort_by in measured else None)
     verdict = None
-    if bounds and not quality and not applies:
+    if bounds and not applies:
         note += (" " if note else "") + (f"No bound applies to this dataset (bounds on: "
                                          f"{', '.join(b.key for b in bounds)}); no pick.")
     elif applies:

@@ -146,14 +146,20 @@ def boards(rows: list[dict]) -> list[Board]:
 SEED_PATHS = (("qlora", "seed"), ("seed",))
 
 
+def _seed_holder(config: dict, path: tuple[str, ...]) -> dict | None:
+    """The dict that holds the seed at `path` (e.g. config["qlora"] for ("qlora", "seed")), if any."""
+    node = config
+    for part in path[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else None
+
+
 def seed_of(row: dict):
     config = row.get("config") or {}
     for path in SEED_PATHS:
-        node = config
-        for part in path:
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is not None:
-            return node
+        holder = _seed_holder(config, path)
+        if holder is not None and holder.get(path[-1]) is not None:
+            return holder[path[-1]]
     return None
 
 
@@ -161,11 +167,9 @@ def configuration_id(row: dict) -> str:
     """Everything that decides a run's result except its seed: config, data bytes, harness version."""
     config = json.loads(json.dumps(row.get("config") or {}))
     for path in SEED_PATHS:
-        node = config
-        for part in path[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(path[-1], None)
+        holder = _seed_holder(config, path)
+        if holder is not None:
+            holder.pop(path[-1], None)
     payload = {"config": config, "data": row.get("data_hashes"), "model": row.get("model"),
                "method": row.get("method"), "harness": (row.get("versions") or {}).get("harness")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -208,8 +212,7 @@ def collapse_seeds(rows: list[dict]) -> list[dict]:
                 spread[key] = {"sd": stdev(values), "min": min(values), "max": max(values), "n": len(values)}
         out.append({**members[0], "metrics": metrics, "cost": _mean_dict([m.get("cost") or {} for m in members]),
                     "metrics_ci": {}, "seeds": [seed_of(m) for m in members],
-                    "runs": [m.get("run_key") for m in members], "spread": spread,
-                    "run_key": members[0].get("run_key")})
+                    "runs": [m.get("run_key") for m in members], "spread": spread})
     return out + rest
 
 

@@ -69,6 +69,11 @@ def declare_pattern(pattern: str, spec: KeySpec) -> None:
     PATTERNS.append((re.compile(pattern), spec))
 
 
+def cost_figures() -> list[str]:
+    """The declared cost / time / memory keys (a record keeps them under `cost`)."""
+    return [name for name, spec in KEYS.items() if spec.section == COST]
+
+
 def spec_of(name: str) -> KeySpec | None:
     """The declared direction and range of a key (a `<key>_sample_mean` interval name maps to its key)."""
     from harness.stats import SAMPLE_MEAN_SUFFIX
