@@ -23,12 +23,20 @@ from harness import config  # noqa: E402, F401  (registers the schema)
 from harness.failures import Interrupted, interrupt_exit_code  # noqa: E402
 from harness import gpus  # noqa: E402, F401  (registers ${tunebench_gpus:...} for conf/hydra/launcher/local_gpus.yaml)
 from harness.logs import quiet_libraries  # noqa: E402
+from harness.base_keeper import BaseKeeper  # noqa: E402
 from harness.run import run_from_hydra  # noqa: E402
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
-    return run_from_hydra(cfg)
+def main() -> None:
+    # Lives as long as this process: under the basic launcher every cell of a sweep runs here, and consecutive
+    # cells on the same base model share one load (a launcher that pickles the task function gets it empty).
+    bases = BaseKeeper()
+
+    @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+    def task(cfg: DictConfig) -> float | None:
+        return run_from_hydra(cfg, bases)
+
+    task()
 
 
 # Hydra flags that print something and exit: no sweep runs, so no sweep id.

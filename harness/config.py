@@ -400,6 +400,9 @@ class RunConfig:
     preflight: bool = True
     # Show progress bars (rates, ETA).
     progress: bool = True
+    # Keep a cell's base model loaded for the next cell of the same process that loads it the same way (the
+    # adapter is removed in between); false: every cell loads its own (harness/base_keeper.py).
+    keep_base_loaded: bool = True
     # Filled from Hydra at run time: the sweep this cell belongs to.
     sweep_id: str = ""
     # Fault injection for tests of failure handling: the named stage raises (load, train, predict, score).

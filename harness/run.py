@@ -18,10 +18,11 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 import harness
-from harness.config import ConfigError, JudgeBackend, RunConfig, to_run_config
-from harness.cost import PeakMemory, cost_report, train_flops_per_token
+from harness.base_keeper import BaseKeeper
 from harness.claims import Holder
 from harness.claims import acquire as acquire_claim
+from harness.config import ConfigError, JudgeBackend, RunConfig, to_run_config
+from harness.cost import PeakMemory, cost_report, train_flops_per_token
 from harness.data import (
     DataError,
     Dataset,
@@ -38,9 +39,9 @@ from harness.ledger import (
     FAILED,
     INTERRUPTED,
     JUDGED_METRICS,
-    Ledger,
     SKIPPED,
     TRANSIENT,
+    Ledger,
     RunRecord,
     run_key,
     semantic_config,
@@ -57,9 +58,10 @@ log = logging.getLogger("harness")
 LIBRARIES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "evaluate", "wandb")
 
 
-def run_from_hydra(cfg: DictConfig) -> float | None:
+def run_from_hydra(cfg: DictConfig, bases: BaseKeeper | None = None) -> float | None:
     """The Hydra task function's body, in whichever process the launcher runs it: user mistakes are printed
     plainly, never as a traceback; what the job decided goes to its folder's outcome.json for the summary.
+    `bases` keeps a loaded base model for the next cell the same process runs (None: each cell loads its own).
     Returns the configured objective metric (NaN for a cell that did not complete), for optimising sweepers."""
     from hydra.core.hydra_config import HydraConfig
 
@@ -82,7 +84,7 @@ def run_from_hydra(cfg: DictConfig) -> float | None:
             outcome = plan_cell(run_cfg, config, list(hydra_cfg.overrides.task))
         else:
             with signals_interrupt():
-                outcome = run_cell(run_cfg, config)
+                outcome = run_cell(run_cfg, config, bases)
     except (ConfigError, DataError) as exc:
         log.error("%s: configuration error, nothing ran: %s", cell, exc)
         outcome = Outcome(CONFIG_ERROR, cell, detail=str(exc), objective=float("nan"))
@@ -136,7 +138,7 @@ def not_retried_reason(cfg: RunConfig, history: list[dict]) -> str | None:
             f"retry_failed=true")
 
 
-def run_cell(cfg: RunConfig, config: dict) -> Outcome:
+def run_cell(cfg: RunConfig, config: dict, bases: BaseKeeper | None = None) -> Outcome:
     results = Path(cfg.results_dir)
     ledger = Ledger(results / "runs.jsonl")
     key, key_config, dataset = cell_key(cfg, config)
@@ -158,12 +160,12 @@ def run_cell(cfg: RunConfig, config: dict) -> Outcome:
         if not cfg.force and (done := ledger.completed(key)):
             log.info("%s: skipped, completed meanwhile by run %s", cell, done["run_id"])
             return outcome(DONE_BEFORE, detail=f"run {done['run_id']}", objective=objective_value(cfg, done))
-        record = _run_claimed(cfg, ledger, key, key_config, dataset, cell)
+        record = _run_claimed(cfg, ledger, key, key_config, dataset, cell, bases or BaseKeeper())
     return outcome(record.status, detail=record.error_type or "", objective=objective_value(cfg, record))
 
 
 def _run_claimed(cfg: RunConfig, ledger: Ledger, key: str, key_config: dict, dataset: Dataset,
-                 cell: str) -> RunRecord:
+                 cell: str, bases: BaseKeeper) -> RunRecord:
     results = Path(cfg.results_dir)
     judge = None
     if "ragas" in cfg.data.metrics and cfg.judge.backend != JudgeBackend.none:
@@ -222,7 +224,7 @@ def _run_claimed(cfg: RunConfig, ledger: Ledger, key: str, key_config: dict, dat
     rows: list[dict] = []
     adapter_dir = None
     try:
-        rows, adapter_dir = _execute(cfg, dataset, record, results / "runs" / key, key_config, judge)
+        rows, adapter_dir = _execute(cfg, dataset, record, results / "runs" / key, key_config, bases, judge)
         record.status = COMPLETED
         log.info("%s: completed %s", cell, _summary(record))
     except Exception as exc:  # a cell's failure must not take the sweep down
@@ -249,7 +251,7 @@ def _run_claimed(cfg: RunConfig, ledger: Ledger, key: str, key_config: dict, dat
 
 
 def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path, key_config: dict,
-             judge=None) -> tuple[list[dict], Path | None]:
+             bases: BaseKeeper, judge=None) -> tuple[list[dict], Path | None]:
     """Produce the predictions (load → retrieve → train → predict; or re-use a stored stage) → score → cost.
     `record.failed_stage` says where an exception came from; `record.stages` which stages ran or were re-used."""
     from harness.stages import ADAPTER, PREDICTIONS, StageStore, adapter_key, predictions_key
@@ -269,7 +271,7 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
             record.stages[ADAPTER]["reused_from"] = produced["run_id"]
         log.info("predictions re-used from run %s (stage %s): no model is loaded", produced["run_id"], pkey)
     else:
-        produced = _produce(cfg, dataset, record, run_dir, eval_records, store, akey if reuse else None)
+        produced = _produce(cfg, dataset, record, run_dir, eval_records, store, akey if reuse else None, bases)
         record.stages[PREDICTIONS]["ran"] = True
         store.save(PREDICTIONS, pkey, produced)
 
@@ -328,61 +330,30 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
 
 
 def _produce(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path, eval_records, store,
-             akey: str | None) -> dict:
-    """Load → retrieve → train (or load a stored adapter) → predict: everything a predictions stage holds."""
-    from harness.models import load_model, select_device
-    from harness.predict import generate, render_prompts
+             akey: str | None, bases: BaseKeeper) -> dict:
+    """Load (or take the base the process holds) → retrieve → train (or load a stored adapter) → predict:
+    everything a predictions stage holds. The base goes back to `bases` without its adapter, or is freed."""
+    from harness.models import select_device
     from harness.progress import progress_bar
-    from harness.stages import ADAPTER
-    from harness.train import TrainContext, get_trainer
+    from harness.stages import ADAPTER, BASE
 
-    trained, train_record = None, {}
     work_start = time.perf_counter()
     with PeakMemory(select_device(cfg.hardware)) as peak:
         record.failed_stage = "load"
         _inject_failure(cfg, "load")
         with progress_bar(f"load {cfg.model.name}", total=1, unit="model", enabled=cfg.progress) as advance:
-            loaded = load_model(cfg.model, cfg.hardware, cfg.qlora, Path(cfg.cache_dir).expanduser())
+            loaded, record.stages[BASE] = bases.load(cfg, record.run_id)
             advance(1)
-        model = loaded.model
-        retrieved: Retrieved | None = None
-        if cfg.method.retrieval:
-            record.failed_stage = "retrieve"
-            retrieved = retrieve_contexts(cfg, dataset, eval_records)
-        contexts = retrieved.contexts if retrieved is not None else None
-        if cfg.method.trainer:
-            record.failed_stage = "train"
-            _inject_failure(cfg, "train")
-            stored = store.load(ADAPTER, akey)
-            if stored is not None:
-                trained = _stored_adapter(loaded, stored)
-                train_record = stored["train"]
-                record.stages[ADAPTER]["reused_from"] = stored["run_id"]
-                log.info("adapter re-used from run %s (stage %s): nothing is trained", stored["run_id"], akey)
-            else:
-                trained = get_trainer(cfg.method.trainer)(TrainContext(cfg, loaded, dataset, run_dir, contexts))
-                train_record = _train_record(cfg, trained)
-                if akey is not None:
-                    trained.adapter_dir = _save_adapter_stage(store, akey, trained, train_record, record.run_id)
-                record.stages[ADAPTER]["ran"] = True
-            model = trained.model
-            if loaded.quantized_4bit:
-                train_record["eval_model"] = "adapter_on_4bit"
-                if cfg.eval.merge_adapter:
-                    del model  # _merged_for_eval frees the 4-bit model before it loads the 16-bit copy
-                    model = _merged_for_eval(cfg, trained, loaded, train_record)
-        record.failed_stage = "predict"
-        _inject_failure(cfg, "predict")
-        conversations = [
-            prompt_messages(r, cfg.data, cfg.model, contexts[r.id] if contexts is not None else None, dataset.labels)
-            for r in eval_records
-        ]
-        prompt = {
-            "template_sha256": prompt_fingerprint(cfg.data, cfg.method.retrieval, dataset.labels),
-            "first_eval_id": eval_records[0].id,
-            "first_eval_prompt": render_prompts(loaded.tokenizer, conversations[:1])[0],
-        }
-        predicted = generate(model, loaded.tokenizer, conversations, cfg.eval, progress=cfg.progress)
+        try:
+            predicted, trained, train_record, retrieved, prompt, model = _on_base(
+                cfg, dataset, record, run_dir, eval_records, store, akey, bases, loaded)
+        except BaseException:
+            bases.discard()
+            raise
+        bases.give_back(loaded, model, keep=cfg.keep_base_loaded)
+        del model
+        if trained is not None:
+            trained.model = None
     work_s = time.perf_counter() - work_start
     train_s = trained.train_s if trained and record.stages[ADAPTER].get("ran") else 0.0
     stored_train_s = train_record.get("train_s", 0.0) if trained else 0.0
@@ -401,11 +372,62 @@ def _produce(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
             "train_tokens": train_record.get("train_tokens", 0) if trained else 0,
             "train_flops_per_token": train_record.get("flops_per_token"),
             # Everything from load to the last prediction that is not load, train() or generation itself.
-            "prep_s": max(0.0, work_s - loaded.load_s - train_s - predicted.generate_s),
+            "prep_s": max(0.0, work_s - record.stages[BASE]["load_s"] - train_s - predicted.generate_s),
             "peak_bytes": peak.peak_bytes, "peak_device": peak.device,
             "eval_batch_size": predicted.batch_size, "eval_oom_retries": predicted.oom_retries,
         },
     }
+
+
+def _on_base(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path, eval_records, store,
+             akey: str | None, bases: BaseKeeper, loaded):
+    """Retrieve → train (or load a stored adapter) → predict, on the loaded base. Returns the predictions, what
+    training left, and the model that generated them (the base, maybe with an adapter, or a merged copy)."""
+    from harness.predict import generate, render_prompts
+    from harness.stages import ADAPTER, BASE
+    from harness.train import TrainContext, get_trainer
+
+    trained, train_record = None, {}
+    model = loaded.model
+    retrieved: Retrieved | None = None
+    if cfg.method.retrieval:
+        record.failed_stage = "retrieve"
+        retrieved = retrieve_contexts(cfg, dataset, eval_records)
+    contexts = retrieved.contexts if retrieved is not None else None
+    if cfg.method.trainer:
+        record.failed_stage = "train"
+        _inject_failure(cfg, "train")
+        stored = store.load(ADAPTER, akey)
+        if stored is not None:
+            trained = _stored_adapter(loaded, stored)
+            train_record = stored["train"]
+            record.stages[ADAPTER]["reused_from"] = stored["run_id"]
+            log.info("adapter re-used from run %s (stage %s): nothing is trained", stored["run_id"], akey)
+        else:
+            trained = get_trainer(cfg.method.trainer)(TrainContext(cfg, loaded, dataset, run_dir, contexts))
+            train_record = _train_record(cfg, trained)
+            if akey is not None:
+                trained.adapter_dir = _save_adapter_stage(store, akey, trained, train_record, record.run_id)
+            record.stages[ADAPTER]["ran"] = True
+        model = trained.model
+        if loaded.quantized_4bit:
+            train_record["eval_model"] = "adapter_on_4bit"
+            if cfg.eval.merge_adapter:
+                del model  # _merged_for_eval frees the 4-bit model before it loads the 16-bit copy
+                model = _merged_for_eval(cfg, trained, loaded, train_record, bases, record.stages[BASE])
+    record.failed_stage = "predict"
+    _inject_failure(cfg, "predict")
+    conversations = [
+        prompt_messages(r, cfg.data, cfg.model, contexts[r.id] if contexts is not None else None, dataset.labels)
+        for r in eval_records
+    ]
+    prompt = {
+        "template_sha256": prompt_fingerprint(cfg.data, cfg.method.retrieval, dataset.labels),
+        "first_eval_id": eval_records[0].id,
+        "first_eval_prompt": render_prompts(loaded.tokenizer, conversations[:1])[0],
+    }
+    predicted = generate(model, loaded.tokenizer, conversations, cfg.eval, progress=cfg.progress)
+    return predicted, trained, train_record, retrieved, prompt, model
 
 
 def _train_record(cfg: RunConfig, trained) -> dict:
@@ -527,19 +549,22 @@ def check_metric_names(cfg: RunConfig) -> None:
                           f"{', '.join(sorted([*METRICS, *JUDGED_METRICS]))}")
 
 
-def _merged_for_eval(cfg: RunConfig, trained, loaded, train_record: dict):
+def _merged_for_eval(cfg: RunConfig, trained, loaded, train_record: dict, bases: BaseKeeper, base_stage: dict):
     """The model to evaluate after 4-bit training: a merged 16-bit copy where it fits (the 4-bit model is freed
-    first, its adapter being on disk, so the two never share the memory), else the 4-bit model with its adapter.
-    The reload time counts as loading."""
+    first, also by the process's keeper, its adapter being on disk, so the two never share the memory), else the
+    4-bit model with its adapter. The reload time counts as loading."""
     from harness.models import merged_copy_possible, merged_eval_model
 
     if not merged_copy_possible(cfg.model, cfg.hardware, loaded):
         return trained.model
     start = time.perf_counter()
     trained.model = loaded.model = None
+    bases.discard()
     _release_memory()
     loaded.model = merged_eval_model(cfg.model, cfg.hardware, loaded, trained.adapter_dir)
-    loaded.load_s += time.perf_counter() - start
+    reload_s = time.perf_counter() - start
+    loaded.load_s += reload_s
+    base_stage["load_s"] = round(base_stage["load_s"] + reload_s, 3)
     train_record["eval_model"] = "merged_16bit"
     return loaded.model
 

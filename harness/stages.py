@@ -24,6 +24,8 @@ import uuid
 from pathlib import Path
 
 ADAPTER, PREDICTIONS = "adapter", "predictions"
+# Not stored: a base model loaded once per process and kept for the next cell (harness/base_keeper.py).
+BASE = "base"
 META = "stage.json"
 # Hardware keys that change the price or the speed of a cell, not what it computes.
 HARDWARE_COST_ONLY = ("device_name", "memory_gb", "peak_tflops_bf16", "usd_per_hour", "price_source", "price_date",
@@ -68,6 +70,9 @@ def predictions_key(config: dict, data_hashes: dict[str, str], version: str, ada
         "adapter": adapter,
         "model": config.get("model"),
         "loading": {k: (config.get("qlora") or {}).get(k) for k in QLORA_LOADING},
+        # The test model built in code draws its weights from the seed: there the seed decides the base.
+        "weights_seed": (config.get("qlora") or {}).get("seed")
+        if str((config.get("model") or {}).get("source")) == "tiny_random" else None,
         "hardware": _without(config.get("hardware"), HARDWARE_COST_ONLY),
         "eval": _without(config.get("eval"), EVAL_SPEED_ONLY),
         "prompt": {k: data.get(k) for k in DATA_PROMPT},
