@@ -1,4 +1,4 @@
-"""Loading time of a three-adapter sweep on one base: `method=instruct qlora.seed=1,2,3` run once with every cell
+"""Loading time of a three-adapter sweep on one base: `method=instruct qlora.r=4,8,16` run once with every cell
 loading its own base (keep_base_loaded=false, as before harness/base_keeper.py) and once with the base kept loaded
 between cells (the default). Prints, per cell, the seconds it really spent loading (the ledger's
 `stages.base.load_s`) and whether it loaded or re-used the base, then the totals and the sweeps' wall times, and
@@ -6,37 +6,31 @@ checks that both sweeps produced the same predictions and training losses.
 
     .venv/bin/python bench/base_reuse.py --model smollm2_135m
     .venv/bin/python bench/base_reuse.py --model tiny_random --steps 2
-    .venv/bin/python bench/base_reuse.py --model llama3_8b --hardware a10   # on a GPU box
+    .venv/bin/python bench/base_reuse.py --model llama3_8b --hardware a10 eval.merge_adapter=false  # a GPU box
+
+Extra arguments are Hydra overrides for both sweeps. On a GPU, 4-bit training cells evaluate on a merged 16-bit
+copy by default and free the 4-bit base first, so the base is kept across them only with eval.merge_adapter=false.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-SEEDS = "1,2,3"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, however this script is started
+from common import run_harness_sweep  # noqa: E402
+
+RANKS = "4,8,16"
 
 
 def sweep(results: Path, cache: Path, args, keep: bool) -> tuple[float, list[dict]]:
-    cmd = [sys.executable, "-m", "harness", "-m", f"model={args.model}", f"hardware={args.hardware}", "method=instruct",
-           f"qlora.seed={SEEDS}", "tracker=none", "progress=false", f"qlora.max_steps={args.steps}",
-           f"eval.num_examples={args.examples}", f"eval.max_new_tokens={args.max_new_tokens}",
-           f"results_dir={results}", f"cache_dir={cache}", f"keep_base_loaded={str(keep).lower()}"]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"})
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"sweep failed (keep_base_loaded={keep}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    ledger = results / "runs.jsonl"
-    return wall, [json.loads(line) for line in ledger.read_text().splitlines()]
+    return run_harness_sweep([f"model={args.model}", f"hardware={args.hardware}", "method=instruct",
+                              f"qlora.r={RANKS}", "tracker=none", "progress=false", f"qlora.max_steps={args.steps}",
+                              f"eval.num_examples={args.examples}", f"eval.max_new_tokens={args.max_new_tokens}",
+                              f"cache_dir={cache}", f"keep_base_loaded={str(keep).lower()}", *args.overrides], results)
 
 
 def _predictions(record: dict) -> list[str]:
@@ -50,6 +44,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3, help="training steps per adapter")
     parser.add_argument("--examples", type=int, default=4, help="eval examples per cell")
     parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for both sweeps, e.g. eval.merge_adapter=false")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="tunebench-base-reuse-") as tmp:
@@ -61,7 +56,7 @@ def main() -> int:
         same = all(_predictions(a) == _predictions(b) and a["train"]["losses"] == b["train"]["losses"]
                    for a, b in zip(sides[False][1], sides[True][1], strict=True))
 
-    print(f"three adapters (qlora.seed={SEEDS}) on {args.model}, hardware={args.hardware}, {args.steps} steps, "
+    print(f"three adapters (qlora.r={RANKS}) on {args.model}, hardware={args.hardware}, {args.steps} steps, "
           f"{args.examples} eval examples")
     print(f"{'':26} {'cell 1':>12} {'cell 2':>12} {'cell 3':>12} {'load total':>11} {'sweep wall':>11}")
     totals = {}

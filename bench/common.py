@@ -201,6 +201,24 @@ def run_harness_cli(entry: list[str], overrides: list[str], results_dir: Path, e
     return record, proc, wall
 
 
+def run_harness_sweep(overrides: list[str], results_dir: Path) -> tuple[float, list[dict]]:
+    """Runs `python -m harness -m <overrides> results_dir=<results_dir>` offline from the repo root and returns
+    its wall time and the ledger lines it added; exits with the output's tail if the sweep failed."""
+    import os
+
+    ledger = Path(results_dir) / "runs.jsonl"
+    before = len(ledger.read_text("utf-8").splitlines()) if ledger.is_file() else 0
+    cmd = [sys.executable, "-m", "harness", "-m", *overrides, f"results_dir={results_dir}"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"})
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"sweep failed (rc={proc.returncode}):\n{' '.join(cmd)}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    lines = ledger.read_text("utf-8").splitlines() if ledger.is_file() else []
+    return wall, [json.loads(line) for line in lines[before:]]
+
+
 def ledger_figures(record: dict) -> dict:
     """The harness's figures from its ledger line, keyed as trainer_figures keys a baseline's."""
     train, config = record["train"], record["config"]

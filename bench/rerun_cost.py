@@ -10,36 +10,21 @@ evaluation change trains nothing, the added metric loads no model.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, however this script is started
+from common import run_harness_sweep  # noqa: E402
+
 # The metrics of the first sweeps; the last one adds chrF (ngram).
 METRICS = "bleu,rouge"
 
 
 def sweep(results: Path, cache: Path, args, *extra: str, metrics: str = METRICS) -> tuple[float, list[dict]]:
-    before = len(_records(results))
-    cmd = [sys.executable, "-m", "harness", "-m", f"model={args.model}", "method=base,instruct", "tracker=none",
-           "progress=false", f"qlora.max_steps={args.steps}", f"eval.num_examples={args.examples}",
-           f"results_dir={results}", f"cache_dir={cache}", f"data.metrics=[{metrics}]", *extra]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"})
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"sweep failed ({' '.join(extra)}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return wall, _records(results)[before:]
-
-
-def _records(results: Path) -> list[dict]:
-    ledger = results / "runs.jsonl"
-    return [json.loads(line) for line in ledger.read_text().splitlines()] if ledger.is_file() else []
+    return run_harness_sweep([f"model={args.model}", "method=base,instruct", "tracker=none", "progress=false",
+                              f"qlora.max_steps={args.steps}", f"eval.num_examples={args.examples}",
+                              f"cache_dir={cache}", f"data.metrics=[{metrics}]", *extra], results)
 
 
 def _stages(records: list[dict]) -> str:

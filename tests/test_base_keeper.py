@@ -111,7 +111,7 @@ def _cells(results: Path) -> dict:
     return cells
 
 
-@pytest.mark.parametrize("hardware", ["cpu", "cpu_qlora"])
+@pytest.mark.parametrize("hardware", ["cpu", pytest.param("cpu_qlora", marks=pytest.mark.slow)])
 def test_a_sweep_with_a_kept_base_reports_what_separate_loads_report(run_harness, tmp_path, hardware):
     """The same sweep twice, every cell loading its own base and the base kept between cells: the same
     predictions, losses and adapter weights, cell by cell. With 4-bit on the CPU (bitsandbytes' path on a GPU),
