@@ -51,11 +51,14 @@ def test_a_kept_base_comes_back_as_a_fresh_load_would_leave_it(compose_cfg, tmp_
     fresh_logits = _logits(base)
 
     trained = get_trainer("instruct")(TrainContext(cfg, loaded, dataset, tmp_path / "run1", None))
-    assert any("lora_" in name for name, _ in base.named_modules())  # peft attached the adapter in place
+    lora = [weakref.ref(module) for name, module in base.named_modules() if name.endswith("lora_A")]
+    assert lora  # peft attached the adapter in place
     adapted_logits = _logits(trained.model)
     keeper.give_back(loaded, trained.model)
 
     assert not any("lora_" in name for name, _ in base.named_modules())
+    gc.collect()
+    assert all(ref() is None for ref in lora)  # the adapter's weights are freed, not only detached
     assert "forward" not in vars(base)  # accelerate's autocast wrapper is gone
     assert not base.training and not base.is_gradient_checkpointing
     assert torch.equal(_logits(base), fresh_logits)
