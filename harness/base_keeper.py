@@ -32,6 +32,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from harness.config import ModelSource, RunConfig, loads_in_4bit, uses_gradient_checkpointing
 from harness.models import LoadedModel, half_dtype, load_model, select_device
 
@@ -124,7 +126,8 @@ class BaseKeeper:
         log.debug("base model kept for the next cell (loading key %s)", held.key)
 
     def discard(self) -> None:
-        """Free the held base (the caller releases accelerator memory once its own references are gone)."""
+        """Free the held base: its memory goes at once if nothing else refers to the model, else when the cell's
+        own references go (run.py releases accelerator memory after every cell)."""
         if self._held is not None:
             self._held = None
             from harness.predict import release_accelerator_memory
@@ -141,8 +144,9 @@ def _without_adapter(model):
     return model
 
 
-# Attributes that track hooks registered on submodules: the hooks' own calls keep them right.
-_HOOK_ATTRIBUTES = ("_require_grads_hook", "_require_grads_hooks", "training")
+# Left as they are: torch.nn.Module's own bookkeeping (submodules, parameters, hook tables: peft's unload and the
+# calls above keep them right; `training` is set by eval()) and the handles of the input-require-grads hook.
+_NOT_RESTORED = frozenset(vars(torch.nn.Module())) | {"_require_grads_hook", "_require_grads_hooks"}
 
 
 def _restore(base, held: _Held) -> None:
@@ -154,10 +158,10 @@ def _restore(base, held: _Held) -> None:
     if held.use_cache is not None:
         base.config.use_cache = held.use_cache
     attributes = vars(base)
-    for name in [name for name in attributes if name not in held.attributes and name not in _HOOK_ATTRIBUTES]:
+    for name in [name for name in attributes if name not in held.attributes and name not in _NOT_RESTORED]:
         del attributes[name]
     for name, value in held.attributes.items():
-        if name not in _HOOK_ATTRIBUTES:
+        if name not in _NOT_RESTORED:
             attributes[name] = value
     base.eval()
     base.zero_grad(set_to_none=True)
