@@ -1,4 +1,4 @@
-# One command each: `make demo` (set up + run the sample sweep + leaderboard), `make test` (set up + all tests).
+# One command each: `make demo` (set up + run the sample sweep + leaderboard), `make test` (set up + the default tests), `make test-all` (+ the slow ones: CI).
 # Setup is idempotent: it creates .venv if missing, installs torch first (an unpinned torch pulled in by
 # another package would bring gigabytes of CUDA wheels to a CPU box), then the project, then the embedded model.
 PYTHON ?= python3
@@ -11,7 +11,7 @@ export HF_HUB_DISABLE_TELEMETRY ?= 1
 # ragas reports usage to its authors unless told not to.
 export RAGAS_DO_NOT_TRACK ?= true
 
-.PHONY: setup demo test test-fast leaderboard clean
+.PHONY: setup demo test test-all leaderboard clean
 
 setup: $(STAMP)
 
@@ -43,8 +43,8 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
-test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+test-all: setup
+	$(BIN)/python -m pytest -m "slow or not slow"
 
 leaderboard: setup
 	$(BIN)/python -m harness.leaderboard
