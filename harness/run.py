@@ -10,6 +10,7 @@ import subprocess
 import time
 import traceback
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
@@ -345,13 +346,14 @@ def _produce(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
             loaded, record.stages[BASE] = bases.load(cfg, record.run_id)
             advance(1)
         try:
-            predicted, trained, train_record, retrieved, prompt, model = _on_base(
-                cfg, dataset, record, run_dir, eval_records, store, akey, bases, loaded)
+            done = _on_base(cfg, dataset, record, run_dir, eval_records, store, akey, bases, loaded)
         except BaseException:
             bases.discard()
             raise
-        bases.give_back(loaded, model, keep=cfg.keep_base_loaded)
-        del model
+        bases.give_back(loaded, done.model, keep=cfg.keep_base_loaded)
+        predicted, trained, train_record, retrieved, prompt = (done.predicted, done.trained, done.train_record,
+                                                               done.retrieved, done.prompt)
+        del done
         if trained is not None:
             trained.model = None
     work_s = time.perf_counter() - work_start
@@ -379,10 +381,19 @@ def _produce(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
     }
 
 
+@dataclass
+class _OnBase:
+    predicted: object  # harness.predict.PredictResult
+    trained: object | None  # harness.train.TrainResult
+    train_record: dict
+    retrieved: Retrieved | None
+    prompt: dict
+    model: object  # what generated: the base, the base with an adapter, or a merged copy
+
+
 def _on_base(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path, eval_records, store,
-             akey: str | None, bases: BaseKeeper, loaded):
-    """Retrieve → train (or load a stored adapter) → predict, on the loaded base. Returns the predictions, what
-    training left, and the model that generated them (the base, maybe with an adapter, or a merged copy)."""
+             akey: str | None, bases: BaseKeeper, loaded) -> _OnBase:
+    """Retrieve → train (or load a stored adapter) → predict, on the loaded base."""
     from harness.predict import generate, render_prompts
     from harness.stages import ADAPTER, BASE
     from harness.train import TrainContext, get_trainer
@@ -427,7 +438,7 @@ def _on_base(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
         "first_eval_prompt": render_prompts(loaded.tokenizer, conversations[:1])[0],
     }
     predicted = generate(model, loaded.tokenizer, conversations, cfg.eval, progress=cfg.progress)
-    return predicted, trained, train_record, retrieved, prompt, model
+    return _OnBase(predicted, trained, train_record, retrieved, prompt, model)
 
 
 def _train_record(cfg: RunConfig, trained) -> dict:
