@@ -181,13 +181,17 @@ def fmt(value, spec: str = ".1f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def check_row(row: dict, merged_expected: bool) -> list[str]:
+def check_row(row: dict, merged_expected: bool, on_cuda: bool) -> list[str]:
     """What is wrong with one ledger row for this acceptance run (empty: nothing)."""
     cell = f"{row['model']}/{row['method']}"
     if row["status"] != "completed":
         first_line = next(iter((row.get("error") or "").splitlines()), "")
         return [f"{cell}: {row['status']} at {row.get('failed_stage')}: {first_line}"]
     problems = []
+    # base_rag follows base in the sweep's process and loads the base the same way: on CUDA it must re-use it
+    # (harness/base_keeper.py; on the CPU bitsandbytes repacks the 4-bit weights, and the base is reloaded).
+    if on_cuda and row["method"] == "base_rag" and (row.get("stages") or {}).get("base", {}).get("ran") is not False:
+        problems.append(f"{cell}: loaded its base again instead of re-using the one the base cell loaded")
     if not row["cost"].get("quantized_4bit"):
         problems.append(f"{cell}: the base was not loaded in 4-bit")
     if row["method"] in TRAINING:
@@ -202,7 +206,7 @@ def check_row(row: dict, merged_expected: bool) -> list[str]:
 
 
 def print_table(rows: list[dict]) -> None:
-    header = (f"{'model':<14} {'method':<13} {'eval on':<15} {'load s':>7} {'train s':>8} {'eval s':>7} "
+    header = (f"{'model':<14} {'method':<13} {'eval on':<15} {'base':>6} {'load s':>7} {'train s':>8} {'eval s':>7} "
               f"{'train tok/s':>11} {'MFU':>6} {'est GB':>7} {'peak GB':>8} {'est/peak':>8} {'eval tok/s':>10}")
     print(header)
     print("-" * len(header))
@@ -212,7 +216,11 @@ def print_table(rows: list[dict]) -> None:
         peak = cost.get("peak_memory_gb")
         mfu = None if cost.get("mfu") is None else f"{100 * cost['mfu']:.1f}%"
         evaluated = train.get("eval_model", "4-bit") if row["status"] == "completed" else row["status"]
-        print(f"{row['model']:<14} {row['method']:<13} {evaluated:<15} "
+        base = (row.get("stages") or {}).get("base") or {}
+        # `load s` is the base's load time, re-used or not (a cell's cost does not depend on sweep order);
+        # `base` says whether this cell loaded it and how long that took.
+        held = "n/a" if not base else (f"{base['load_s']:.0f}s" if base["ran"] else "kept")
+        print(f"{row['model']:<14} {row['method']:<13} {evaluated:<15} {held:>6} "
               f"{fmt(cost.get('load_s')):>7} {fmt(cost.get('train_s')):>8} {fmt(cost.get('eval_s')):>7} "
               f"{fmt(train.get('tokens_per_s'), ',.0f'):>11} {mfu or 'n/a':>6} "
               f"{fmt(est, '.2f'):>7} {fmt(peak, '.2f'):>8} {fmt(est / peak if est and peak else None, '.2f'):>8} "
@@ -247,7 +255,7 @@ def main() -> int:
             rc, tail = sweep(model.name, methods, hardware.name, args, results, cache, deadline, *extra)
             new = ledger_rows(results)[before:]
             for row in new:
-                failures += check_row(row, merged)
+                failures += check_row(row, merged, args.device == "cuda")
             missing = set(methods) - {row["method"] for row in new}
             if missing:
                 failures.append(f"{model.name}: no ledger row for {sorted(missing)} (exit {rc}): {tail}")

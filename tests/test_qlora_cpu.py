@@ -231,14 +231,22 @@ def test_acceptance_bench_fails_a_cell_that_did_not_run_the_4bit_path():
     good = {"model": "m", "method": "instruct", "status": "completed",
             "cost": {"quantized_4bit": True, "eval_generated_tokens": 5},
             "train": {"eval_model": "merged_16bit", "train_tokens": 10}}
-    assert bench.check_row(good, merged_expected=True) == []
-    assert bench.check_row(good, merged_expected=False) == [
+    assert bench.check_row(good, merged_expected=True, on_cuda=True) == []
+    assert bench.check_row(good, merged_expected=False, on_cuda=True) == [
         "m/instruct: evaluated on merged_16bit, expected adapter_on_4bit"]
     fp32 = {**good, "cost": {"quantized_4bit": False, "eval_generated_tokens": 0}}
-    assert bench.check_row(fp32, merged_expected=True) == [
+    assert bench.check_row(fp32, merged_expected=True, on_cuda=True) == [
         "m/instruct: the base was not loaded in 4-bit", "m/instruct: generated nothing"]
     failed = {**good, "status": "failed", "failed_stage": "train", "error": "RuntimeError: boom\ntrace"}
-    assert bench.check_row(failed, merged_expected=True) == ["m/instruct: failed at train: RuntimeError: boom"]
+    assert bench.check_row(failed, merged_expected=True, on_cuda=True) == [
+        "m/instruct: failed at train: RuntimeError: boom"]
+    # On CUDA the base_rag cell re-uses the base the base cell loaded (on the CPU the 4-bit base is reloaded).
+    reloaded = {**good, "method": "base_rag", "train": {}, "stages": {"base": {"ran": True, "load_s": 9.0}}}
+    assert bench.check_row(reloaded, merged_expected=True, on_cuda=True) == [
+        "m/base_rag: loaded its base again instead of re-using the one the base cell loaded"]
+    assert bench.check_row(reloaded, merged_expected=True, on_cuda=False) == []
+    kept = {**reloaded, "stages": {"base": {"ran": False, "load_s": 0.0, "reused_from": "r1"}}}
+    assert bench.check_row(kept, merged_expected=True, on_cuda=True) == []
 
 
 @pytest.mark.slow
