@@ -219,7 +219,8 @@ def collapse_seeds(rows: list[dict]) -> list[dict]:
 # --- ranking and the pick --------------------------------------------------------------------------------
 
 def rank(rows: list[dict], metric: str) -> list[dict]:
-    """Completed rows best first by `metric` in its declared direction; the others after them, newest first."""
+    """Completed rows best first by `metric` in its declared direction, equal ones cheaper first, then by name (so
+    every source of the same runs ranks them alike); the others after them, newest first."""
     spec = spec_of(metric)
     if spec is None:
         raise LeaderboardError(f"--sort {metric}: this figure declares no direction, so it cannot rank runs")
@@ -227,7 +228,9 @@ def rank(rows: list[dict], metric: str) -> list[dict]:
     rest = [r for r in rows if r.get("status") != COMPLETED]
     missing = [r for r in done if value_of(r, metric) is None]
     done = [r for r in done if value_of(r, metric) is not None]
-    done.sort(key=lambda r: value_of(r, metric), reverse=spec.higher_is_better)
+    sign = -1 if spec.higher_is_better else 1
+    done.sort(key=lambda r: (sign * value_of(r, metric), _num(value_of(r, "usd_total")), str(r.get("model")),
+                             str(r.get("method")), str(r.get("run_key"))))
     rest.sort(key=lambda r: r.get("finished_at", ""), reverse=True)
     return done + missing + rest
 
