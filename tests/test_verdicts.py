@@ -261,3 +261,17 @@ def test_settings_only_one_row_has_do_not_count_as_varying():
                 "config": {"baseline": "tfidf_logreg", "eval_examples": 30, "seed": 42}}
     assert varying_settings([llm, other, baseline]) == ["qlora.lr"]
     assert varying_settings([llm, baseline]) == []
+
+
+def test_rows_tied_on_the_ranking_metric_come_cheaper_first_whatever_order_they_arrive_in():
+    from harness.ranking import rank
+
+    def row(method, rouge, usd, key):
+        return {"status": "completed", "model": "m", "method": method, "run_key": key,
+                "metrics": {"rougeL": rouge}, "cost": {"usd_total": usd}}
+
+    rows = [row("base", 0.2, 0.3, "k1"), row("instruct", 0.2, 0.1, "k2"), row("causal", 0.5, 0.9, "k3"),
+            row("instruct_rag", 0.2, 0.1, "k0")]
+    expected = ["causal", "instruct", "instruct_rag", "base"]  # best; then the 0.2 tie: cheaper, then by name
+    assert [r["method"] for r in rank(rows, "rougeL")] == expected
+    assert [r["method"] for r in rank(rows[::-1], "rougeL")] == expected
