@@ -48,6 +48,8 @@ from harness.sources import Source, parse_source, resolve_ledger
 from harness.stats import SAMPLE_MEAN_SUFFIX
 
 COST_KEYS = ("usd_per_1k_generations", "usd_total", "usd_train", "usd_eval")
+# The markdown report's name when --out is not given; its plot and page are then pareto.png and report.html.
+DEFAULT_OUT_STEM = "leaderboard"
 # Preferred ranking metric of a board when neither --sort nor a bound names one it has.
 DEFAULT_SORT = ("accuracy", "rougeL", "id_f1", "semantic", "faithfulness")
 # Rows listed in a refusal before the rest is summarised.
@@ -304,7 +306,7 @@ def build(args) -> tuple[list[BoardReport], Path]:
     if args.sort and spec_of(args.sort) is None:
         raise LeaderboardError(f"--sort {args.sort}: this figure declares no direction, so it cannot rank runs")
     reports = [board_report(board, bounds, args) for board in all_boards]
-    out = args.out or default_out_dir(source) / "leaderboard.md"
+    out = args.out or default_out_dir(source) / f"{DEFAULT_OUT_STEM}.md"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(render_markdown(reports, args.cost, source), encoding="utf-8")
@@ -493,8 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ledger", type=Path, default=Path("results/runs.jsonl"),
                         help="ledger to read (a directory: its runs.jsonl)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="markdown report; pareto.png and report.html are written beside it (default: beside "
-                             "the ledger)")
+                        help="markdown report (default: leaderboard.md beside the ledger); the plot and the page are "
+                             "written beside it, as pareto.png and report.html, or <stem>-pareto.png and "
+                             "<stem>-report.html for another name")
     parser.add_argument("--min", dest="floors", action="append", default=[], metavar="METRIC=VALUE",
                         help="a floor on a higher-is-better metric every picked run must meet; repeatable, "
                              "e.g. --min rougeL=0.3")
@@ -549,13 +552,13 @@ def main(argv: list[str] | None = None) -> int:
             print_comparison(console, comparison)
             return 0
         reports, out = build(args)
-        written = [out]
-        if not args.no_report:
-            written += write_figures(reports, args, out.parent)
+        figures = [] if args.no_report else write_figures(reports, args, out)
+        written = [out, *figures]
         if args.log_wandb:
             from harness.wandb_leaderboard import log_leaderboard
 
-            console.print(f"logged to W&B: {log_leaderboard(reports, args, out.parent)}", soft_wrap=True)
+            logged = log_leaderboard(reports, args, out.parent, figures[0] if figures else None)
+            console.print(f"logged to W&B: {logged}", soft_wrap=True)
     except LeaderboardError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 2
@@ -568,16 +571,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_figures(reports: list[BoardReport], args, folder: Path) -> list[Path]:
-    """pareto.png and report.html beside the markdown report."""
+def figure_paths(out: Path) -> tuple[Path, Path]:
+    """The Pareto plot and the HTML page that go with the markdown report `out`: pareto.png and report.html beside
+    leaderboard.md; beside another name, its stem first (leaderboard-shop.md: leaderboard-shop-pareto.png, ...),
+    so two reports written into one folder (e.g. one --data each) keep a picture and a page each."""
+    if out.stem == DEFAULT_OUT_STEM:
+        return out.parent / "pareto.png", out.parent / "report.html"
+    return out.parent / f"{out.stem}-pareto.png", out.parent / f"{out.stem}-report.html"
+
+
+def write_figures(reports: list[BoardReport], args, out: Path) -> list[Path]:
+    """The Pareto plot and the HTML page beside the markdown report (figure_paths)."""
     from harness.pareto import write_pareto
     from harness.report import write_report
 
+    png_path, html_path = figure_paths(out)
     try:
-        png = write_pareto(reports, args.cost, folder / "pareto.png")
-        html = write_report(reports, args, folder / "report.html")
+        png = write_pareto(reports, args.cost, png_path)
+        html = write_report(reports, args, html_path)
     except OSError as exc:
-        raise LeaderboardError(f"cannot write the plot or the report into {folder} ({exc.strerror or exc}); "
+        raise LeaderboardError(f"cannot write the plot or the report into {out.parent} ({exc.strerror or exc}); "
                                f"pass --out to a writable place, or --no-report") from None
     return [png, html]
 

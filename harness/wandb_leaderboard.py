@@ -26,7 +26,8 @@ def sweep_group(reports: list, args) -> str | None:
     return sweeps.pop() if len(sweeps) == 1 else None
 
 
-def log_leaderboard(reports: list, args, folder: Path) -> str:
+def log_leaderboard(reports: list, args, folder: Path, pareto: Path | None = None) -> str:
+    """`pareto`: the plot this leaderboard run wrote (None with --no-report: no plot is logged, not an old one)."""
     import wandb
 
     from harness.leaderboard import _cost_text, _label
@@ -57,8 +58,7 @@ def log_leaderboard(reports: list, args, folder: Path) -> str:
                 payload[f"not_picked/{name}"] = wandb.Table(
                     columns=["run", "why not picked"],
                     data=[[_label(row), redact_text(reason)] for row, reason in report.verdict.rejected])
-        pareto = folder / "pareto.png"
-        if pareto.is_file():
+        if pareto is not None and pareto.is_file():
             payload["pareto"] = wandb.Image(str(pareto), caption="quality against cost, one panel per board")
         run.log(payload)
         run.summary.update(summary)

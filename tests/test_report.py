@@ -201,6 +201,12 @@ def test_log_wandb_writes_a_leaderboard_run_in_the_sweeps_group(ledger, tmp_path
     assert main(["--source", f"wandb-offline:{ledger.parent / 'wandb'}", "--no-report",
                  "--out", str(tmp_path / "x.md")]) == 2
     assert "no runs in wandb-offline:" in capsys.readouterr().out
+    # With --no-report no plot is made, and the one an earlier run left beside the ledger is not logged as this one's.
+    assert (ledger.parent / "pareto.png").is_file()
+    assert main(["--ledger", str(ledger), "--min", "rougeL=0.4", "--data", "hr", "--log-wandb", "--no-report"]) == 0
+    capsys.readouterr()
+    (second,) = set((ledger.parent / "wandb").glob("offline-run-*")) - {run_dir}
+    assert "pareto" not in inspect_offline_run(second)["summary"]
 
 
 @pytest.mark.parametrize(("verbose", "env_verbose", "bars"),
@@ -217,3 +223,18 @@ def test_third_party_progress_bars_are_off_unless_verbose(verbose, env_verbose, 
     assert out[0] == str(bars)
     # its INFO lines dropped even where the root logger is at INFO (Hydra's job logging), unless -v
     assert int(out[1]) == (0 if bars else 30)
+
+
+def test_each_named_report_keeps_its_own_plot_and_page(offline_sweep, tmp_path, capsys):
+    """Two leaderboards written into one folder under their own names (as `make demo` does, one per --data) do not
+    overwrite each other's picture and page; the default name keeps pareto.png and report.html."""
+    ledger = str(offline_sweep / "runs.jsonl")
+    for name, floor in (("board-a", "rougeL=0"), ("board-b", "rougeL=0.5")):
+        assert main(["--ledger", ledger, "--min", floor, "--out", str(tmp_path / f"{name}.md")]) == 0
+    out = capsys.readouterr().out
+    a, b = (tmp_path / "board-a-report.html").read_text(), (tmp_path / "board-b-report.html").read_text()
+    assert "Cheapest adequate (rougeL &gt;= 0):" in a and "&gt;= 0.5" not in a
+    assert "No completed run meets every bound (rougeL &gt;= 0.5)" in b
+    assert (tmp_path / "board-a-pareto.png").stat().st_size > 0 and (tmp_path / "board-b-pareto.png").is_file()
+    assert f"written: {tmp_path / 'board-b.md'}, {tmp_path / 'board-b-pareto.png'}, " in out
+    assert not (tmp_path / "report.html").exists() and not (tmp_path / "pareto.png").exists()
