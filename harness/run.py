@@ -351,11 +351,10 @@ def _produce(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
             bases.discard()
             raise
         bases.give_back(loaded, done.model, keep=cfg.keep_base_loaded)
-        predicted, trained, train_record, retrieved, prompt = (done.predicted, done.trained, done.train_record,
-                                                               done.retrieved, done.prompt)
-        del done
-        if trained is not None:
-            trained.model = None
+        done.model = None  # the keeper holds the base now, or it is freed with the cell's last reference
+        if done.trained is not None:
+            done.trained.model = None
+    predicted, trained, train_record, retrieved = done.predicted, done.trained, done.train_record, done.retrieved
     work_s = time.perf_counter() - work_start
     train_s = trained.train_s if trained and record.stages[ADAPTER].get("ran") else 0.0
     stored_train_s = train_record.get("train_s", 0.0) if trained else 0.0
@@ -366,7 +365,7 @@ def _produce(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
         "train": train_record,
         "retrieval": retrieved.report if retrieved is not None else {},
         "chunks": retrieved.chunks if retrieved is not None else None,
-        "prompt": prompt,
+        "prompt": done.prompt,
         "adapter_dir": str(trained.adapter_dir) if trained else None,
         "model": {"device": loaded.device, "dtype": loaded.dtype, "quantized_4bit": loaded.quantized_4bit},
         "timing": {
