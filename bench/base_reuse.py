@@ -1,5 +1,5 @@
 """Loading time of a three-adapter sweep on one base: `method=instruct qlora.r=4,8,16` run once with every cell
-loading its own base (keep_base_loaded=false, as before harness/base_keeper.py) and once with the base kept loaded
+loading its own base (keep_base_loaded=false, as before harness/cell/base_keeper.py) and once with the base kept loaded
 between cells (the default). Prints, per cell, the seconds it really spent loading (the ledger's
 `stages.base.load_s`) and whether it loaded or re-used the base, then the totals and the sweeps' wall times, and
 checks that both sweeps produced the same predictions and training losses.

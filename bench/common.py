@@ -3,7 +3,7 @@
 Both compare an in-process baseline (plain transformers + peft + trl objects, built in the script) with a
 `python -m harness` subprocess on the same weights, data and settings. This module holds the parts that must
 be the same on both sides and in both scripts: the command-line options, the Hydra overrides and the config
-they compose to, the train set formatted by the harness's own harness.data.prompt_messages, the baseline's
+they compose to, the train set formatted by the harness's own harness.core.data.prompt_messages, the baseline's
 SFTConfig/LoraConfig keyword settings (CPU, fp32), the base weights, the ledger line the subprocess writes,
 the settings that must match between the paths, and the table helpers (median, number formatting, the
 busy-CPU warning).
@@ -28,9 +28,9 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from harness.config import RunConfig, resolve_data_dir
-from harness.data import prompt_messages, read_qa_file
-from harness.models import build_tiny_random, gguf_safetensors_cache, locate_gguf
+from harness.core.config import RunConfig, resolve_data_dir
+from harness.core.data import prompt_messages, read_qa_file
+from harness.cell.models import build_tiny_random, gguf_safetensors_cache, locate_gguf
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
@@ -80,7 +80,7 @@ def compose_config(overrides: list[str]) -> RunConfig:
 
 def train_conversations(cfg: RunConfig) -> list[dict]:
     """The train set as conversational prompt/completion rows, formatted by the harness's own
-    harness.data.prompt_messages exactly as harness.train.instruct_dataset does it (no retrieval context)."""
+    harness.core.data.prompt_messages exactly as harness.cell.train.instruct_dataset does it (no retrieval context)."""
     data = cfg.data
     records = read_qa_file(resolve_data_dir(data) / data.train_file)
     if data.max_train_examples is not None:

@@ -53,7 +53,7 @@ from pathlib import Path  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness.config import (  # noqa: E402
+from harness.core.config import (  # noqa: E402
     Accelerator,
     ConfigError,
     HardwareConfig,
@@ -144,7 +144,7 @@ def choose_models(args) -> tuple[list[ModelConfig], list[str]]:
 
 def prepare_weights(models: list[ModelConfig], cache_dir: Path) -> dict[str, float]:
     """Convert each packaged GGUF to the safetensors cache once, before anything is timed."""
-    from harness.models import gguf_safetensors_cache
+    from harness.cell.models import gguf_safetensors_cache
 
     seconds = {}
     for model in models:
@@ -189,7 +189,7 @@ def check_row(row: dict, merged_expected: bool, on_cuda: bool) -> list[str]:
         return [f"{cell}: {row['status']} at {row.get('failed_stage')}: {first_line}"]
     problems = []
     # base_rag follows base in the sweep's process and loads the base the same way: on CUDA it must re-use it
-    # (harness/base_keeper.py; on the CPU bitsandbytes repacks the 4-bit weights, and the base is reloaded).
+    # (harness/cell/base_keeper.py; on the CPU bitsandbytes repacks the 4-bit weights, and the base is reloaded).
     if on_cuda and row["method"] == "base_rag" and (row.get("stages") or {}).get("base", {}).get("ran") is not False:
         problems.append(f"{cell}: loaded its base again instead of re-using the one the base cell loaded")
     if not row["cost"].get("quantized_4bit"):
@@ -237,7 +237,7 @@ def main() -> int:
     except ConfigError as exc:
         print(f"gpu_acceptance: {exc}", file=sys.stderr)
         return 1
-    from harness.config import RunConfig
+    from harness.core.config import RunConfig
 
     cache = (args.cache_dir or Path(RunConfig.cache_dir)).expanduser()
     results = args.results_dir or Path(tempfile.mkdtemp(prefix="tunebench-acceptance-"))

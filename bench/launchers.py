@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness.ledger import COMPLETED, Ledger  # noqa: E402
+from harness.core.ledger import COMPLETED, Ledger  # noqa: E402
 
 LAUNCHERS = {
     "basic": [],

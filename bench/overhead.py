@@ -12,7 +12,7 @@ Two paths train the same LoRA adapter on the same base weights and the same samp
   subprocess wall time minus those (interpreter start-up, imports, Hydra, data checks, trainer build,
   adapter save, scoring, ledger write).
 
-harness.models is used only to locate/build the weights (gguf_safetensors_cache for smollm2_135m,
+harness.cell.models is used only to locate/build the weights (gguf_safetensors_cache for smollm2_135m,
 build_tiny_random for tiny_random), so both paths train on identical weights. The bare path's
 hyperparameters come from the harness's own config files, composed by Hydra with the same overrides the
 subprocess gets (conf/qlora/default.yaml, the optional conf/tuning/<m>.yaml, conf/model/<m>.yaml for
@@ -57,10 +57,10 @@ from transformers import PrinterCallback  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 import common  # noqa: E402
-from harness.config import RunConfig  # noqa: E402
-from harness.models import gguf_safetensors_cache  # noqa: E402
+from harness.core.config import RunConfig  # noqa: E402
+from harness.cell.models import gguf_safetensors_cache  # noqa: E402
 
-BARE_IMPORT_S = time.perf_counter() - _T_START  # torch, transformers, peft, trl, datasets (+ harness.models)
+BARE_IMPORT_S = time.perf_counter() - _T_START  # torch, transformers, peft, trl, datasets (+ harness.cell.models)
 
 fmt = common.formatter(".2f", missing="-")
 

@@ -11,7 +11,7 @@ batches are built:
 - harness: `python -m harness model=<m> method=instruct tracker=none progress=false force=true preflight=false
   results_dir=<tmp> qlora.max_steps=<steps> ... eval.num_examples=1 eval.max_new_tokens=1` in a subprocess:
   prompt/completion pairs with the loss on the completion only, dynamic padding to the longest sequence in
-  the batch, train_sampling_strategy="group_by_length" (harness/train.py sft_config). Its figures come from
+  the batch, train_sampling_strategy="group_by_length" (harness/cell/train.py sft_config). Its figures come from
   the ledger line: train.steps, train.train_s, train.train_tokens, train.tokens_per_s.
 
 Columns: train s is trainer.train() only (no load, no eval); "real tokens" are the non-padding tokens the
@@ -27,7 +27,7 @@ length groups), so their real-token totals differ; compare rates, not totals.
 
 The hyperparameters come from the harness's own config, composed by Hydra with the overrides the subprocess
 gets (conf/qlora/default.yaml, the optional conf/tuning/model/<m>.yaml, conf/model/<m>.yaml for the LoRA
-targets), as bench/overhead.py does; harness.models only locates/builds the weights so both paths train
+targets), as bench/overhead.py does; harness.cell.models only locates/builds the weights so both paths train
 identical ones. The harness's tokens/s is taken as the ledger reports it; the script checks that the
 ledger's settings match the baseline's.
 
@@ -75,7 +75,7 @@ from transformers import PrinterCallback  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 import common  # noqa: E402
-from harness.config import RunConfig  # noqa: E402
+from harness.core.config import RunConfig  # noqa: E402
 
 fmt = common.formatter(",.0f", missing="n/a")
 
@@ -117,7 +117,7 @@ def overrides(args) -> list[str]:
 
 def text_rows(cfg: RunConfig, tokenizer) -> list[dict]:
     """Tutorial style: the whole conversation (system + question + answer) rendered to one "text" string.
-    The messages are the ones harness.train.instruct_dataset builds (prompt + completion)."""
+    The messages are the ones harness.cell.train.instruct_dataset builds (prompt + completion)."""
     return [
         {"text": tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)}
         for row in common.train_conversations(cfg)

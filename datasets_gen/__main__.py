@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from datasets_gen import config  # noqa: E402, F401  (registers the schema)
 from datasets_gen.backends import GenError  # noqa: E402
-from harness.config import ConfigError  # noqa: E402
+from harness.core.config import ConfigError  # noqa: E402
 
 EXIT = {"code": 0}
 

@@ -13,7 +13,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from harness.config import ConfigError, require_safe_name
+from harness.core.config import ConfigError, require_safe_name
 
 
 class BackendKind(str, Enum):

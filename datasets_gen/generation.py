@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets_gen.backends import Backend, GenFailure, GenReply, GenRequest
-from harness.ledger import append_line
-from harness.progress import progress_bar
+from harness.core.ledger import append_line
+from harness.core.progress import progress_bar
 
 
 @dataclass

@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 @dataclass
 class DatasetOutput:
-    """What a recipe produces; records follow the harness's format (harness/data.py)."""
+    """What a recipe produces; records follow the harness's format (harness/core/data.py)."""
 
     task: str
     train: list[dict]

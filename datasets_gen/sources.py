@@ -1,4 +1,4 @@
-"""Read a user's raw material (a documents folder, a catalog file); `chunk_text` (from harness.rag) cuts documents."""
+"""Read a user's raw material (a documents folder, a catalog file); `chunk_text` (from harness.cell.rag) cuts documents."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets_gen.backends import GenError
-from harness.rag import chunk_text  # noqa: F401  (the harness owns chunking; re-exported for recipes)
+from harness.cell.rag import chunk_text  # noqa: F401  (the harness owns chunking; re-exported for recipes)
 
 DOCUMENT_SUFFIXES = (".md", ".txt", ".pdf")
 

@@ -19,12 +19,14 @@ os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from harness import config  # noqa: E402, F401  (registers the schema)
-from harness.failures import Interrupted, interrupt_exit_code  # noqa: E402
-from harness import gpus  # noqa: E402, F401  (registers ${tunebench_gpus:...} for conf/hydra/launcher/local_gpus.yaml)
-from harness.logs import quiet_libraries  # noqa: E402
-from harness.base_keeper import BaseKeeper  # noqa: E402
-from harness.run import run_from_hydra  # noqa: E402
+from harness.cell.base_keeper import BaseKeeper  # noqa: E402
+from harness.core import (
+    config,  # noqa: E402, F401  (registers the schema)
+    gpus,  # noqa: E402, F401  (registers ${tunebench_gpus:...} for conf/hydra/launcher/local_gpus.yaml)
+)
+from harness.core.failures import Interrupted, interrupt_exit_code  # noqa: E402
+from harness.core.logs import quiet_libraries  # noqa: E402
+from harness.task import run_from_hydra  # noqa: E402
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ function runs: a secret typed on the command line, or a value with `../` in it, 
 schema check could refuse it. And a mistake found inside the task function costs a folder per job and, under
 -m, one failure per cell. So the entry point calls `guard_argv` first: it refuses secrets and escaping paths
 from the raw text, then composes the config the way Hydra will (each swept value once) and runs every check
-that needs no model (`harness.run.check_before_load`). A mistake ends here with one line and exit status 2,
+that needs no model (`harness.cell.checks.check_before_load`). A mistake ends here with one line and exit status 2,
 before anything is written.
 """
 
@@ -15,6 +15,16 @@ import os
 import sys
 from itertools import islice
 from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from harness.cell.checks import check_before_load
+from harness.core.config import CONF_DIR, ENV_VAR_NAME, ConfigError, schema_keys, to_run_config
+from harness.core.data import DataError
+from harness.core.redact import is_secret_key, looks_like_secret
 
 # Hydra's own flags that print something and exit, or compose from another config tree: Hydra handles them
 # as it sees fit; only the secrets check applies.
@@ -70,9 +80,6 @@ def _key_and_value(override: str) -> tuple[str, str]:
 
 
 def refuse_secrets(overrides: list[str]) -> None:
-    from harness.config import ENV_VAR_NAME
-    from harness.redact import is_secret_key, looks_like_secret
-
     for override in overrides:
         key, value = _key_and_value(override)
         name = key.rpartition(".")[2]
@@ -94,9 +101,6 @@ def _expand_home(override: str) -> str:
 
 
 def _parse(overrides: list[str]):
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
     try:
         return OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException as exc:
@@ -131,8 +135,6 @@ def _job_folder_under(root: Path, dirname: str, culprit: str) -> None:
 
 def _sweep_values(override) -> list[str] | None:
     """A sweep's values, or None where only Hydra can list them (glob over a group, a sweeper's interval)."""
-    from hydra.errors import HydraException
-
     if not override.is_discrete_sweep():
         return None
     try:
@@ -161,14 +163,8 @@ def _variants(parsed):
 
 def _check_variant(overrides: list[str]) -> str:
     """Compose one variant and run every check that needs no model; returns results_dir as written."""
-    from harness.config import ConfigError
-    from harness.data import DataError
-    from harness.run import check_before_load
-
     cfg = compose_config(overrides)
     try:
-        from harness.config import to_run_config
-
         run_cfg = to_run_config(cfg)
         check_results_dir(Path(run_cfg.results_dir))
         check_before_load(run_cfg)
@@ -180,11 +176,6 @@ def _check_variant(overrides: list[str]) -> str:
 def compose_config(overrides: list[str], conf_dir: Path | None = None):
     """Compose `conf_dir`/config.yaml (the harness's by default) with `overrides` as Hydra would; a mistake is
     a UsageError of one line."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import ConfigCompositionException, MissingConfigException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from harness.config import CONF_DIR
 
     conf_dir = conf_dir or CONF_DIR
     try:
@@ -206,9 +197,6 @@ def _missing_option(exc, conf_dir: Path) -> str:
 
 
 def _composition_error(exc, harness_schema: bool = True) -> str:
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
-
-    from harness.config import schema_keys
 
     cause = exc.__cause__ if exc.__cause__ is not None else exc
     key = getattr(cause, "full_key", None)
@@ -225,8 +213,6 @@ def _composition_error(exc, harness_schema: bool = True) -> str:
 
 def check_results_dir(results: Path) -> None:
     """results_dir must be a folder this user can write (Hydra creates its run folder there first)."""
-    from harness.config import ConfigError
-
     if results.exists() and not results.is_dir():
         raise ConfigError(f"results_dir={results}: is a file, not a folder; give a folder (results_dir=results)")
     existing = results

@@ -21,13 +21,16 @@ from omegaconf import OmegaConf
 
 import harness
 from harness.argv_guard import UsageError, check_results_dir, compose_config
-from harness.config import ConfigError, to_run_config
-from harness.cost import PeakMemory, cost_report
-from harness.data import DataError, load_dataset
-from harness.ledger import COMPLETED, Ledger, RunRecord, run_key
-from harness.redact import redact
-from harness.run import _now, eval_set_hash, git_sha, library_versions, write_predictions
-from harness.stats import metric_cis
+from harness.cell.cost import PeakMemory, cost_report
+from harness.cell.provenance import eval_set_hash, git_sha, library_versions, now
+from harness.cell.run import write_predictions
+from harness.core.config import ConfigError, to_run_config
+from harness.core.data import DataError, load_dataset
+from harness.core.ledger import COMPLETED, Ledger, RunRecord, run_key
+from harness.core.redact import redact
+from harness.core.stats import metric_cis
+from harness.metrics import score_all
+from harness.metrics.classification import Accuracy, fit_tfidf
 
 MODEL = "tfidf_logreg"
 METHOD = "baseline"
@@ -35,9 +38,6 @@ log = logging.getLogger("harness.baseline")
 
 
 def run_baseline(overrides: list[str]) -> RunRecord:
-    from harness.metrics import score_all
-    from harness.metrics.classification import Accuracy, fit_tfidf
-
     composed = compose_config(overrides)
     cfg = to_run_config(composed)
     check_results_dir(Path(cfg.results_dir))
@@ -51,7 +51,7 @@ def run_baseline(overrides: list[str]) -> RunRecord:
                   "eval_examples": len(eval_records), "seed": cfg.qlora.seed}
     record = RunRecord(
         run_key=run_key(key_config, dataset.file_hashes, harness.__version__), run_id=uuid.uuid4().hex[:12],
-        status=COMPLETED, started_at=_now(), finished_at="", sweep_id="baseline", model=MODEL, method=METHOD,
+        status=COMPLETED, started_at=now(), finished_at="", sweep_id="baseline", model=MODEL, method=METHOD,
         data=cfg.data.name, hardware=cfg.hardware.name, config=redact(key_config), data_hashes=dataset.file_hashes,
         versions=library_versions(), git_sha=git_sha())
     if not eval_records:
@@ -85,7 +85,7 @@ def run_baseline(overrides: list[str]) -> RunRecord:
              **{k: v[i] for k, v in scores["accuracy"].per_sample.items()}}
             for i, (r, p) in enumerate(zip(eval_records, predicted, strict=True))]
     record.predictions_file = str(write_predictions(run_dir, record.run_id, rows))
-    record.finished_at = _now()
+    record.finished_at = now()
     Ledger(Path(cfg.results_dir) / "runs.jsonl").append(record)
     return record
 

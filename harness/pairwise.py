@@ -32,12 +32,12 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.compare import _by_id, load_predictions, paired_rows, resolve_run
-from harness.config import ConfigError, JudgeBackend, JudgeConfig, load_option
-from harness.judge import Judge, failure_reason
-from harness.ledger import Ledger, append_line
-from harness.ranking import LeaderboardError
-from harness.stats import bootstrap_ci
+from harness.board.compare import _by_id, load_predictions, paired_rows, resolve_run
+from harness.board.ranking import LeaderboardError
+from harness.core.config import ConfigError, JudgeBackend, JudgeConfig, load_option
+from harness.core.ledger import Ledger, append_line
+from harness.core.stats import bootstrap_ci
+from harness.metrics.judge import Judge, failure_reason
 
 REFERENCE = "reference"
 SYSTEM = ("You are an impartial judge comparing two answers to the same question. Judge correctness against "

@@ -6,7 +6,7 @@ without loading a model.
 
 Each latest completed record (of the sweep, or of the whole ledger) is run again as a cell with its own
 configuration plus the new metrics: its run key changes (the metric set is part of it), its predictions stage
-(harness/stages.py) is found, and only scoring runs. The new record says where its predictions came from
+(harness/core/stages.py) is found, and only scoring runs. The new record says where its predictions came from
 (`stages.predictions.reused_from`) and keeps the producing run's cost figures. A sweep re-run with the new
 metrics does the same; this command needs no Hydra overrides to say which cells those were.
 """
@@ -20,11 +20,14 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from harness.config import ConfigError, RunConfig, to_run_config
-from harness.data import DataError
-from harness.ledger import COMPLETED, Ledger
-from harness.ranking import latest_per_key
-from harness.sweep import DONE_BEFORE
+from harness.board.ranking import latest_per_key
+from harness.cell.run import cell_key, run_cell
+from harness.core.config import ConfigError, RunConfig, to_run_config
+from harness.core.data import DataError
+from harness.core.ledger import COMPLETED, Ledger
+from harness.core.logs import quiet_libraries
+from harness.core.outcome import DONE_BEFORE
+from harness.core.stages import PREDICTIONS, StageStore
 
 log = logging.getLogger("harness.rescore")
 
@@ -43,9 +46,6 @@ def cell_config(record: dict, results_dir: Path, cache_dir: str, metrics: list[s
 
 
 def rescore(ledger: Path, sweep: str | None, add: list[str], settings: list[str], cache_dir: str) -> list[dict]:
-    from harness.run import cell_key, run_cell
-    from harness.stages import PREDICTIONS, StageStore
-
     records = [r for r in Ledger(ledger).records() if r.get("status") == COMPLETED
                and (sweep is None or r.get("sweep_id") == sweep) and r.get("method") != "baseline"]
     records = latest_per_key(records)
@@ -80,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", default="~/.cache/tunebench")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from harness.logs import quiet_libraries
 
     quiet_libraries()
     try:

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from harness.claims import Claim, Holder, acquire, claim_path, is_stale, read_holder
-from harness.failures import failure_kind, recorded_failure_kind
+from harness.core.claims import Claim, Holder, acquire, claim_path, is_stale, read_holder
+from harness.core.failures import failure_kind, recorded_failure_kind
 
 
 def test_second_acquire_sees_the_holder_then_gets_it_after_release(tmp_path):

@@ -7,7 +7,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from harness.config import ConfigError, RunConfig, resolve_data_dir, to_run_config
+from harness.core.config import ConfigError, RunConfig, resolve_data_dir, to_run_config
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 # conf/datasets_gen/ is the config root of the other entry point (python -m datasets_gen).
@@ -145,7 +145,7 @@ def test_model_specific_tuning_layers_over_qlora_and_the_cli_wins(compose_cfg):
 
 @pytest.mark.parametrize("preset", MODEL_HARDWARE_PRESETS)
 def test_every_model_hardware_preset_passes_the_memory_preflight(compose_cfg, preset):
-    from harness.preflight import preflight
+    from harness.cell.preflight import preflight
 
     model, hardware = next((m.stem, h.stem) for m in (CONF / "model").glob("*.yaml")
                            for h in (CONF / "hardware").glob("*.yaml") if f"{m.stem}_{h.stem}" == preset)
@@ -169,7 +169,7 @@ def test_judge_options_say_what_the_user_must_supply(compose_cfg):
 
 
 def test_unknown_metric_in_data_config_fails_before_anything_runs(compose_cfg):
-    from harness.run import check_metric_names
+    from harness.cell.checks import check_metric_names
 
     with pytest.raises(ConfigError, match=r"data.metrics: unknown metric\(s\) \['rogue'\]; known: .*ragas"):
         check_metric_names(to_run_config(compose_cfg("data.metrics=[bleu,rogue]")))
@@ -179,7 +179,7 @@ def test_unknown_metric_in_data_config_fails_before_anything_runs(compose_cfg):
 def test_judge_transport_settings_do_not_change_the_run_key(compose_cfg):
     from omegaconf import OmegaConf
 
-    from harness.ledger import semantic_config
+    from harness.core.ledger import semantic_config
 
     def key_part(*overrides):
         return semantic_config(OmegaConf.to_container(compose_cfg(*overrides), resolve=True))

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from harness.config import HardwareConfig
-from harness.cost import PeakMemory, cost_report
-from harness.redact import MASK, redact, redact_text
+from harness.core.config import HardwareConfig
+from harness.cell.cost import PeakMemory, cost_report
+from harness.core.redact import MASK, redact, redact_text
 
 HW = HardwareConfig(name="a10", accelerator="cpu", device_name="A10", memory_gb=24, peak_tflops_bf16=125,
                     usd_per_hour=1.80, price_source="test", price_date="2026-01-01")
@@ -59,7 +59,7 @@ def test_secret_values_and_keys_are_masked(monkeypatch):
 
 
 def test_lora_flops_and_mfu():
-    from harness.cost import lora_train_flops_per_token, mfu
+    from harness.cell.cost import lora_train_flops_per_token, mfu
 
     # Llama 3 8B, 32 layers, d=4096, 512-token sequences.
     flops = lora_train_flops_per_token(8.03e9, 32, 4096, 512)

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from harness.config import DataConfig, ModelConfig, resolve_data_dir
-from harness.data import DataError, QARecord, load_dataset, prompt_messages, read_qa_file
+from harness.core.config import DataConfig, ModelConfig, resolve_data_dir
+from harness.core.data import DataError, QARecord, load_dataset, prompt_messages, read_qa_file
 
 SAMPLE = DataConfig(name="hr_handbook", dir="samples:hr_handbook")
 
@@ -136,7 +136,7 @@ def test_classification_prompt_lists_the_label_set_for_every_method(tmp_path):
 
 
 def test_a_classification_config_must_show_its_labels():
-    from harness.config import ConfigError
+    from harness.core.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"data.system_prompt: a classification prompt must list the allowed "
                                           r"labels: put \{labels\} in data.system_prompt"):

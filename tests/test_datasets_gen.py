@@ -17,8 +17,8 @@ from datasets_gen.output import leakage_report, split_by_group, split_stratified
 from datasets_gen.quality import QualityFilter, parse_json
 from datasets_gen.config import QualityConfig
 from datasets_gen.sources import chunk_text, read_catalog
-from harness.data import load_dataset
-from harness.config import DataConfig
+from harness.core.data import load_dataset
+from harness.core.config import DataConfig
 
 DOCS = REPO / "harness" / "samples" / "hr_handbook" / "docs"
 TEACHER = "teacher:8b"

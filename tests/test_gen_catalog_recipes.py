@@ -12,8 +12,8 @@ from conftest import REPO
 from ollama_server import OllamaTestServer
 from teachers import department_teacher, product_description_teacher
 
-from harness.config import DataConfig
-from harness.data import load_dataset
+from harness.core.config import DataConfig
+from harness.core.data import load_dataset
 
 TEACHER = "teacher:8b"
 STYLE = "second person, benefits first, no superlatives, no prices"

@@ -4,7 +4,7 @@ import multiprocessing
 import os
 import time
 
-from harness import gpus
+from harness.core import gpus
 
 
 def _pin(lock_dir, job_num, queue, hold_s):

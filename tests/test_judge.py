@@ -11,8 +11,8 @@ import pytest
 from judge_double import BREAK_MARKER, SLOW_MARKER, JudgeDouble
 from ollama_server import OllamaTestServer
 
-from harness.config import JudgeBackend, JudgeConfig
-from harness.judge import Judge, JudgeUnavailable
+from harness.core.config import JudgeBackend, JudgeConfig
+from harness.metrics.judge import Judge, JudgeUnavailable
 from harness.metrics.ragas import JudgedSample, applicable_metrics, score_ragas, scored_set_hash
 
 JUDGE = "judge-double"
@@ -63,7 +63,7 @@ def test_ragas_scores_accounting_and_cache(server, tmp_path):
     assert result.per_sample["context_precision"] == pytest.approx([1.0, 0.5, 1.0, 1.0], abs=1e-6)
     assert result.per_sample["context_recall"] == [1.0, 1.0, 1.0, 1.0]
 
-    from harness.rag import Embedder
+    from harness.core.embedding import Embedder
 
     vectors = Embedder().encode([QUESTION, SAMPLES[0].answer, SAMPLES[1].answer])
     # The double's generated question is the answer itself: relevancy = cos(question, answer).

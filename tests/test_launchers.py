@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from harness.ledger import Ledger
+from harness.core.ledger import Ledger
 
 TINY = ("model=tiny_random", "qlora.max_steps=3", "eval.num_examples=4", "eval.max_new_tokens=8", "progress=false",
         "tracker=none")
@@ -167,7 +167,7 @@ def test_launcher_presets_compose_with_their_promises():
     from hydra import compose, initialize_config_dir
 
     from conftest import CONF
-    from harness import config, gpus  # noqa: F401  (the schema; the ${tunebench_gpus:...} resolver)
+    from harness.core import config, gpus  # noqa: F401  (the schema; the ${tunebench_gpus:...} resolver)
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         slurm = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
@@ -227,7 +227,7 @@ def test_plan_lists_cells_and_emits_commands_without_running_anything(run_harnes
 def test_a_cell_claimed_by_a_live_process_is_skipped_and_its_holder_named(run_harness, tmp_path):
     import socket
 
-    from harness.claims import acquire
+    from harness.core.claims import acquire
 
     results = tmp_path / "results"
     plan = run_harness("-m", *TINY, "method=base", "plan=true", results_dir=results)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from harness.ledger import COMPLETED, FAILED, Ledger, RunRecord, run_key
+from harness.core.ledger import COMPLETED, FAILED, Ledger, RunRecord, run_key
 
 
 def _record(key: str, status: str = COMPLETED, **extra) -> RunRecord:

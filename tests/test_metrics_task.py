@@ -51,7 +51,7 @@ def test_semantic_identical_paraphrase_unrelated_and_empty(semantic):
 def test_semantic_through_score_all_uses_embedding_cosine(semantic):
     import numpy as np
 
-    from harness.rag import Embedder
+    from harness.core.embedding import Embedder
 
     predictions, references = ["a red apple", "a cold winter"], ["a green apple", "a hot summer"]
     vectors = Embedder().encode(predictions + references)
@@ -260,7 +260,7 @@ def test_valid_id_rate_with_catalog():
 
 
 def test_product_ids_from_dataset_counts_ids_outside_the_catalog_as_invalid(tmp_path):
-    from harness.data import Dataset
+    from harness.core.data import Dataset
 
     catalog = Dataset("recs", tmp_path, [], [], corpus={"p1": {"text": "a"}, "p2": {"text": "b"}, "p9": {"text": "c"}})
     predictions = ["Try (closest product: Lamp: id p9) and (closest product: Mug: id p404)."]
@@ -272,7 +272,7 @@ def test_product_ids_from_dataset_counts_ids_outside_the_catalog_as_invalid(tmp_
 
 
 def test_accuracy_from_dataset_uses_labels_json(tmp_path):
-    from harness.data import Dataset
+    from harness.core.data import Dataset
 
     (tmp_path / "labels.json").write_text('{"labels": ["Kitchen", "Garden", "Home Office"], "counts": {}}')
     data = Dataset("departments", tmp_path, [], [])

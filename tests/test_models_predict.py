@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from harness.config import ConfigError, EvalConfig, HardwareConfig, ModelConfig, QLoraConfig
-from harness.models import FALLBACK_TEMPLATE, build_tiny_tokenizer, ensure_chat_template, load_model, locate_gguf
-from harness.predict import _left_pad, _until_eos, generate
+from harness.core.config import ConfigError, EvalConfig, HardwareConfig, ModelConfig, QLoraConfig
+from harness.cell.models import FALLBACK_TEMPLATE, build_tiny_tokenizer, ensure_chat_template, load_model, locate_gguf
+from harness.cell.predict import _left_pad, _until_eos, generate
 
 CPU = HardwareConfig(name="cpu", device_name="test", memory_gb=8, peak_tflops_bf16=1, usd_per_hour=0.1,
                      price_source="test", price_date="2026-01-01")
@@ -93,9 +93,9 @@ def test_batched_greedy_generation_equals_one_at_a_time(tiny):
 def test_smollm2_prompt_format_uses_our_system_prompt_not_its_default(compose_cfg):
     from pathlib import Path
 
-    from harness.config import to_run_config
-    from harness.data import load_dataset, prompt_messages
-    from harness.models import gguf_safetensors_cache
+    from harness.core.config import to_run_config
+    from harness.core.data import load_dataset, prompt_messages
+    from harness.cell.models import gguf_safetensors_cache
     from transformers import AutoTokenizer
 
     cfg = to_run_config(compose_cfg("model=smollm2_135m"))
@@ -130,7 +130,7 @@ def _encoded(tiny, conversations):
 def test_own_greedy_loop_drops_finished_rows_and_equals_generate(tiny):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from harness.predict import _greedy_dropping_finished, _hf_generate
+    from harness.cell.predict import _greedy_dropping_finished, _hf_generate
 
     # Large random weights, so rows diverge (tiny_random's small init repeats one token everywhere).
     torch.manual_seed(0)
@@ -184,7 +184,7 @@ def test_out_of_memory_at_batch_one_says_what_was_tried(tiny, monkeypatch):
 
 
 def test_sampling_and_logits_processors_go_through_generate(tiny):
-    from harness.predict import uses_own_greedy_loop
+    from harness.cell.predict import uses_own_greedy_loop
 
     greedy = EvalConfig()
     assert uses_own_greedy_loop(tiny.model, greedy, None)

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import EvalConfig, HardwareConfig, ModelConfig, QLoraConfig, load_option, to_run_config
-from harness.preflight import (
+from harness.core.config import EvalConfig, HardwareConfig, ModelConfig, QLoraConfig, load_option, to_run_config
+from harness.cell.checks import dataset_lengths
+from harness.cell.preflight import (
     FUSED_TILE_TOKENS,
     FUSED_TILE_VOCAB,
     QUANT_CONST_BITS,
     QUANT_CONST_BITS_DOUBLE,
     PreflightRefusal,
     SequenceLengths,
-    dataset_lengths,
     estimate_memory,
     lora_param_count,
     preflight,
@@ -121,8 +121,8 @@ def test_smollm2_fits_the_cpu_box(trains):
 def test_lengths_are_the_datasets_own_token_counts(compose_cfg):
     """The estimate sizes batches by the data's longest training example and eval prompt, counted with the
     model's tokenizer on the conversations training and evaluation really build."""
-    from harness.data import load_dataset, prompt_messages
-    from harness.models import load_tokenizer
+    from harness.core.data import load_dataset, prompt_messages
+    from harness.cell.models import load_tokenizer
 
     cfg = to_run_config(compose_cfg("model=tiny_random", "method=instruct", "data=shop_catalog"))
     dataset = load_dataset(cfg.data)
@@ -156,7 +156,7 @@ def test_lengths_are_the_datasets_own_token_counts(compose_cfg):
 
 def test_rag_prompts_are_bounded_by_the_longest_retrievable_chunks(compose_cfg):
     cfg = to_run_config(compose_cfg("model=tiny_random", "method=base_rag"))
-    from harness.data import load_dataset
+    from harness.core.data import load_dataset
 
     dataset = load_dataset(cfg.data)
     plain = dataset_lengths(to_run_config(compose_cfg("model=tiny_random", "method=base")), dataset)
@@ -171,7 +171,7 @@ def test_rag_prompts_are_bounded_by_the_longest_retrievable_chunks(compose_cfg):
 
 
 def test_without_a_tokenizer_the_estimate_assumes_max_length(compose_cfg, tmp_path):
-    from harness.data import load_dataset
+    from harness.core.data import load_dataset
 
     cfg = to_run_config(compose_cfg("model=llama3_8b", "method=instruct", "hardware=a10"))
     cfg = replace(cfg, model=replace(cfg.model, hf_id=str(tmp_path / "not-downloaded")))
@@ -311,7 +311,7 @@ def test_every_model_config_estimates_without_unknown_targets(name):
 
 def test_trl_still_fuses_the_lm_head():
     """The logits term assumes TRL's SFTTrainer computes the loss through its chunked LM head (trl 1.16).
-    If TRL stops doing so, set harness.preflight.TRL_FUSED_LM_HEAD = False (full logits are then counted)."""
+    If TRL stops doing so, set harness.cell.preflight.TRL_FUSED_LM_HEAD = False (full logits are then counted)."""
     trl_dir = Path(importlib.util.find_spec("trl").submodule_search_locations[0])  # locates, does not import
     sft = (trl_dir / "trainer" / "sft_trainer.py").read_text(encoding="utf-8")
     assert "add_fused_lm_head(" in sft and "fused_lm_head=True" in sft

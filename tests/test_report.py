@@ -14,8 +14,8 @@ import pytest
 from cdp import Browser, find_chromium
 from conftest import REPO
 from harness.leaderboard import main
-from harness.pareto import Point, pareto_front, points, quality_metric
-from harness.sources import inspect_offline_run, wandb_cli
+from harness.board.pareto import Point, pareto_front, points, quality_metric
+from harness.board.sources import inspect_offline_run, wandb_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -212,7 +212,7 @@ def test_log_wandb_writes_a_leaderboard_run_in_the_sweeps_group(ledger, tmp_path
 @pytest.mark.parametrize(("verbose", "env_verbose", "bars"),
                          [(False, "", False), (True, "", True), (None, "", False), (None, "1", True)])
 def test_third_party_progress_bars_are_off_unless_verbose(verbose, env_verbose, bars):
-    code = ("import logging, sys; from harness.logs import quiet_libraries; "
+    code = ("import logging, sys; from harness.core.logs import quiet_libraries; "
             f"quiet_libraries(verbose={verbose}); "
             "from transformers.utils import logging as t; "
             "print(t.is_progress_bar_enabled(), logging.getLogger('sentence_transformers').level)")

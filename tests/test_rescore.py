@@ -35,7 +35,7 @@ def test_rescore_adds_a_metric_without_generating(run_harness, tmp_path, capsys)
                  "--cache-dir", str(cache)]) == 0
     assert "(already rescored before: 2)" in capsys.readouterr().err and len(_records(results)) == 4
     # The leaderboard shows each result once: the re-scored record stands for the predictions it shares.
-    from harness.ranking import latest_per_key
+    from harness.board.ranking import latest_per_key
 
     assert sorted(r["run_key"] for r in latest_per_key(_records(results))) == sorted(r["run_key"] for r in after)
 

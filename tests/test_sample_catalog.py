@@ -9,8 +9,8 @@ from collections import Counter
 
 from conftest import REPO
 
-from harness.config import DataConfig, load_option, resolve_data_dir, to_run_config
-from harness.data import load_dataset
+from harness.core.config import DataConfig, load_option, resolve_data_dir, to_run_config
+from harness.core.data import load_dataset
 from harness.metrics.classification import Accuracy
 
 SAMPLE = REPO / "harness" / "samples" / "shop_catalog"

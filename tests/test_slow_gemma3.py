@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import ModelConfig, RunConfig, load_option
+from harness.core.config import ModelConfig, RunConfig, load_option
 
 pytestmark = [
     pytest.mark.slow,
@@ -40,7 +40,7 @@ def test_gemma3_config_matches_the_weights_the_package_ships():
     """The YAML's dimensions (used by the memory preflight) are the converted model's own."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from harness.models import FALLBACK_TEMPLATE, ensure_chat_template, gguf_safetensors_cache
+    from harness.cell.models import FALLBACK_TEMPLATE, ensure_chat_template, gguf_safetensors_cache
 
     model = load_option("model", "gemma3_270m", ModelConfig)
     folder = gguf_safetensors_cache(model, Path(RunConfig.cache_dir).expanduser())

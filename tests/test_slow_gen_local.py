@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from conftest import REPO
-from harness.config import DataConfig
-from harness.data import load_dataset
+from harness.core.config import DataConfig
+from harness.core.data import load_dataset
 
 pytestmark = pytest.mark.slow
 DOCS = REPO / "harness" / "samples" / "hr_handbook" / "docs"

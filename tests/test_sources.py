@@ -9,11 +9,11 @@ from dataclasses import asdict
 
 import pytest
 
-import harness.sources as sources
+import harness.board.sources as sources
 from harness.leaderboard import main
-from harness.ledger import Ledger, RunRecord
-from harness.sources import inspect_offline_run, parse_source
-from harness.wandb_record import from_wandb, to_wandb
+from harness.core.ledger import Ledger, RunRecord
+from harness.board.sources import inspect_offline_run, parse_source
+from harness.core.wandb_record import from_wandb, to_wandb
 from wandb_api_double import DoubleApi
 
 # Every field of the current schema (asdict), with values of each shape a record holds.

@@ -2,7 +2,7 @@
 
 import json
 
-from harness.stages import StageStore, adapter_key, predictions_key
+from harness.core.stages import StageStore, adapter_key, predictions_key
 
 COMMON = ("model=tiny_random", "qlora.max_steps=2", "eval.num_examples=4", "tracker=none", "progress=false")
 

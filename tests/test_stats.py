@@ -7,8 +7,8 @@ import pytest
 
 from harness.leaderboard import main
 from harness.metrics import MetricResult
-from harness.stats import metric_cis
-from harness.stats import bootstrap_ci, ci_name, paired_bootstrap, verdict
+from harness.core.stats import metric_cis
+from harness.core.stats import bootstrap_ci, ci_name, paired_bootstrap, verdict
 
 
 def test_ci_covers_the_true_mean_about_95_percent_of_the_time():

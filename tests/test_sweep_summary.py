@@ -1,8 +1,10 @@
 """The end-of-sweep summary from the ledger (by sweep id) and the jobs' outcome files."""
 
-from harness.ledger import COMPLETED, FAILED, INTERRUPTED, SKIPPED, Ledger, RunRecord
-from harness.sweep import (CONFIG_ERROR, DONE_BEFORE, ERROR, NOT_RETRIED, RUNNING_ELSEWHERE, Outcome, summarize,
-                           write_outcome)
+from harness.core.ledger import COMPLETED, FAILED, INTERRUPTED, SKIPPED, Ledger, RunRecord
+from harness.core.outcome import (
+    CONFIG_ERROR, DONE_BEFORE, ERROR, NOT_RETRIED, RUNNING_ELSEWHERE, Outcome, write_outcome,
+)
+from harness.sweep import summarize
 
 
 def _record(key, status, sweep="s1"):

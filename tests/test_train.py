@@ -2,9 +2,9 @@
 
 import pytest
 
-from harness.data import load_dataset
-from harness.models import load_model
-from harness.train import (
+from harness.core.data import load_dataset
+from harness.cell.models import load_model
+from harness.cell.train import (
     TRAINERS,
     TrainContext,
     build_sft_trainer,
@@ -17,7 +17,7 @@ from harness.train import (
 
 @pytest.fixture
 def ctx(compose_cfg, tmp_path):
-    from harness.config import to_run_config
+    from harness.core.config import to_run_config
 
     cfg = to_run_config(compose_cfg("model=tiny_random", "method=instruct", "qlora.max_steps=12", "qlora.lr=5e-3",
                                     "qlora.batch_size=2", "data.max_train_examples=6", "progress=false"))
@@ -49,7 +49,7 @@ def test_instruct_training_lowers_the_loss_and_saves_an_adapter(ctx):
 
 
 def test_unknown_trainer_lists_the_known_ones():
-    from harness.config import ConfigError
+    from harness.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="method.trainer: unknown trainer .dpo.; known: causal, instruct"):
         get_trainer("dpo")
@@ -74,9 +74,9 @@ def test_causal_training_runs_on_the_corpus(ctx):
 
 
 def test_merged_adapter_generates_what_the_adapter_model_generates(ctx):
-    from harness.config import EvalConfig
-    from harness.models import build_tiny_random, merge_adapter
-    from harness.predict import generate
+    from harness.core.config import EvalConfig
+    from harness.cell.models import build_tiny_random, merge_adapter
+    from harness.cell.predict import generate
 
     result = get_trainer("instruct")(ctx)
     conversations = [[{"role": "user", "content": r.question}] for r in ctx.dataset.eval[:3]]
@@ -94,7 +94,7 @@ def _memory_limit(monkeypatch, fits):
     wraps the model's forward, so the limit sits in the one callback every trainer of a cell gets)."""
     import torch
 
-    from harness.train import _ProgressCallback
+    from harness.cell.train import _ProgressCallback
 
     batches = []
 

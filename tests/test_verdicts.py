@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from harness.compare import compare
+from harness.board.compare import compare
 from harness.leaderboard import main
-from harness.ranking import collapse_seeds, configuration_id, parse_bounds
+from harness.board.ranking import collapse_seeds, configuration_id, parse_bounds
 
 IDS = [f"q{i}" for i in range(30)]
 
@@ -236,7 +236,7 @@ def test_compare_verdict_follows_the_metrics_direction(tmp_path, capsys):
                                0.1, predictions_file=str(path)))
     ledger = _write(tmp_path / "runs.jsonl", records)
     result = compare(ledger, "lenient", "strict", metric="unparseable_rate")
-    from harness.compare import verdict_of
+    from harness.board.compare import verdict_of
 
     assert verdict_of(result.results["unparseable_rate"]) == "B better"  # B's rate is lower
     assert main(["--ledger", str(ledger), "--compare", "lenient", "strict"]) == 0
@@ -253,7 +253,7 @@ def test_parse_bounds_knows_floors_from_ceilings():
 
 
 def test_settings_only_one_row_has_do_not_count_as_varying():
-    from harness.leaderboard import varying_settings
+    from harness.board.terminal import varying_settings
 
     llm = _record("a", "catalog", "smol", "instruct", {"accuracy": 0.6}, 0.1, lr=1e-3)
     other = _record("b", "catalog", "smol", "instruct", {"accuracy": 0.7}, 0.1, lr=2e-4)
@@ -264,7 +264,7 @@ def test_settings_only_one_row_has_do_not_count_as_varying():
 
 
 def test_rows_tied_on_the_ranking_metric_come_cheaper_first_whatever_order_they_arrive_in():
-    from harness.ranking import rank
+    from harness.board.ranking import rank
 
     def row(method, rouge, usd, key):
         return {"status": "completed", "model": "m", "method": method, "run_key": key,

@@ -1,6 +1,6 @@
 """A test double of `wandb.Api` (no W&B server can run here), fed with real offline runs.
 
-It speaks the part of the public API (wandb 0.31) that harness/sources.py uses, with the same shapes:
+It speaks the part of the public API (wandb 0.31) that harness/board/sources.py uses, with the same shapes:
 - `Api().runs(path, filters=None, order="+created_at", per_page=50, include_sweeps=False, lazy=True)`: an
   iterable of runs of project `path` ("entity/project"); `filters` is MongoDB-style, of which the double
   implements `{"group": NAME}` (and refuses anything else, so a new filter cannot pass silently).
@@ -17,7 +17,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from harness.sources import inspect_offline_run
+from harness.board.sources import inspect_offline_run
 
 
 class DoubleFile:

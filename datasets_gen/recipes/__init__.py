@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from datasets_gen.generation import Generator
 from datasets_gen.output import DatasetOutput
 from datasets_gen.quality import QualityFilter
-from harness.config import ConfigError
+from harness.core.config import ConfigError
 
 BUILTIN = ("doc_qa", "product_descriptions", "departments", "catalog_recs")
 

@@ -41,9 +41,9 @@ from datasets_gen.output import DatasetOutput, number_records, split_by_group
 from datasets_gen.quality import parse_json
 from datasets_gen.recipes import RecipeContext, register_recipe
 from datasets_gen.sources import CatalogColumns, cell_text, file_sha256, product_ids, read_catalog
-from harness.config import ConfigError
-from harness.rag import Embedder as RagEmbedder
-from harness.rag import resolve_model_path
+from harness.core.config import ConfigError
+from harness.core.embedding import Embedder as RagEmbedder
+from harness.core.embedding import resolve_model_path
 
 DESCRIBE_SYSTEM = (
     "You write accurate product descriptions for an online shop's catalog. Use only the facts you are given; "
@@ -113,7 +113,7 @@ CLASSIFIER_KIND = "nearest_centroid_cosine"
 # ---- embeddings and the classifier -----------------------------------------------------------------------------
 
 class Embedder:
-    """Unit-length sentence-transformers embeddings (harness.rag's embedder, so the recipe and retrieval
+    """Unit-length sentence-transformers embeddings (harness.cell.rag's embedder, so the recipe and retrieval
     resolve and load models one way), cached on disk by text hash: a re-run loads no model when every text
     is cached."""
 

@@ -18,7 +18,7 @@ from datasets_gen.output import DatasetOutput, number_records, split_stratified
 from datasets_gen.quality import parse_json
 from datasets_gen.recipes import RecipeContext, register_recipe
 from datasets_gen.sources import CatalogColumns, catalog_columns, cell_text, file_sha256, product_ids, read_catalog
-from harness.config import ConfigError
+from harness.core.config import ConfigError
 
 SYSTEM = "You sort the products of a shop into its departments. Answer with one department from the list, nothing else."
 USER = (

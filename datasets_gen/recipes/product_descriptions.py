@@ -18,7 +18,7 @@ from datasets_gen.backends import GenError, GenFailure, GenRequest
 from datasets_gen.output import DatasetOutput, number_records, split_by_group
 from datasets_gen.recipes import RecipeContext, register_recipe
 from datasets_gen.sources import CatalogColumns, catalog_columns, cell_text, file_sha256, product_ids, read_catalog
-from harness.config import ConfigError
+from harness.core.config import ConfigError
 
 DRAFT_SYSTEM = (
     "You write product descriptions for an online shop. Use only the facts you are given; never invent "
@@ -45,13 +45,13 @@ STUDENT_PROMPT = "Write a product description for: {fields}"
 
 def load_student_tokenizer(name: str):
     """The tokenizer (only) of a harness model config, with the chat template training will apply."""
-    from harness.config import ModelConfig, ModelSource, RunConfig, load_option
+    from harness.core.config import ModelConfig, ModelSource, RunConfig, load_option
 
     try:
         model = load_option("model", name, ModelConfig)
     except ConfigError as exc:
         raise ConfigError(f"recipe.student_model: {exc}") from None
-    from harness.models import build_tiny_tokenizer, ensure_chat_template, gguf_safetensors_cache  # imports torch
+    from harness.cell.models import build_tiny_tokenizer, ensure_chat_template, gguf_safetensors_cache  # imports torch
 
     if model.source == ModelSource.tiny_random:
         tokenizer = build_tiny_tokenizer(model.vocab_size)

@@ -29,7 +29,10 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.data import LABELS_FILE
+import numpy as np
+
+from harness.core.data import LABELS_FILE, read_labels
+from harness.core.stats import bootstrap_statistic
 from harness.metrics import MetricResult, register_metric
 from harness.metrics.keys import higher, lower
 
@@ -87,8 +90,6 @@ def classification_scores(parsed: Sequence[str | None], references: Sequence[str
 
 def _encode(parsed: Sequence[str | None], references: Sequence[str], labels: Sequence[str]):
     """Labels as integers 0..L-1; an unparseable answer is -1, a reference outside the set is L (no label's)."""
-    import numpy as np
-
     index = {label: i for i, label in enumerate(labels)}
     predicted = np.array([index.get(p, len(labels)) if p is not None else -1 for p in parsed], dtype=int)
     gold = np.array([index.get(r, len(labels)) for r in references], dtype=int)
@@ -97,8 +98,6 @@ def _encode(parsed: Sequence[str | None], references: Sequence[str], labels: Seq
 
 def macro_f1(predicted, gold, n_labels: int) -> float:
     """Mean F1 = 2TP / (2TP + FP + FN) = 2TP / (predicted + gold counts) over labels that occur on either side."""
-    import numpy as np
-
     size = n_labels + 1
     true_pos = np.bincount(gold[predicted == gold], minlength=size)[:n_labels]
     predicted_counts = np.bincount(predicted[predicted >= 0], minlength=size)[:n_labels]
@@ -112,8 +111,6 @@ def macro_f1(predicted, gold, n_labels: int) -> float:
 def macro_f1_interval(parsed: Sequence[str | None], references: Sequence[str], labels: Sequence[str],
                       confidence: float = 0.95, seed: int = 0) -> dict:
     """Macro-F1 with a bootstrap interval over eval examples (resampled, then macro-F1 recomputed)."""
-    from harness.stats import bootstrap_statistic
-
     predicted, gold = _encode(parsed, references, labels)
     low, high = bootstrap_statistic(len(gold), lambda idx: macro_f1(predicted[idx], gold[idx], len(labels)),
                                     confidence=confidence, seed=seed)
@@ -144,8 +141,6 @@ class Accuracy:
         its prompts show."""
         labels = getattr(dataset, "labels", None)
         if labels is None and (Path(dataset.dir) / LABELS_FILE).is_file():
-            from harness.data import read_labels
-
             labels = read_labels(Path(dataset.dir) / LABELS_FILE)
         return cls(labels)
 
@@ -175,9 +170,9 @@ class Accuracy:
 
 def fit_tfidf(train_texts: Sequence[str], train_labels: Sequence[str], seed: int = 0):
     """A non-LLM reference point: TF-IDF (word 1-2 grams) + logistic regression, fit on train; `.predict(texts)`."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
+    from sklearn.feature_extraction.text import TfidfVectorizer  # deferred, heavy: only the TF-IDF floor imports it
+    from sklearn.linear_model import LogisticRegression  # deferred, heavy: only the TF-IDF floor imports it
+    from sklearn.pipeline import make_pipeline  # deferred, heavy: only the TF-IDF floor imports it
 
     if len(train_texts) != len(train_labels):
         raise ValueError("tfidf baseline: train texts and labels differ in length")

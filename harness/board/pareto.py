@@ -1,0 +1,177 @@
+"""results/pareto.png: quality against cost, one panel per board (dataset and eval set), never mixed.
+
+Each completed row is a point: its quality metric (the board's ranking metric) with its 95% CI over eval
+examples, or, for a row that collapses several seeds, the mean with the range across seeds (a wider cap marks
+it, and its label says how many seeds); its cost on a log scale. Floors and ceilings are drawn as lines, the
+Pareto front (no other row is both cheaper and better) is joined, and the pick is starred and labelled. The
+axes say which way is better, from each key's declared direction (harness/metrics/keys.py).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.board.ranking import value_of
+from harness.board.text import ci_of
+from harness.core.ledger import COMPLETED
+from harness.metrics.keys import spec_of
+
+PANEL_W, PANEL_H, DPI = 6.0, 4.4, 90
+
+
+@dataclass
+class Point:
+    index: int  # the row's place in the board's table (1-based)
+    row: dict
+    cost: float
+    value: float
+    low: float
+    high: float
+    seeds: int
+
+
+def quality_metric(report) -> str | None:
+    """The metric a board's picture shows: its ranking metric when that is a quality metric, else the first
+    quality bound, else the first metric it measured."""
+    spec = spec_of(report.sort_by)
+    if report.sort_by in report.metrics and spec is not None and spec.section != "cost":
+        return report.sort_by
+    bound = next((b.key for b in report.bounds if b.spec.section != "cost"), None)
+    return bound or next((m for m in report.metrics if spec_of(m) is not None), None)
+
+
+def points(report, metric: str, cost_key: str) -> tuple[list[Point], list[str]]:
+    """Plottable rows and a note for each completed row that cannot be placed (no cost, no metric)."""
+    out, left_out = [], []
+    for index, row in enumerate(report.rows, start=1):
+        if row.get("status") != COMPLETED:
+            continue
+        cost, value = value_of(row, cost_key), value_of(row, metric)
+        if cost is None or value is None or cost <= 0 or not math.isfinite(value):
+            left_out.append(f"#{index} ({'no ' + metric if value is None else 'no positive ' + cost_key})")
+            continue
+        spread = (row.get("spread") or {}).get(metric)
+        ci = ci_of(row, metric)
+        if spread:
+            low, high = spread["min"], spread["max"]
+        elif ci and ci[0] == metric:  # a `_sample_mean` interval is about another number than the plotted one
+            low, high = min(ci[1]["low"], value), max(ci[1]["high"], value)
+        else:
+            low = high = value
+        out.append(Point(index, row, cost, value, low, high, len(row.get("seeds") or [None])))
+    return out, left_out
+
+
+def pareto_front(pts: list[Point], higher_is_better: bool) -> list[Point]:
+    """Points no other point beats on both cost (lower) and quality (in its direction), cheapest first."""
+    front, best = [], None
+    for p in sorted(pts, key=lambda p: (p.cost, -p.value if higher_is_better else p.value)):
+        if best is None or (p.value > best if higher_is_better else p.value < best):
+            front.append(p)
+            best = p.value
+    return front
+
+
+def draw_board(ax, report, cost_key: str) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # deferred, heavy: only drawing the Pareto plot imports it
+
+    metric = quality_metric(report)
+    ax.set_title(report.board.title, fontsize=10)
+    if metric is None:
+        ax.text(0.5, 0.5, "no quality metric measured", ha="center", va="center", transform=ax.transAxes)
+        return
+    spec, cost_spec = spec_of(metric), spec_of(cost_key)
+    pts, left_out = points(report, metric, cost_key)
+    pick = report.verdict.pick if report.verdict is not None else None
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{cost_key} (log scale)  ← {cost_spec.better.value if cost_spec else 'lower'} is better")
+    ax.set_ylabel(f"{metric}  {spec.arrow()} {spec.better.value} is better" if spec else metric)
+    ax.grid(True, which="both", alpha=0.25)
+    if pts:  # before anything is drawn: a single point would leave autoscaling a zero-width range
+        costs = [p.cost for p in pts] + [b.value for b in report.bounds if b.key == cost_key]
+        ax.set_xlim(min(costs) / 1.6, max(costs) * 1.6)
+    for p in pts:
+        seeded = p.seeds > 1
+        ax.errorbar([p.cost], [p.value], yerr=[[p.value - p.low], [p.high - p.value]], fmt="s" if seeded else "o",
+                    color="#1f77b4" if seeded else "#555555", ecolor="#1f77b4" if seeded else "#999999",
+                    capsize=6 if seeded else 3, markersize=6, zorder=3)
+        if pick is not None and p.row is pick:
+            continue  # labelled below, with its name
+        text = f"#{p.index}" + (f" ({p.seeds} seeds)" if seeded else "")
+        ax.annotate(text, (p.cost, p.value), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    # What the two kinds of bar mean, in the legend (empty plots only add the entries).
+    if any(p.seeds == 1 for p in pts):
+        ax.errorbar([], [], yerr=[], fmt="o", color="#555555", ecolor="#999999", capsize=3, label="one seed: 95% CI")
+    if any(p.seeds > 1 for p in pts):
+        ax.errorbar([], [], yerr=[], fmt="s", color="#1f77b4", capsize=6, label="seeds: mean, range across them")
+    if pts and spec is not None:
+        front = pareto_front(pts, spec.higher_is_better)
+        ax.plot([p.cost for p in front], [p.value for p in front], "-o", color="#2ca02c", linewidth=1.5,
+                markersize=13, markerfacecolor="none", markeredgewidth=1.5, zorder=2,
+                label="Pareto front (nothing cheaper is better)")
+    for bound in report.bounds:
+        if bound.key == metric:
+            ax.axhline(bound.value, color="#d62728", linestyle="--", linewidth=1, label=bound.text())
+        elif bound.key == cost_key:
+            ax.axvline(bound.value, color="#d62728", linestyle=":", linewidth=1, label=bound.text())
+    chosen = next((p for p in pts if pick is not None and p.row is pick), None)
+    if chosen is not None:
+        ax.plot([chosen.cost], [chosen.value], "*", color="#ff7f0e", markersize=18, zorder=4,
+                markeredgecolor="black", label="pick (cheapest adequate)")
+        seeds = f" ({chosen.seeds} seeds)" if chosen.seeds > 1 else ""
+        ax.annotate(f"pick #{chosen.index}: {chosen.row.get('model')}/{chosen.row.get('method')}{seeds}",
+                    (chosen.cost, chosen.value), textcoords="offset points", xytext=(10, 8), fontsize=9,
+                    fontweight="bold", color="#b35900")
+    if spec is not None and spec.low is not None and spec.high is not None and pts:
+        lows = [p.low for p in pts] + [b.value for b in report.bounds if b.key == metric]
+        highs = [p.high for p in pts] + [b.value for b in report.bounds if b.key == metric]
+        pad = max((max(highs) - min(lows)) * 0.15, 0.02)
+        ax.set_ylim(max(spec.low, min(lows) - pad), min(spec.high, max(highs) + pad))
+    # Dollars at 1, 2, 5 x 10^k within two decades, at powers of ten beyond (a TF-IDF row can sit five decades
+    # below an LLM's): readable, never crowded as the default minor labels get.
+    low, high = ax.get_xlim()
+    decades = math.log10(high / low) if low > 0 and high > low else 0.0
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"${x:.3g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if left_out:
+        ax.text(0.01, 0.01, "not placed: " + ", ".join(left_out), transform=ax.transAxes, fontsize=7, va="bottom")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
+
+
+def figure(reports: list, cost_key: str):
+    import matplotlib  # deferred, heavy: only drawing the Pareto plot imports it
+
+    matplotlib.use("Agg")  # files only: no display, no GUI toolkit
+    import matplotlib.pyplot as plt  # deferred, heavy: only drawing the Pareto plot imports it
+
+    n = max(len(reports), 1)
+    cols = min(n, 2)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(PANEL_W * cols, PANEL_H * rows), dpi=DPI, squeeze=False)
+    for ax, report in zip(axes.flat, reports, strict=False):
+        draw_board(ax, report, cost_key)
+    for ax in list(axes.flat)[len(reports):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def png_bytes(reports: list, cost_key: str) -> bytes:
+    import matplotlib.pyplot as plt  # deferred, heavy: only drawing the Pareto plot imports it
+
+    fig = figure(reports, cost_key)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_pareto(reports: list, cost_key: str, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png_bytes(reports, cost_key))
+    return path

@@ -1,0 +1,162 @@
+"""What a run cost: wall time, throughput, peak memory, adapter size and dollars from the hardware preset."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+import torch
+
+from harness.core.config import HardwareConfig
+
+GIB = 1024**3
+
+
+class PeakMemory:
+    """Peak memory of one cell: CUDA max allocated on a GPU, else the process's peak RSS while inside.
+
+    RSS is sampled by a thread because `ru_maxrss` is a whole-process high-water mark: in a multirun
+    every cell after the biggest one would report the biggest one's peak.
+    """
+
+    def __init__(self, device: str, interval_s: float = 0.05) -> None:
+        self.device = device
+        self.interval_s = interval_s
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def kind(self) -> str:
+        return "cuda_max_allocated" if self.device == "cuda" else "peak_rss"
+
+    def __enter__(self) -> PeakMemory:
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            process = psutil.Process()
+            self.peak_bytes = process.memory_info().rss
+            self._thread = threading.Thread(target=self._sample, args=(process,), daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self, process: psutil.Process) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak_bytes = max(self.peak_bytes, process.memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        if self.device == "cuda":
+            self.peak_bytes = torch.cuda.max_memory_allocated()
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_bytes = max(self.peak_bytes, psutil.Process().memory_info().rss)
+
+
+@dataclass
+class CostReport:
+    hardware: str
+    usd_per_hour: float
+    price_source: str
+    price_date: str
+    load_s: float
+    train_s: float
+    eval_s: float
+    # Wall time of a cell's work outside load, trainer.train() and generation: tokenising and building the
+    # training set, retrieval, saving the adapter. Paid for like the rest, so it counts in total_s.
+    prep_s: float
+    total_s: float
+    train_tokens: int
+    train_tokens_per_s: float
+    eval_examples: int
+    eval_generated_tokens: int
+    eval_tokens_per_s: float
+    eval_latency_s_per_example: float
+    peak_memory_gb: float
+    peak_memory_kind: str
+    adapter_mb: float
+    usd_train: float
+    usd_eval: float
+    usd_total: float
+    # What serving costs on this hardware at the measured rate: the figure that decides "cheapest".
+    usd_per_1k_generations: float
+    # Model FLOPs utilisation of training against the preset's peak (CUDA only: the CPU peak is a rough guess).
+    mfu: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def directory_bytes(path: Path | None) -> int:
+    if path is None or not path.exists():
+        return 0
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def usd(seconds: float, hardware: HardwareConfig) -> float:
+    return seconds / 3600.0 * hardware.usd_per_hour
+
+
+def lora_train_flops_per_token(params: float, n_layers: int, hidden: int, seq_len: float) -> float:
+    """4N + 12·L·d·T: forward (2N) and activation gradients (2N) through frozen weights, no weight gradients
+    except LoRA's (negligible), plus attention scores forward and backward over a sequence of length T."""
+    return 4 * params + 12 * n_layers * hidden * seq_len
+
+
+def mfu(tokens_per_s: float, flops_per_token: float, peak_tflops: float) -> float:
+    return tokens_per_s * flops_per_token / (peak_tflops * 1e12)
+
+
+def cost_report(
+    hardware: HardwareConfig,
+    *,
+    load_s: float,
+    train_s: float,
+    train_tokens: int,
+    eval_s: float,
+    eval_examples: int,
+    eval_generated_tokens: int,
+    peak: PeakMemory,
+    adapter_dir: Path | None,
+    train_flops_per_token: float | None = None,
+    prep_s: float = 0.0,
+) -> CostReport:
+    total_s = load_s + prep_s + train_s + eval_s
+    per_example = eval_s / eval_examples if eval_examples else 0.0
+    return CostReport(
+        hardware=hardware.name,
+        usd_per_hour=hardware.usd_per_hour,
+        price_source=hardware.price_source,
+        price_date=hardware.price_date,
+        load_s=load_s,
+        train_s=train_s,
+        eval_s=eval_s,
+        prep_s=prep_s,
+        total_s=total_s,
+        train_tokens=train_tokens,
+        train_tokens_per_s=train_tokens / train_s if train_s > 0 else 0.0,
+        eval_examples=eval_examples,
+        eval_generated_tokens=eval_generated_tokens,
+        eval_tokens_per_s=eval_generated_tokens / eval_s if eval_s > 0 else 0.0,
+        eval_latency_s_per_example=per_example,
+        peak_memory_gb=peak.peak_bytes / GIB,
+        peak_memory_kind=peak.kind,
+        adapter_mb=directory_bytes(adapter_dir) / 1024**2,
+        usd_train=usd(train_s, hardware),
+        usd_eval=usd(eval_s, hardware),
+        usd_total=usd(total_s, hardware),
+        usd_per_1k_generations=usd(per_example * 1000, hardware),
+        mfu=mfu(train_tokens / train_s, train_flops_per_token, hardware.peak_tflops_bf16)
+        if train_flops_per_token and train_s > 0 and peak.device == "cuda"
+        else None,
+    )
+
+
+def train_flops_per_token(cfg, trained) -> float:
+    """FLOPs per trained token of a finished training run (4N + 12·L·d·T, T its mean trained sequence length)."""
+    sequences = max(trained.steps * cfg.qlora.batch_size * cfg.qlora.grad_accum, 1)
+    mean_len = trained.train_tokens / sequences  # non-padding tokens per sequence actually trained
+    m = cfg.model
+    return lora_train_flops_per_token(m.params_b * 1e9, m.n_layers, m.hidden_size, mean_len)
