@@ -320,13 +320,13 @@ def test_secrets_from_the_environment_and_the_command_line_reach_no_file(tmp_pat
 def test_results_dir_with_a_tilde_in_a_config_file_is_expanded_for_hydra(tmp_path, monkeypatch):
     import shutil
 
-    import harness.core.config
+    import harness.argv_guard
 
     conf = tmp_path / "conf"
     shutil.copytree(REPO / "conf", conf)
     text = (conf / "config.yaml").read_text().replace("results_dir: results", "results_dir: ~/tb-results")
     (conf / "config.yaml").write_text(text)
-    monkeypatch.setattr(harness.core.config, "CONF_DIR", conf)
+    monkeypatch.setattr(harness.argv_guard, "CONF_DIR", conf)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     # Hydra's run folder is ${results_dir}/hydra/...: it gets the expanded path as an override.
     assert check_command_line([*BASE]) == [*BASE, f"results_dir={tmp_path}/home/tb-results"]
