@@ -65,21 +65,23 @@ def test_sweepable_hyperparameters_override(compose_cfg):
 
 
 def test_wrong_type_fails_at_compose_naming_the_key(compose_cfg):
-    with pytest.raises((ValidationError, ConfigCompositionException)) as info:
+    with pytest.raises(ConfigCompositionException, match="Error merging override qlora.r=eight") as info:
         compose_cfg("qlora.r=eight")
-    assert "qlora.r" in str(info.value) or "r" in str(info.value.__cause__)
+    cause = info.value.__cause__
+    assert isinstance(cause, ValidationError)
+    assert "Value 'eight' of type 'str' could not be converted to Integer" in str(cause)
+    assert "full_key: qlora.r\n" in str(cause)
 
 
 def test_unknown_key_fails_at_compose(compose_cfg):
-    with pytest.raises(ConfigCompositionException) as info:
+    with pytest.raises(ConfigCompositionException, match=r"Could not override 'qlora\.rank'"):
         compose_cfg("qlora.rank=8")
-    assert "rank" in str(info.value)
 
 
 def test_unknown_option_fails_at_compose(compose_cfg):
-    with pytest.raises(ConfigCompositionException) as info:
+    with pytest.raises(ConfigCompositionException, match="Could not find 'model/gpt5'") as info:
         compose_cfg("model=gpt5")
-    assert "model" in str(info.value)
+    assert "Available options in 'model':\n\tgemma3_270m\n" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -104,9 +106,12 @@ def test_out_of_range_values_name_the_key(compose_cfg, override, key):
 
 
 def test_enum_fields_reject_unknown_values(compose_cfg):
-    with pytest.raises((ValidationError, ConfigCompositionException)) as info:
+    with pytest.raises(ConfigCompositionException, match="Error merging override hardware.accelerator=tpu") as info:
         compose_cfg("hardware.accelerator=tpu")
-    assert "accelerator" in str(info.value) or "accelerator" in str(info.value.__cause__)
+    cause = info.value.__cause__
+    assert isinstance(cause, ValidationError)
+    assert "Invalid value 'tpu', expected one of [cpu, cuda]" in str(cause)
+    assert "full_key: hardware.accelerator\n" in str(cause)
 
 
 MODEL_PRESETS = sorted(p.stem for p in (CONF / "tuning" / "model").glob("*.yaml"))

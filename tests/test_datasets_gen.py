@@ -131,9 +131,13 @@ def test_transient_errors_are_retried(tmp_path):
         server.inject("http503", times=2, path="/api/chat")
         server.inject("drop", times=1, path="/api/chat")
         proc = gen(*doc_qa_args(server, out, "backend.retries=3", "backend.concurrency=1"))
+        asked = [r["body"] for r in server.requests_to("/api/chat")]
     assert proc.returncode == 0, proc.stderr[-2000:]
     card = json.loads((out / "card.json").read_text())
     assert "generation_failed" not in card["dropped"]
+    # One request per chunk, plus one more for each fault: the first chunk was asked four times, the same request.
+    assert len(asked) == card["counts"]["corpus"] + 3
+    assert asked[0] == asked[1] == asked[2] == asked[3] != asked[4]
 
 
 def test_no_server_tells_the_user_to_start_ollama(tmp_path):

@@ -36,9 +36,9 @@ SAMPLES = [
 ALL = ["faithfulness", "answer_relevancy", "context_precision", "context_recall"]
 
 
-def _judge(srv, tmp_path, **overrides) -> Judge:
+def _judge(srv, tmp_path, model=JUDGE, **overrides) -> Judge:
     settings = {"max_retries": 0, "timeout_s": 30.0, **overrides}
-    cfg = JudgeConfig(backend=JudgeBackend.ollama, model=JUDGE, base_url=srv.host + "/v1", **settings)
+    cfg = JudgeConfig(backend=JudgeBackend.ollama, model=model, base_url=srv.host + "/v1", **settings)
     judge = Judge(cfg, tmp_path / "cache")
     judge.check()
     return judge
@@ -47,7 +47,7 @@ def _judge(srv, tmp_path, **overrides) -> Judge:
 @pytest.fixture(scope="module")
 def server():
     double = JudgeDouble(slow_s=5)
-    with OllamaTestServer({JUDGE: double, "other-model": None}) as srv:
+    with OllamaTestServer({JUDGE: double, "other-model": JudgeDouble()}) as srv:
         yield srv
         double.release()
 
@@ -87,10 +87,16 @@ def test_ragas_scores_accounting_and_cache(server, tmp_path):
     assert again_judge.stats.requests == 0 and again_judge.stats.cache_hits >= first_requests - 4 * 3
     assert again.per_sample == result.per_sample and again.accounting == result.accounting
 
-    # A different judge model is a different cache key: it is asked afresh.
-    other = _judge(server, tmp_path, ragas_metrics=["faithfulness"])
-    other.cfg.model = "other-model"
+    # A different judge model is a different cache key: it is asked afresh, in the same cache, and scores alike
+    # (the other model runs the same rule).
+    other = _judge(server, tmp_path, model="other-model")
     assert other.identity != judge.identity
+    before = len(server.requests_to("/v1/chat/completions"))
+    fresh = score_ragas(other, SAMPLES[:2], ["faithfulness"])
+    asked = server.requests_to("/v1/chat/completions")[before:]
+    assert other.stats.cache_hits == 0 and other.stats.requests == len(asked) > 0
+    assert {r["body"]["model"] for r in asked} == {"other-model"}
+    assert fresh.per_sample["faithfulness"] == [0.5, 1.0]
 
 
 def test_judge_timeouts_and_http_errors_are_counted_not_scored(server, tmp_path):
@@ -162,17 +168,23 @@ def test_cell_with_ragas_records_scores_failures_and_reuses_the_cache(run_harnes
     assert second["judge"]["requests"] == 0 and second["judge"]["cache_hits"] > 0
     assert set(judge["metrics"]) == set(ALL)
     predictions = [json.loads(line) for line in open(record["predictions_file"])]
+    # The context metrics judge the reference against the retrieved chunks: every sample scores. The answer metrics
+    # judge the answer: an empty one (tiny_random's usual) fails as such, without a judge call.
+    answered = sum(1 for p in predictions if p["prediction"].strip())
+    expected_scored = {"context_precision": 3, "context_recall": 3, "faithfulness": answered,
+                       "answer_relevancy": answered}
+    assert {name: counts["scored"] for name, counts in judge["metrics"].items()} == expected_scored
+    assert {name for name in ALL if name in record["metrics"]} == {n for n, k in expected_scored.items() if k}
     for name, counts in judge["metrics"].items():
-        assert counts["scored"] + counts["failed"] == 3
-        values = [p[name] for p in predictions]
-        kept = [v for v in values if v is not None]
+        assert counts["failed"] == 3 - counts["scored"]
+        kept = [p[name] for p in predictions if p[name] is not None]
         assert len(kept) == counts["scored"]
-        assert all(p.get(f"{name}_error") for p in predictions if p[name] is None)
+        assert all(0 <= v <= 1 for v in kept)
+        assert [p.get(f"{name}_error") for p in predictions if p[name] is None] == \
+            ["empty answer"] * (3 - counts["scored"])
         if kept:
             assert record["metrics"][name] == pytest.approx(np.mean(kept))
             assert record["metrics_ci"][name]["n"] == len(kept)
-        else:
-            assert name not in record["metrics"]
     assert record["metrics"] == second["metrics"] and record["eval_set"] == second["eval_set"]
 
 

@@ -81,8 +81,11 @@ def test_identical_inputs_score_one():
 
 def test_all_empty_predictions_score_zero():
     results = score_all(["bleu", "rouge", "ngram"], ["", ""], REFERENCES[:2])
-    for result in results.values():
-        assert all(v == 0.0 for v in result.values.values())
+    values = {key: v for result in results.values() for key, v in result.values.items()}
+    per_sample = {key: v for result in results.values() for key, v in result.per_sample.items()}
+    expected = {"bleu": 0.0, "rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0, "chrf": 0.0}
+    assert values == expected  # every key each metric declares, each a zero, none missing
+    assert per_sample == {key: [0.0, 0.0] for key in expected}
 
 
 def test_unknown_metric_lists_known_names():

@@ -76,11 +76,35 @@ def _conversations():
     return [[{"role": "user", "content": q}] for q in questions]
 
 
-def test_batched_greedy_generation_equals_one_at_a_time(tiny):
-    cfg = EvalConfig(max_new_tokens=8, batch_size=4)
-    batched = generate(tiny.model, tiny.tokenizer, _conversations(), cfg, progress=False)
-    single = generate(tiny.model, tiny.tokenizer, _conversations(), EvalConfig(max_new_tokens=8, batch_size=1),
-                      progress=False)
+@pytest.fixture(scope="module")
+def diverse(tiny):
+    """A model whose greedy answers differ from prompt to prompt and end at different steps: tiny_random's small
+    init repeats one token everywhere (it answers "" to every prompt), so padding or attention-mask bugs go unseen."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from harness.cell.predict import _hf_generate
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tiny.tokenizer), hidden_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+                                         initializer_range=0.5)).eval()
+    pad, eos = tiny.tokenizer.pad_token_id, tiny.tokenizer.eos_token_id
+    # One prompt at a time, so no padding is involved in choosing the stops.
+    free = [_hf_generate(model, _left_pad([ids], pad, "cpu"), EvalConfig(max_new_tokens=12), {eos}, pad, None)[0]
+            for ids in _encoded(tiny, _conversations()[:2])]
+    # Tokens the model does say mid-answer, taken as end-of-sequence, so answers have different lengths.
+    model.generation_config.eos_token_id = [eos, free[0][3], free[1][6]]
+    return model
+
+
+@pytest.mark.parametrize("own_greedy_loop", [True, False], ids=["own_loop", "hf_generate"])
+def test_batched_greedy_generation_equals_one_at_a_time(tiny, diverse, own_greedy_loop):
+    batched = generate(diverse, tiny.tokenizer, _conversations(), EvalConfig(max_new_tokens=8, batch_size=4),
+                       progress=False, own_greedy_loop=own_greedy_loop)
+    single = generate(diverse, tiny.tokenizer, _conversations(), EvalConfig(max_new_tokens=8, batch_size=1),
+                      progress=False, own_greedy_loop=own_greedy_loop)
+    assert len(set(single.predictions)) == 5 and all(single.predictions)  # every answer its own
+    assert len(set(single.generated_tokens)) >= 2  # and not all of one length
     assert batched.predictions == single.predictions
     assert batched.generated_tokens == single.generated_tokens
     assert len(batched.batch_latencies_s) == 2 and len(single.batch_latencies_s) == 5

@@ -74,18 +74,34 @@ def test_causal_training_runs_on_the_corpus(ctx):
 
 
 def test_merged_adapter_generates_what_the_adapter_model_generates(ctx):
+    import torch
+
     from harness.core.config import EvalConfig
     from harness.cell.models import build_tiny_random, merge_adapter
-    from harness.cell.predict import generate
+    from harness.cell.predict import _left_pad, generate
 
     result = get_trainer("instruct")(ctx)
+    tokenizer = ctx.loaded.tokenizer
     conversations = [[{"role": "user", "content": r.question}] for r in ctx.dataset.eval[:3]]
     settings = EvalConfig(max_new_tokens=6, batch_size=3)
-    with_adapter = generate(result.model, ctx.loaded.tokenizer, conversations, settings, progress=False)
+    with_adapter = generate(result.model, tokenizer, conversations, settings, progress=False)
+    prompts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+    inputs = _left_pad([tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts],
+                       tokenizer.pad_token_id, "cpu")
+
+    def logits(model):
+        with torch.inference_mode():
+            return model(**inputs).logits
+
     fresh_base, _ = build_tiny_random(ctx.cfg.model, ctx.cfg.qlora.seed)  # the same weights training started from
+    base_logits = logits(fresh_base)
+    adapter_logits = logits(result.model)
+    # Greedy answers of a tiny random model may not move, so the adapter's effect is shown on the logits.
+    assert (adapter_logits - base_logits).abs().max() > 0.1  # training moved the function away from the base
     merged = merge_adapter(fresh_base, result.adapter_dir)
     assert not any("lora" in name for name, _ in merged.named_parameters())
-    assert generate(merged, ctx.loaded.tokenizer, conversations, settings, progress=False).predictions == \
+    torch.testing.assert_close(logits(merged), adapter_logits, atol=1e-5, rtol=1e-4)
+    assert generate(merged, tokenizer, conversations, settings, progress=False).predictions == \
         with_adapter.predictions
 
 
