@@ -29,12 +29,20 @@ def test_second_acquire_sees_the_holder_then_gets_it_after_release(tmp_path):
 
 
 def test_heartbeat_keeps_a_claim_fresh(tmp_path):
-    claim = acquire(tmp_path, "k1", "a", ttl_s=0.6)
+    claim = acquire(tmp_path, "k1", "a", ttl_s=0.6)  # beats every 0.1 s
     try:
-        time.sleep(1.0)  # longer than the TTL: only the heartbeat keeps it alive
-        holder = read_holder(claim.path)
-        assert holder.heartbeat_age_s < 0.6 and is_stale(holder, 0.6) is None
-        assert isinstance(acquire(tmp_path, "k1", "b", ttl_s=0.6), Holder)
+        silent = time.time() - 120
+        os.utime(claim.path, (silent, silent))  # as if its holder had said nothing for two minutes
+        assert "no heartbeat for" in is_stale(read_holder(claim.path), 60)
+        deadline = time.monotonic() + 60  # only bounds the wait, should the heartbeat be broken
+        while (holder := read_holder(claim.path)).heartbeat_age_s > 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert is_stale(holder, 60) is None  # the heartbeat brought it back
+        assert isinstance(acquire(tmp_path, "k1", "b", ttl_s=60), Holder)
+        claim._stop.set()
+        claim._thread.join(timeout=30)
+        os.utime(claim.path, (silent, silent))
+        assert "no heartbeat for" in is_stale(read_holder(claim.path), 60)  # with the heartbeat stopped it stays old
     finally:
         claim.release()
 
