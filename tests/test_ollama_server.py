@@ -20,7 +20,7 @@ and what the `openai` client (2.x, sync and async) raises against the OpenAI-com
 import asyncio
 import json
 import math
-import time
+import threading
 
 import httpx
 import ollama
@@ -95,23 +95,29 @@ def test_stream_is_the_default_when_absent_and_content_types(server):
         assert h.get("/").text == "Ollama is running"
 
 
-def test_async_concurrent_requests_overlap():
+def _answered_all_at_once(n: int):
+    """A responder that answers only once `n` requests are being served together: requests sent one after another
+    fail (the barrier times out, the server answers 500), whatever the machine's speed."""
+    barrier = threading.Barrier(n, timeout=30)
+
     def numbered(body: dict) -> str:
+        barrier.wait()
         return "answer to " + body["messages"][-1]["content"]
 
-    async def main(host: str) -> tuple[list[str], float]:
-        async with ollama.AsyncClient(host=host, timeout=5) as ac:
-            t0 = time.monotonic()
+    return numbered
+
+
+def test_async_concurrent_requests_overlap():
+    async def main(host: str) -> list[str]:
+        async with ollama.AsyncClient(host=host, timeout=60) as ac:
             rs = await asyncio.gather(
                 *(ac.chat(model=MODEL, messages=[{"role": "user", "content": f"q{i}"}]) for i in range(4))
             )
-            return [r.message.content for r in rs], time.monotonic() - t0
+            return [r.message.content for r in rs]
 
-    with OllamaTestServer({MODEL: numbered}, delay_s=0.2) as srv:
-        contents, elapsed = asyncio.run(main(srv.host))
-        assert contents == [f"answer to q{i}" for i in range(4)]
-        assert elapsed < 0.6, f"4 requests x 0.2 s took {elapsed:.2f} s: not concurrent"
-        assert srv.peak_concurrency == 4
+    with OllamaTestServer({MODEL: _answered_all_at_once(4)}) as srv:
+        assert asyncio.run(main(srv.host)) == [f"answer to q{i}" for i in range(4)]
+        assert srv.peak_concurrency == 4 and srv.errors == []
 
 
 def test_async_stream(server):
@@ -190,13 +196,13 @@ def test_unknown_model_is_404_response_error(client):
 def test_timeout_is_httpx_read_timeout(server):
     with ollama.Client(host=server.host, timeout=0.3) as c:
         for stream in (False, True):
+            # The server hangs for hang_s, then drops the connection (a RemoteProtocolError): a ReadTimeout means
+            # the client's own timeout ended the wait.
             server.inject("hang", path="/api/chat")
-            t0 = time.monotonic()
             with pytest.raises(httpx.ReadTimeout):
                 r = c.chat(model=MODEL, messages=USER, stream=stream)
                 if stream:
                     list(r)
-            assert time.monotonic() - t0 < 2
         server.inject("stall", path="/api/chat")  # headers and one chunk, then silence
         parts = []
         with pytest.raises(httpx.ReadTimeout):
@@ -367,24 +373,19 @@ def test_openai_stream(server):
 
 
 def test_openai_async_concurrent():
-    def numbered(body: dict) -> str:
-        return "answer to " + body["messages"][-1]["content"]
-
-    async def main(host: str) -> tuple[list[str], float]:
-        async with openai.AsyncOpenAI(base_url=host + "/v1", api_key="ollama", max_retries=0, timeout=5) as ac:
-            t0 = time.monotonic()
+    async def main(host: str) -> list[str]:
+        async with openai.AsyncOpenAI(base_url=host + "/v1", api_key="ollama", max_retries=0, timeout=60) as ac:
             rs = await asyncio.gather(
                 *(
                     ac.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"q{i}"}])
                     for i in range(4)
                 )
             )
-            return [r.choices[0].message.content for r in rs], time.monotonic() - t0
+            return [r.choices[0].message.content for r in rs]
 
-    with OllamaTestServer({MODEL: numbered}, delay_s=0.2) as srv:
-        contents, elapsed = asyncio.run(main(srv.host))
-        assert contents == [f"answer to q{i}" for i in range(4)]
-        assert elapsed < 0.6 and srv.peak_concurrency == 4
+    with OllamaTestServer({MODEL: _answered_all_at_once(4)}) as srv:
+        assert asyncio.run(main(srv.host)) == [f"answer to q{i}" for i in range(4)]
+        assert srv.peak_concurrency == 4 and srv.errors == []
 
 
 def test_openai_models_list_and_retrieve(server):
@@ -437,13 +438,13 @@ def test_openai_http500_is_internal_server_error(server):
 
 def test_openai_timeout_is_api_timeout_error(server):
     for stream in (False, True):
+        # After hang_s the server drops the connection: the client would raise APIConnectionError, of which
+        # APITimeoutError is a subclass that only the client's own timeout raises.
         server.inject("hang", path="/v1/chat/completions")
-        t0 = time.monotonic()
         with _openai(server, timeout=0.3) as c, pytest.raises(openai.APITimeoutError):
             r = c.chat.completions.create(model=MODEL, messages=USER, stream=stream)
             if stream:
                 list(r)
-        assert time.monotonic() - t0 < 2
 
     async def main():
         async with openai.AsyncOpenAI(base_url=server.host + "/v1", api_key="x", max_retries=0, timeout=0.3) as ac:
