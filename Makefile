@@ -1,4 +1,5 @@
-# One command each: `make demo` (set up + run the sample sweep + leaderboard), `make test` (set up + the default tests), `make test-all` (+ the slow ones: CI).
+# One command each: `make demo` (set up + run the sample sweep + leaderboard), `make test` (set up + the default tests),
+# `make test-all` (+ the slow ones and the optional parts' tests: what CI runs).
 # Setup is idempotent: it creates .venv if missing, installs torch first (an unpinned torch pulled in by
 # another package would bring gigabytes of CUDA wheels to a CPU box), then the project, then the embedded model.
 PYTHON ?= python3
@@ -6,12 +7,13 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tunebench-installed
+ALL_STAMP := $(VENV)/.tunebench-all-installed
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 # ragas reports usage to its authors unless told not to.
 export RAGAS_DO_NOT_TRACK ?= true
 
-.PHONY: setup demo test test-all leaderboard clean
+.PHONY: setup setup-all browser demo test test-all leaderboard clean
 
 setup: $(STAMP)
 
@@ -43,8 +45,24 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
-test-all: setup
-	$(BIN)/python -m pytest -m "slow or not slow"
+# test-all also runs the tests of the optional parts (the gemma3 extra, a headless browser for the report page), with
+# CI=1: a part that is still missing fails its test instead of skipping it.
+test-all: setup-all
+	CI=1 $(BIN)/python -m pytest -m "slow or not slow"
+
+setup-all: $(ALL_STAMP) browser
+
+$(ALL_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,judge,cluster,gemma3]"
+	touch $(ALL_STAMP)
+
+# Debian's chromium for the report's browser test (tests/test_report.py), installed with apt-get when absent.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	    command -v apt-get >/dev/null 2>&1 || { echo "make browser: no chromium and no apt-get: install chromium" \
+	        "yourself (tests/test_report.py opens the report in it)" >&2; exit 1; }; \
+	    SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 leaderboard: setup
 	$(BIN)/python -m harness.leaderboard

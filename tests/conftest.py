@@ -20,6 +20,24 @@ REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """`@pytest.mark.optional(available, why)`: a test of an optional part (a browser, an optional model package)
+    is skipped where the part is missing, but fails in CI (CI set): a CI run must not pass without it."""
+    for mark in item.iter_markers("optional"):
+        available, why = mark.args
+        if available:
+            continue
+        if in_ci():
+            pytest.fail(f"{why}; CI (CI={os.environ['CI']}) must run this test: .ci/run and make test-all install it",
+                        pytrace=False)
+        pytest.skip(why)
+
+
 @pytest.fixture
 def compose_cfg():
     """Compose the real config tree with overrides, as `python -m harness key=value ...` would."""

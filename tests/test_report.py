@@ -133,7 +133,7 @@ def _column(browser, index, board=0):
                             f".map(r => r.cells[{index}].getAttribute('data-sort'))")
 
 
-@pytest.mark.skipif(find_chromium() is None, reason="no chromium here (.ci/run installs Debian's chromium for this)")
+@pytest.mark.optional(find_chromium() is not None, "no chromium here (make browser installs Debian's chromium)")
 def test_report_in_a_real_browser(offline_sweep, tmp_path, capsys):
     """Headless chromium opens the page from disk: no console error, no network, every row and the pick in the
     DOM, a click on a heading sorts the rows; the screenshot is kept in results/."""

