@@ -90,7 +90,7 @@ def _race(results, key, barrier, queue):
     barrier.wait()
     got = acquire(results, key, f"p{os.getpid()}")
     queue.put(isinstance(got, Claim))
-    time.sleep(0.5)  # hold it while the others look
+    barrier.wait()  # the winner holds its claim until every racer has looked, however slow
     if isinstance(got, Claim):
         got.release()
 

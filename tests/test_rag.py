@@ -1,7 +1,7 @@
 """harness.cell.rag: chunking, retrieval with the bundled MiniLM + FAISS, recall@k, the on-disk index cache."""
 
 import json
-import time
+import os
 
 import pytest
 
@@ -259,8 +259,9 @@ def test_cache_key_follows_corpus_chunking_and_model(tmp_path):
     (folder / "modules.json").write_text("[]")
     (folder / "weights.bin").write_bytes(b"one")
     before = embedding.model_identity(str(folder))
-    time.sleep(0.01)
-    (folder / "weights.bin").write_bytes(b"two")
+    stamp = (folder / "weights.bin").stat().st_mtime_ns
+    (folder / "weights.bin").write_bytes(b"two")  # same size; the mtime moves on, as any rewrite after a tick does
+    os.utime(folder / "weights.bin", ns=(stamp + 10**9, stamp + 10**9))
     assert embedding.model_identity(str(folder)) != before
 
 
