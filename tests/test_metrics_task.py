@@ -114,7 +114,7 @@ def test_echoed_product_names_are_not_labels(echo):
 
 
 def test_label_parser_rejects_empty_label_set():
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="^classification: the label set is empty$"):
         LabelParser(["", "  "])
 
 
