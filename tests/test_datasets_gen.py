@@ -8,17 +8,16 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 from ollama_server import OllamaTestServer
 from teachers import doc_qa_teacher
 
+from datasets_gen.config import QualityConfig
 from datasets_gen.output import leakage_report, split_by_group, split_stratified
 from datasets_gen.quality import QualityFilter, parse_json
-from datasets_gen.config import QualityConfig
 from datasets_gen.sources import chunk_text, read_catalog
-from harness.core.data import load_dataset
 from harness.core.config import DataConfig
+from harness.core.data import load_dataset
 
 DOCS = REPO / "harness" / "samples" / "hr_handbook" / "docs"
 TEACHER = "teacher:8b"

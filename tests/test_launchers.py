@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from harness.core.ledger import Ledger
 
 TINY = ("model=tiny_random", "qlora.max_steps=3", "eval.num_examples=4", "eval.max_new_tokens=8", "progress=false",
@@ -175,9 +175,9 @@ def test_signal_mid_cell_records_interrupted_and_the_next_sweep_reruns_it(tmp_pa
 
 
 def test_launcher_presets_compose_with_their_promises():
+    from conftest import CONF
     from hydra import compose, initialize_config_dir
 
-    from conftest import CONF
     from harness.core import config, gpus  # noqa: F401  (the schema; the ${tunebench_gpus:...} resolver)
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from harness.core.config import ConfigError, EvalConfig, HardwareConfig, ModelConfig, QLoraConfig
 from harness.cell.models import FALLBACK_TEMPLATE, build_tiny_tokenizer, ensure_chat_template, load_model, locate_gguf
 from harness.cell.predict import _left_pad, _until_eos, generate
+from harness.core.config import ConfigError, EvalConfig, HardwareConfig, ModelConfig, QLoraConfig
 
 CPU = HardwareConfig(name="cpu", device_name="test", memory_gb=8, peak_tflops_bf16=1, usd_per_hour=0.1,
                      price_source="test", price_date="2026-01-01")
@@ -117,10 +117,11 @@ def test_batched_greedy_generation_equals_one_at_a_time(tiny, diverse, own_greed
 def test_smollm2_prompt_format_uses_our_system_prompt_not_its_default(compose_cfg):
     from pathlib import Path
 
+    from transformers import AutoTokenizer
+
+    from harness.cell.models import gguf_safetensors_cache
     from harness.core.config import to_run_config
     from harness.core.data import load_dataset, prompt_messages
-    from harness.cell.models import gguf_safetensors_cache
-    from transformers import AutoTokenizer
 
     cfg = to_run_config(compose_cfg("model=smollm2_135m"))
     tokenizer = AutoTokenizer.from_pretrained(gguf_safetensors_cache(cfg.model, Path(cfg.cache_dir).expanduser()))

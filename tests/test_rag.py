@@ -7,9 +7,9 @@ import pytest
 
 import harness.cell.rag as rag
 import harness.core.embedding as embedding
+from harness.cell.rag import Chunk, RetrievalConfig, RetrievalIndex, chunk_corpus, recall_at_k, render_context
 from harness.core.config import ConfigError, DataConfig
 from harness.core.data import load_dataset
-from harness.cell.rag import Chunk, RetrievalConfig, RetrievalIndex, chunk_corpus, recall_at_k, render_context
 
 TOY_CORPUS = {
     "pets": {"id": "pets", "title": "Pet care", "text": (

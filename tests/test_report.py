@@ -3,19 +3,19 @@ and the terminal table that fits 100 columns."""
 
 import base64
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
 
 import pytest
-
 from cdp import Browser, find_chromium
 from conftest import REPO
-from harness.leaderboard import main
+
 from harness.board.pareto import Point, pareto_front, points, quality_metric
 from harness.board.sources import inspect_offline_run, wandb_cli
+from harness.leaderboard import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
