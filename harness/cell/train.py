@@ -19,6 +19,7 @@ from harness.cell.predict import release_accelerator_memory
 from harness.core.config import ConfigError, RunConfig, uses_gradient_checkpointing
 from harness.core.data import Dataset, prompt_messages
 from harness.core.progress import progress_bar
+from harness.core.registry import Registry
 
 
 @dataclass
@@ -64,23 +65,15 @@ class TrainResult:
 
 
 Trainer = Callable[[TrainContext], TrainResult]
-TRAINERS: dict[str, Trainer] = {}
+TRAINERS: Registry[Trainer] = Registry("trainer", option="method.trainer")
 
 
 def register_trainer(name: str) -> Callable[[Trainer], Trainer]:
-    def decorator(fn: Trainer) -> Trainer:
-        if name in TRAINERS:
-            raise ValueError(f"trainer {name!r} is already registered")
-        TRAINERS[name] = fn
-        return fn
-
-    return decorator
+    return TRAINERS.register(name)
 
 
 def get_trainer(name: str) -> Trainer:
-    if name not in TRAINERS:
-        raise ConfigError(f"method.trainer: unknown trainer {name!r}; known: {', '.join(sorted(TRAINERS))}")
-    return TRAINERS[name]
+    return TRAINERS.get(name)
 
 
 def sft_config(ctx: TrainContext, **overrides):
