@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from harness.leaderboard import latest_per_key, main, pick_cheapest, rank
+from harness.board.ranking import latest_per_key, pick_cheapest, rank
+from harness.leaderboard import main
 
 
 def _row(key, model, method, rougeL, usd_1k, status="completed", r=8, **extra):
