@@ -1,7 +1,7 @@
 """Recipes, registered by name: each turns raw material into a dataset, through the teacher backend.
 
 Adding a recipe is one module here (a class decorated with `@register_recipe("name")`, with a `Params`
-dataclass and a `build(ctx)` method) and one YAML in conf/datasets_gen/recipe/.
+dataclass and a `build(ctx)` method) and one YAML in datasets_gen/conf/recipe/.
 """
 
 from __future__ import annotations
