@@ -17,7 +17,6 @@ from omegaconf import MISSING
 
 from harness.core.config import ConfigError, require_safe_name
 
-
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
