@@ -40,7 +40,6 @@ def main(cfg: DictConfig) -> None:
 def guard_argv() -> None:
     """Before Hydra creates `<output>/.work/hydra/`: compose the config, check the name and the input, and
     stop with one line on a mistake (no backend is contacted for that)."""
-
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
     from datasets_gen.pipeline import check_input
