@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from harness.cell.base_keeper import BaseKeeper, loading_key
+from harness.cell.train import TrainContext, get_trainer
 from harness.core.config import to_run_config
 from harness.core.data import load_dataset
-from harness.cell.train import TrainContext, get_trainer
 
 TINY = ("model=tiny_random", "qlora.max_steps=2", "qlora.lr=0.05", "progress=false", "tracker=none")
 
