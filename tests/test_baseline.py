@@ -5,8 +5,8 @@ import json
 import pytest
 
 from harness.baseline import fit_tfidf, main
-from harness.metrics.classification import Accuracy
 from harness.leaderboard import main as leaderboard
+from harness.metrics.classification import Accuracy
 
 KITCHEN = ["chef knife steel blade", "cast iron frying pan", "ceramic coffee mug", "bamboo cutting board",
            "stainless saucepan lid", "silicone baking mat", "glass mixing bowl", "wooden spatula set"]
