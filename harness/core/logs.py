@@ -47,7 +47,8 @@ def quiet_third_party() -> None:
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     if "transformers" in sys.modules:  # imported already: its switch was read, flip it
-        from transformers.utils import logging as transformers_logging  # deferred, heavy: only a cell that loads a model imports it
+        # deferred, heavy: only a cell that loads a model imports it
+        from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
 
@@ -56,7 +57,7 @@ def gguf_bars_obey_the_switch() -> None:
     """transformers' GGUF loader draws its `Converting and de-quantizing GGUF tensors` bar with tqdm itself, past
     the progress-bar switch its other bars obey (the one quiet_third_party turns off): hand it transformers'
     switchable tqdm. Called before a GGUF is converted (harness/cell/models.py)."""
-    from transformers import modeling_gguf_pytorch_utils as gguf_loader  # deferred, heavy: only a GGUF conversion imports it
-    from transformers.utils import logging as transformers_logging  # deferred, heavy: only a GGUF conversion imports it
+    from transformers import modeling_gguf_pytorch_utils as gguf_loader  # deferred, heavy: GGUF conversion only
+    from transformers.utils import logging as transformers_logging  # deferred, heavy: GGUF conversion only
 
     gguf_loader.tqdm = transformers_logging.tqdm
