@@ -2,7 +2,6 @@
 
 import pytest
 
-from harness.core.data import load_dataset
 from harness.cell.models import load_model
 from harness.cell.train import (
     TRAINERS,
@@ -13,6 +12,7 @@ from harness.cell.train import (
     instruct_dataset,
     sft_config,
 )
+from harness.core.data import load_dataset
 
 
 @pytest.fixture
@@ -76,9 +76,9 @@ def test_causal_training_runs_on_the_corpus(ctx):
 def test_merged_adapter_generates_what_the_adapter_model_generates(ctx):
     import torch
 
-    from harness.core.config import EvalConfig
     from harness.cell.models import build_tiny_random, merge_adapter
     from harness.cell.predict import _left_pad, generate
+    from harness.core.config import EvalConfig
 
     result = get_trainer("instruct")(ctx)
     tokenizer = ctx.loaded.tokenizer
