@@ -4,9 +4,9 @@ Both compare an in-process baseline (plain transformers + peft + trl objects, bu
 `python -m harness` subprocess on the same weights, data and settings. This module holds the parts that must
 be the same on both sides and in both scripts: the command-line options, the Hydra overrides and the config
 they compose to, the train set formatted by the harness's own harness.core.data.prompt_messages, the baseline's
-SFTConfig/LoraConfig keyword settings (CPU, fp32), the base weights, the ledger line the subprocess writes,
-the settings that must match between the paths, and the table helpers (median, number formatting, the
-busy-CPU warning).
+SFTConfig keywords (the harness's own sft_arguments from harness.cell.train, on the CPU; its LoraConfig keywords
+are harness.cell.train.lora_arguments), the base weights, the ledger line the subprocess writes, the settings that
+must match between the paths, and the table helpers (median, number formatting, the busy-CPU warning).
 
 The scripts import it as `from common import ...`: Python puts a script's folder on sys.path when it runs
 `python bench/<script>.py`, and each script also adds its folder explicitly.
@@ -31,6 +31,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from harness.core.config import RunConfig, resolve_data_dir
 from harness.core.data import prompt_messages, read_qa_file
 from harness.cell.models import build_tiny_random, gguf_safetensors_cache, locate_gguf
+from harness.cell.train import lora_arguments, sft_arguments
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
@@ -95,47 +96,14 @@ def train_conversations(cfg: RunConfig) -> list[dict]:
 
 
 def target_modules(cfg: RunConfig) -> list[str]:
-    return list(cfg.qlora.target_modules or cfg.model.lora_target_modules)
+    return lora_arguments(cfg)["target_modules"]
 
 
-def lora_kwargs(cfg: RunConfig) -> dict:
-    """peft.LoraConfig keywords for the LoRA adapter the harness config describes."""
-    q = cfg.qlora
-    return dict(
-        r=q.r, lora_alpha=q.alpha, lora_dropout=q.dropout, target_modules=target_modules(cfg),
-        bias="none", task_type="CAUSAL_LM",
-    )  # fmt: skip
-
-
-def baseline_sft_kwargs(cfg: RunConfig, output_dir: Path) -> dict:
-    """trl.SFTConfig keywords a baseline shares with the harness's training arguments, fp32 on CPU.
-    Each script adds what makes its baseline what it is (loss mask, padding, sampling)."""
-    q = cfg.qlora
-    return dict(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=q.batch_size,
-        gradient_accumulation_steps=q.grad_accum,
-        learning_rate=q.lr,
-        num_train_epochs=q.epochs,
-        max_steps=q.max_steps,
-        max_length=q.max_length,
-        warmup_steps=q.warmup_ratio,  # as the harness passes it: a float < 1 is a ratio
-        weight_decay=q.weight_decay,
-        lr_scheduler_type=q.lr_scheduler,
-        seed=q.seed,
-        data_seed=q.seed,
-        logging_steps=q.logging_steps,
-        activation_checkpointing=False,
-        use_cpu=True,
-        # SFTConfig defaults to bf16=True even with use_cpu; the harness trains fp32 on CPU (hardware
-        # presets with supports_bf16: false), so the baseline must say so too or it runs bf16 autocast.
-        bf16=False,
-        fp16=False,
-        save_strategy="no",
-        report_to=[],
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
+def baseline_sft_kwargs(cfg: RunConfig, output_dir: Path, **overrides) -> dict:
+    """trl.SFTConfig keywords a baseline shares with the harness's training arguments (the harness's own
+    sft_arguments, on the CPU: fp32), with what makes each script's baseline what it is (loss mask, padding,
+    sampling) in `overrides`."""
+    return {**sft_arguments(cfg, output_dir, on_cuda=False), **overrides}
 
 
 def locate_weights(cfg: RunConfig) -> Path | None:

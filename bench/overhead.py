@@ -57,6 +57,7 @@ from transformers import PrinterCallback  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 import common  # noqa: E402
+from harness.cell.train import lora_arguments  # noqa: E402
 from harness.core.config import RunConfig  # noqa: E402
 from harness.cell.models import gguf_safetensors_cache  # noqa: E402
 
@@ -85,8 +86,8 @@ def run_bare(args, cfg: RunConfig, weights: Path | None) -> dict:
         t_load = time.perf_counter()
 
         train_dataset = Dataset.from_list(common.train_conversations(cfg))  # prompt/completion, as the harness
-        peft_config = LoraConfig(**common.lora_kwargs(cfg))
-        sft_args = SFTConfig(**common.baseline_sft_kwargs(cfg, Path(tmp) / "trainer"), completion_only_loss=True)
+        peft_config = LoraConfig(**lora_arguments(cfg))
+        sft_args = SFTConfig(**common.baseline_sft_kwargs(cfg, Path(tmp) / "trainer", completion_only_loss=True))
         trainer = SFTTrainer(
             model=model, args=sft_args, train_dataset=train_dataset, processing_class=tokenizer, peft_config=peft_config
         )

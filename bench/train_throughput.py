@@ -75,6 +75,7 @@ from transformers import PrinterCallback  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
 import common  # noqa: E402
+from harness.cell.train import lora_arguments  # noqa: E402
 from harness.core.config import RunConfig  # noqa: E402
 
 fmt = common.formatter(",.0f", missing="n/a")
@@ -151,14 +152,14 @@ def run_baseline(args, cfg: RunConfig, weights: Path | None) -> dict:
         model, tokenizer = common.load_base(cfg, weights)
 
         train_dataset = Dataset.from_list(text_rows(cfg, tokenizer))
-        peft_config = LoraConfig(**common.lora_kwargs(cfg))
-        sft_args = SFTConfig(
-            **common.baseline_sft_kwargs(cfg, Path(tmp) / "trainer"),
+        peft_config = LoraConfig(**lora_arguments(cfg))
+        sft_args = SFTConfig(**common.baseline_sft_kwargs(
+            cfg, Path(tmp) / "trainer",
             dataset_text_field="text",
             packing=False,
             pad_to_multiple_of=q.max_length,  # every batch padded to exactly max_length
             train_sampling_strategy="random",
-        )
+        ))
         trainer = SFTTrainer(
             model=model, args=sft_args, train_dataset=train_dataset, processing_class=tokenizer, peft_config=peft_config
         )

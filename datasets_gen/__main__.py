@@ -15,7 +15,7 @@ from harness.core.config import ConfigError  # noqa: E402
 EXIT = {"code": 0}
 
 
-@hydra.main(config_path="../conf/datasets_gen", config_name="config", version_base="1.3")
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from datasets_gen.pipeline import build_dataset
 
@@ -40,8 +40,6 @@ def main(cfg: DictConfig) -> None:
 def guard_argv() -> None:
     """Before Hydra creates `<output>/.work/hydra/`: compose the config, check the name and the input, and
     stop with one line on a mistake (no backend is contacted for that)."""
-    from pathlib import Path
-
     from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
     from datasets_gen.pipeline import check_input
@@ -52,7 +50,7 @@ def guard_argv() -> None:
         return  # Hydra's own flags (--help, --cfg, -m ...): Hydra handles them
     try:
         refuse_secrets(args)
-        cfg = compose_config(args, Path(__file__).resolve().parent.parent / "conf" / "datasets_gen")
+        cfg = compose_config(args, config.CONF_DIR)
         try:
             gen_cfg = OmegaConf.to_object(cfg)
         except MissingMandatoryValue as exc:

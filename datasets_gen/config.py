@@ -1,4 +1,5 @@
-"""Typed schema of `python -m datasets_gen` (conf/datasets_gen/: config.yaml and the backend/, recipe/ groups).
+"""Typed schema of `python -m datasets_gen`, whose config root is datasets_gen/conf/ (config.yaml and the backend/,
+recipe/ groups): its own, beside the package, so the harness's `python -m harness --help` lists only the harness's.
 
 The `recipe` section is a plain mapping here: each recipe validates its own parameters with its own
 dataclass (`Recipe.Params`), so adding a recipe is one module and one YAML, not an edit of this file.
@@ -8,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from harness.core.config import ConfigError, require_safe_name
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 class BackendKind(str, Enum):

@@ -15,6 +15,7 @@ import logging
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -30,11 +31,28 @@ from harness.core.ledger import COMPLETED, Ledger, RunRecord, run_key
 from harness.core.redact import redact
 from harness.core.stats import metric_cis
 from harness.metrics import score_all
-from harness.metrics.classification import Accuracy, fit_tfidf
+from harness.metrics.classification import Accuracy
 
 MODEL = "tfidf_logreg"
 METHOD = "baseline"
 log = logging.getLogger("harness.baseline")
+
+
+def fit_tfidf(train_texts: Sequence[str], train_labels: Sequence[str], seed: int = 0):
+    """TF-IDF (word 1-2 grams) + logistic regression, fit on train; `.predict(texts)` gives labels."""
+    from sklearn.feature_extraction.text import TfidfVectorizer  # deferred, heavy: only the TF-IDF floor imports it
+    from sklearn.linear_model import LogisticRegression  # deferred, heavy: only the TF-IDF floor imports it
+    from sklearn.pipeline import make_pipeline  # deferred, heavy: only the TF-IDF floor imports it
+
+    if len(train_texts) != len(train_labels):
+        raise ValueError("tfidf baseline: train texts and labels differ in length")
+    if len(set(train_labels)) < 2:
+        raise ValueError(f"tfidf baseline: training needs two or more labels (got {sorted(set(train_labels))})")
+    model = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+        LogisticRegression(max_iter=1000, random_state=seed),
+    )
+    return model.fit(list(train_texts), list(train_labels))
 
 
 def run_baseline(overrides: list[str]) -> RunRecord:

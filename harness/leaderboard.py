@@ -23,116 +23,17 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from harness.board.boards import BoardReport, check_same_samples, known_metrics
-from harness.board.compare import compare
-from harness.board.pareto import write_pareto
-from harness.board.ranking import (
-    Board,
-    Bound,
-    LeaderboardError,
-    Verdict,
-    boards,
-    collapse_seeds,
-    latest_per_key,
-    parse_bounds,
-    pick_cheapest,
-    rank,
-)
-from harness.board.report import write_report
-from harness.board.sources import Source, parse_source, resolve_ledger
+from harness.board.build import build
+from harness.board.options import COST_KEYS, DEFAULT_COST, BoardOptions, default_out
+from harness.board.outputs import write_figures, write_markdown
+from harness.board.ranking import LeaderboardError
+from harness.board.sources import Source, compare_runs, parse_source
 from harness.board.terminal import TERMINAL_WIDTH, print_comparison, print_report
-from harness.board.text import render_markdown, table_rows
 from harness.board.wandb_leaderboard import log_leaderboard
 from harness.core.logs import quiet_libraries
-from harness.metrics.keys import cost_figures, spec_of
-
-COST_KEYS = ("usd_per_1k_generations", "usd_total", "usd_train", "usd_eval")
-# The markdown report's name when --out is not given; its plot and page are then pareto.png and report.html.
-DEFAULT_OUT_STEM = "leaderboard"
-# Preferred ranking metric of a board when neither --sort nor a bound names one it has.
-DEFAULT_SORT = ("accuracy", "rougeL", "id_f1", "semantic", "faithfulness")
-
-__all__ = ["LeaderboardError", "Verdict", "latest_per_key", "main", "pick_cheapest", "rank", "resolve_ledger"]
 
 
-def source_of(args) -> Source:
-    """--source, else the ledger named by --ledger (the default: results/runs.jsonl)."""
-    return parse_source(args.source) if args.source else Source("ledger", str(args.ledger))
-
-
-def default_out_dir(source: Source) -> Path:
-    """Where reports go when --out is not given: beside the ledger, else the results folder of offline runs."""
-    if source.kind == "ledger":
-        return source.ledger_path.parent
-    if source.kind == "wandb-offline":
-        return Path(source.location).resolve().parent
-    return Path("results")
-
-
-def build(args) -> tuple[list[BoardReport], Path]:
-    source = source_of(args)
-    group = args.group or args.sweep
-    records = source.records(group)
-    args.resolved_source = source
-    if not records:
-        raise LeaderboardError(f"no runs in {source}{' for group ' + group if group else ''}; "
-                               "run a sweep first, e.g. python -m harness -m model=smollm2_135m method=base,instruct")
-    all_boards = boards(latest_per_key(records))
-    if args.data:
-        names = sorted({b.data for b in all_boards})
-        all_boards = [b for b in all_boards if b.data == args.data]
-        if not all_boards:
-            raise LeaderboardError(f"--data {args.data}: no runs on that dataset in {source}; it has: "
-                                   f"{', '.join(names)}")
-    metrics = known_metrics([r for b in all_boards for r in b.rows])
-    cost_keys = cost_figures()
-    bounds = parse_bounds(args.floors, args.ceilings, known=[*metrics, *cost_keys], known_text=", ".join(metrics))
-    if args.sort and args.sort not in metrics and args.sort not in cost_keys:
-        raise LeaderboardError(f"unknown metric(s) {[args.sort]}; the ledger has: {', '.join(metrics) or 'none'}")
-    if args.sort and spec_of(args.sort) is None:
-        raise LeaderboardError(f"--sort {args.sort}: this figure declares no direction, so it cannot rank runs")
-    reports = [board_report(board, bounds, args) for board in all_boards]
-    out = args.out or default_out_dir(source) / f"{DEFAULT_OUT_STEM}.md"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(render_markdown(reports, args.cost, source), encoding="utf-8")
-    except OSError as exc:
-        raise LeaderboardError(f"--out {out}: cannot write the report ({exc.strerror or exc}); "
-                               f"pass --out to a writable file") from None
-    return reports, out
-
-
-def board_report(board: Board, bounds: list[Bound], args) -> BoardReport:
-    rows = collapse_seeds(board.rows)
-    board_metrics = known_metrics(rows)
-    measured = set(board_metrics)
-    applies = [b for b in bounds if b.spec.section == "cost" or b.key in measured]
-    quality = [b.key for b in applies if b.spec.section != "cost"]
-    note = ""
-    if args.sort and (args.sort in measured or args.sort in cost_figures()):
-        sort_by = args.sort
-    else:
-        sort_by = next(iter(quality), None) or next((m for m in DEFAULT_SORT if m in measured), None) \
-            or next(iter(sorted(measured)), "usd_per_1k_generations")
-        if args.sort:
-            note = f"`{args.sort}` is not measured on this dataset; ranked by `{sort_by}`."
-    if not args.allow_different_samples:
-        check_same_samples(rows, [m for m in [sort_by, *quality] if m in measured])
-    ranked = rank(rows, sort_by)
-    header, body = table_rows(ranked, board_metrics, args.cost, ci_metric=sort_by if sort_by in measured else None)
-    verdict = None
-    if bounds and not applies:
-        note += (" " if note else "") + (f"No bound applies to this dataset (bounds on: "
-                                         f"{', '.join(b.key for b in bounds)}); no pick.")
-    elif applies:
-        verdict = pick_cheapest(ranked, applies, args.cost)
-    return BoardReport(board, sort_by, board_metrics, applies, header, body, verdict, note, ranked)
-
-
-# --- the terminal: a table that fits 100 columns unless --wide ------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness.leaderboard", description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", default=None, metavar="KIND:WHERE",
                         help="where runs are read: ledger:PATH (default: --ledger), wandb:ENTITY/PROJECT (the W&B "
@@ -152,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sort", default=None,
                         help="metric to rank by, in its own direction (default: the first bound, else accuracy / "
                              "rougeL)")
-    parser.add_argument("--cost", choices=COST_KEYS, default="usd_per_1k_generations",
+    parser.add_argument("--cost", choices=COST_KEYS, default=DEFAULT_COST,
                         help="what 'cheapest' means (default: serving cost per 1000 answers)")
     parser.add_argument("--data", default=None, help="only the board of this dataset")
     parser.add_argument("--group", default=None, metavar="SWEEP",
@@ -174,7 +75,20 @@ def main(argv: list[str] | None = None) -> int:
                              "unless WANDB_MODE says otherwise)")
     parser.add_argument("-v", "--verbose", action="store_true", help="let third-party libraries log and show "
                                                                      "progress bars")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def board_options(args: argparse.Namespace) -> BoardOptions:
+    """The command line as the board's options: --source, else the ledger named by --ledger; --out, else
+    leaderboard.md beside the runs; --group or its synonym --sweep."""
+    source = parse_source(args.source) if args.source else Source("ledger", str(args.ledger))
+    return BoardOptions(source=source, out=args.out or default_out(source), floors=tuple(args.floors),
+                        ceilings=tuple(args.ceilings), sort=args.sort, cost=args.cost, data=args.data,
+                        group=args.group or args.sweep, allow_different_samples=args.allow_different_samples)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argument_parser().parse_args(argv)
     quiet_libraries(verbose=args.verbose)
     # The boards fit 100 columns unless --wide; a comparison and --wide get the terminal's width (220 when piped to a
     # file or CI log, where rich would assume 80).
@@ -184,55 +98,28 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[red]error:[/red] --metric goes with --compare; rank with --sort METRIC")
         return 2
     try:
+        options = board_options(args)
         if args.compare:
-            source = source_of(args)
-            if source.kind == "ledger":
-                comparison = compare(source.ledger_path, *args.compare, metric=args.metric,
-                                     allow_different_samples=args.allow_different_samples)
-            else:  # W&B: the runs' records and their logged predictions tables
-                comparison = compare(str(source), *args.compare, metric=args.metric,
-                                     allow_different_samples=args.allow_different_samples,
-                                     records=source.records(args.group or args.sweep),
-                                     load=source.require_predictions)
+            comparison = compare_runs(options.source, *args.compare, metric=args.metric,
+                                      allow_different_samples=options.allow_different_samples, group=options.group)
             print_comparison(console, comparison)
             return 0
-        reports, out = build(args)
-        figures = [] if args.no_report else write_figures(reports, args, out)
+        reports = build(options)
+        out = write_markdown(reports, options)
+        figures = [] if args.no_report else write_figures(reports, options)
         written = [out, *figures]
         if args.log_wandb:
-            logged = log_leaderboard(reports, args, out.parent, figures[0] if figures else None)
+            logged = log_leaderboard(reports, options, figures[0] if figures else None)
             console.print(f"logged to W&B: {logged}", soft_wrap=True)
     except LeaderboardError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 2
     for report in reports:
-        print_report(console, report, args.cost, wide=args.wide)
-    source = args.resolved_source
-    if source.skipped:
-        console.print(f"left out of {source}: " + "; ".join(source.skipped), soft_wrap=True)
+        print_report(console, report, options.cost, wide=args.wide)
+    if options.source.skipped:
+        console.print(f"left out of {options.source}: " + "; ".join(options.source.skipped), soft_wrap=True)
     console.print("written: " + ", ".join(map(str, written)), soft_wrap=True)
     return 0
-
-
-def figure_paths(out: Path) -> tuple[Path, Path]:
-    """The Pareto plot and the HTML page that go with the markdown report `out`: pareto.png and report.html beside
-    leaderboard.md; beside another name, its stem first (leaderboard-shop.md: leaderboard-shop-pareto.png, ...),
-    so two reports written into one folder (e.g. one --data each) keep a picture and a page each."""
-    if out.stem == DEFAULT_OUT_STEM:
-        return out.parent / "pareto.png", out.parent / "report.html"
-    return out.parent / f"{out.stem}-pareto.png", out.parent / f"{out.stem}-report.html"
-
-
-def write_figures(reports: list[BoardReport], args, out: Path) -> list[Path]:
-    """The Pareto plot and the HTML page beside the markdown report (figure_paths)."""
-    png_path, html_path = figure_paths(out)
-    try:
-        png = write_pareto(reports, args.cost, png_path)
-        html = write_report(reports, args, html_path)
-    except OSError as exc:
-        raise LeaderboardError(f"cannot write the plot or the report into {out.parent} ({exc.strerror or exc}); "
-                               f"pass --out to a writable place, or --no-report") from None
-    return [png, html]
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.board.compare import _by_id, load_predictions, paired_rows, resolve_run
+from harness.board.compare import load_predictions, paired_rows, resolve_run, rows_by_id
 from harness.board.ranking import LeaderboardError
 from harness.core.config import ConfigError, JudgeBackend, JudgeConfig, load_option
 from harness.core.ledger import Ledger, append_line
@@ -118,7 +118,7 @@ def load_pairs(ledger: Path, key_a: str, key_b: str) -> tuple[str, str, list[Pai
     try:
         b = resolve_run(records, key_b, ledger)
         if key_a == REFERENCE:
-            rows_b = _by_id(load_predictions(b, ledger), b)
+            rows_b = rows_by_id(load_predictions(b, ledger), b)
             name_a, answers_a = REFERENCE, {i: row["reference"] for i, row in rows_b.items()}
         else:
             a = resolve_run(records, key_a, ledger)

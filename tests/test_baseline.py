@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from harness.baseline import main
+from harness.baseline import fit_tfidf, main
 from harness.leaderboard import main as leaderboard
+from harness.metrics.classification import Accuracy
 
 KITCHEN = ["chef knife steel blade", "cast iron frying pan", "ceramic coffee mug", "bamboo cutting board",
            "stainless saucepan lid", "silicone baking mat", "glass mixing bowl", "wooden spatula set"]
@@ -62,3 +63,25 @@ def test_baseline_cost_is_its_prediction_time_and_its_label_is_plain(tmp_path, c
     assert leaderboard(["--ledger", str(results / "runs.jsonl"), "--min", "accuracy=0.1"]) == 0
     out = capsys.readouterr().out
     assert "tfidf_logreg/baseline [" in out and "r=None" not in out
+
+
+def test_tfidf_fit_separates_a_separable_set_and_is_seeded():
+    train = [
+        ("stainless steel frying pan for the stove", "Kitchen"), ("chef knife for chopping vegetables", "Kitchen"),
+        ("non-stick saucepan with lid for cooking", "Kitchen"), ("wooden cutting board for the kitchen", "Kitchen"),
+        ("garden hose for watering plants", "Garden"), ("pruning shears to trim hedges and roses", "Garden"),
+        ("lawn mower for cutting grass", "Garden"), ("flower seeds for planting in spring soil", "Garden"),
+    ]
+    evaluation = [("cast iron pan for cooking on the stove", "Kitchen"), ("watering can for garden plants", "Garden"),
+                  ("paring knife for chopping fruit", "Kitchen"), ("hedge trimmer for the lawn and garden", "Garden")]
+    texts, labels = [t for t, _ in train], [y for _, y in train]
+    predicted = [str(p) for p in fit_tfidf(texts, labels).predict([t for t, _ in evaluation])]
+    # Scored by the metric the LLM cells get, as `python -m harness.baseline` scores it.
+    out = Accuracy().score(predicted, [y for _, y in evaluation]).values
+    assert out == {"accuracy": 1.0, "macro_f1": 1.0, "unparseable_rate": 0.0}
+    again = fit_tfidf(texts, labels, seed=1).predict([t for t, _ in evaluation])
+    assert [str(p) for p in again] == predicted
+    with pytest.raises(ValueError, match="two or more labels"):
+        fit_tfidf(["a", "b"], ["X", "X"])
+    with pytest.raises(ValueError, match="differ in length"):
+        fit_tfidf(["a", "b"], ["X"])

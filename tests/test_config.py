@@ -10,8 +10,7 @@ from omegaconf.errors import ValidationError
 from harness.core.config import ConfigError, RunConfig, resolve_data_dir, to_run_config
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
-# conf/datasets_gen/ is the config root of the other entry point (python -m datasets_gen).
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "datasets_gen")
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
 # `tuning` holds per-model presets selected by the model choice, not a section of RunConfig.
 OPTIONS = [(g, yaml.stem) for g in GROUPS if g != "tuning" for yaml in sorted((CONF / g).glob("*.yaml"))]
 # Options that need the user's own values (an endpoint, a model name) before they validate.
@@ -196,3 +195,24 @@ def test_judge_transport_settings_do_not_change_the_run_key(compose_cfg):
     assert "judge" not in key_part("judge=ollama", "data.metrics=[rouge]")
     # data.allow_overlap permits scoring an overlapping set; it changes nothing a cell computes.
     assert key_part() == key_part("data.allow_overlap=true")
+
+
+def test_harness_help_lists_the_harness_groups_and_the_dataset_builder_has_its_own_root():
+    import subprocess
+    import sys
+
+    from datasets_gen.config import CONF_DIR as GEN_CONF
+
+    done = subprocess.run([sys.executable, "-m", "harness", "--help"], cwd=CONF.parent, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    groups = done.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    listed = {line.split(":")[0] for line in groups.splitlines() if ": " in line}
+    # Every group under conf/ (Hydra's own hydra/ settings aside), nothing else.
+    expected = {str(p.parent.relative_to(CONF)) for p in CONF.rglob("*.yaml")
+                if p.parent != CONF and p.relative_to(CONF).parts[0] != "hydra"}
+    assert listed == expected and {"model", "method", "tuning/model"} <= listed
+    assert not {"backend", "recipe"} & listed and not any(name.startswith("datasets_gen") for name in listed)
+    # The builder's groups live in its own config root, inside its package.
+    assert {p.name for p in GEN_CONF.iterdir() if p.is_dir()} == {"backend", "recipe"}
+    assert (GEN_CONF / "config.yaml").is_file() and not (CONF / "datasets_gen").exists()

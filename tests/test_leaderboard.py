@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from harness.leaderboard import latest_per_key, main, pick_cheapest, rank
+from harness.board.ranking import latest_per_key, pick_cheapest, rank
+from harness.leaderboard import main
 
 
 def _row(key, model, method, rougeL, usd_1k, status="completed", r=8, **extra):
@@ -148,3 +149,33 @@ def test_runs_on_different_eval_sets_do_not_rank_together(tmp_path, capsys):
     assert len(picks) == 2
     assert "eval set set-A" in picks[0] and "m2/base" in picks[0]
     assert "eval set set-B" in picks[1] and "m3/base" in picks[1]
+
+
+def test_board_options_name_the_files_beside_the_report_and_refuse_an_unknown_cost(tmp_path):
+    from harness.board.options import BoardOptions, default_out
+    from harness.board.ranking import LeaderboardError
+    from harness.board.sources import Source
+
+    ledger = Source("ledger", str(tmp_path / "runs.jsonl"))
+    default = BoardOptions(source=ledger, out=default_out(ledger))
+    assert default.out == tmp_path / "leaderboard.md"
+    assert default.figure_paths == (tmp_path / "pareto.png", tmp_path / "report.html")
+    named = BoardOptions(source=ledger, out=tmp_path / "shop.md")
+    assert named.figure_paths == (tmp_path / "shop-pareto.png", tmp_path / "shop-report.html")
+    with pytest.raises(LeaderboardError, match="--cost usd_per_token: not a cost figure; choose one of usd_per_1k"):
+        BoardOptions(source=ledger, out=tmp_path / "x.md", cost="usd_per_token")
+
+
+def test_nothing_below_the_command_line_reads_argparse():
+    """The board gets BoardOptions; an argparse namespace stays in harness/leaderboard.py."""
+    import ast
+    from pathlib import Path
+
+    board = Path(__file__).resolve().parent.parent / "harness" / "board"
+    for path in board.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert "argparse" not in imported, path.name
+        names = {arg.arg for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) for arg in node.args.args}
+        assert "args" not in names, f"{path.name}: a function still takes `args`"

@@ -9,6 +9,8 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
+import harness.metrics as metrics_package
+from harness.core.registry import Registry
 from harness.metrics import METRICS, MetricResult, get_metric, register_metric, score_all
 from harness.metrics.keys import higher, spec_of
 
@@ -108,14 +110,14 @@ def test_empty_input_is_rejected():
 
 
 def test_duplicate_registration_raises():
-    before = dict(METRICS)
-    with pytest.raises(ValueError, match="^metric 'bleu' is already registered$"):
+    before = {name: METRICS.get(name) for name in METRICS}
+    with pytest.raises(ValueError, match=r"^metric 'bleu' is already registered \(.+\); pick another name$"):
 
         @register_metric("bleu", keys={"bleu": higher()})
         class _Duplicate:
             pass
 
-    assert METRICS == before
+    assert {name: METRICS.get(name) for name in METRICS} == before
 
 
 def test_a_metric_must_declare_its_keys_and_directions():
@@ -129,16 +131,19 @@ def test_a_metric_must_declare_its_keys_and_directions():
 
 
 def test_an_undeclared_key_is_refused_when_scored(monkeypatch):
+    # Registered into a copy of the registry, so the real one never holds the test's metric.
+    scratch = Registry("metric", option="data.metrics")
+    for name in METRICS:
+        scratch.add(name, METRICS.get(name))
+    monkeypatch.setattr(metrics_package, "METRICS", scratch)
+
     @register_metric("leaky", keys={"leaky": higher()})
     class _Leaky:
         def score(self, predictions, references):
             return MetricResult(values={"leaky": 1.0, "surprise_rate": 0.5}, per_sample={})
 
-    try:
-        with pytest.raises(ValueError, match=r"undeclared key\(s\) \['surprise_rate'\]"):
-            score_all(["leaky"], ["a"], ["a"])
-    finally:
-        METRICS.pop("leaky")
+    with pytest.raises(ValueError, match=r"undeclared key\(s\) \['surprise_rate'\]"):
+        score_all(["leaky"], ["a"], ["a"])
 
 
 @pytest.mark.parametrize(("key", "better"), [

@@ -1,4 +1,4 @@
-"""Task metric families: semantic similarity, classification accuracy/macro-F1 (+ TF-IDF baseline), product ids."""
+"""Task metric families: semantic similarity, classification accuracy/macro-F1, product ids."""
 
 import os
 
@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from harness.metrics import METRICS, get_metric, score_all
-from harness.metrics.classification import Accuracy, LabelParser, parse_label, tfidf_baseline
+from harness.metrics.classification import Accuracy, LabelParser
 from harness.metrics.recommendation import ProductIds, citations, cited_ids
 
 UNPARSEABLE = "<unparseable>"
@@ -89,8 +89,8 @@ LABELS = ["Home", "Home Office", "Kitchen", "Garden", "Health & Beauty", "Toys (
     ("", None),
     ("   ", None),
 ])
-def test_parse_label(text, expected):
-    assert parse_label(text, LABELS) == expected
+def test_label_parser(text, expected):
+    assert LabelParser(LABELS).parse(text) == expected
 
 
 # What base models answered on a real catalog of Debian packages, and the lenient parser credited.
@@ -108,7 +108,7 @@ ECHO_LABELS = ["perl", "golang", "text", "python", "libs", "web"]
     "Department of Transportation (DOT)",
 ])
 def test_echoed_product_names_are_not_labels(echo):
-    assert parse_label(echo, ECHO_LABELS) is None
+    assert LabelParser(ECHO_LABELS).parse(echo) is None
     result = score_all(["accuracy"], [echo], ["perl"])["accuracy"]
     assert result.values["accuracy"] == 0.0 and result.values["unparseable_rate"] == 1.0
 
@@ -191,24 +191,6 @@ def test_explicit_label_set():
     assert Accuracy().score(preds, refs).values["unparseable_rate"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="not in the label set"):
         Accuracy(labels=["Kitchen"]).score(["Kitchen"], ["Garden"])
-
-
-def test_tfidf_baseline_on_separable_set():
-    train = [
-        ("stainless steel frying pan for the stove", "Kitchen"), ("chef knife for chopping vegetables", "Kitchen"),
-        ("non-stick saucepan with lid for cooking", "Kitchen"), ("wooden cutting board for the kitchen", "Kitchen"),
-        ("garden hose for watering plants", "Garden"), ("pruning shears to trim hedges and roses", "Garden"),
-        ("lawn mower for cutting grass", "Garden"), ("flower seeds for planting in spring soil", "Garden"),
-    ]
-    evaluation = [("cast iron pan for cooking on the stove", "Kitchen"), ("watering can for garden plants", "Garden"),
-                  ("paring knife for chopping fruit", "Kitchen"), ("hedge trimmer for the lawn and garden", "Garden")]
-    out = tfidf_baseline([t for t, _ in train], [y for _, y in train], [t for t, _ in evaluation],
-                         [y for _, y in evaluation])
-    assert out == {"accuracy": 1.0, "macro_f1": 1.0, "unparseable_rate": 0.0}
-    assert tfidf_baseline([t for t, _ in train], [y for _, y in train], [t for t, _ in evaluation],
-                          [y for _, y in evaluation], seed=1) == out
-    with pytest.raises(ValueError, match="two or more labels"):
-        tfidf_baseline(["a", "b"], ["X", "X"], ["a"], ["X"])
 
 
 # ---- product ids -------------------------------------------------------------------------------------------

@@ -7,14 +7,15 @@ import os
 import re
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 from cdp import Browser, find_chromium
 from conftest import REPO
 
+from harness.board.build import build
+from harness.board.options import BoardOptions
 from harness.board.pareto import Point, pareto_front, points, quality_metric
-from harness.board.sources import inspect_offline_run, wandb_cli
+from harness.board.sources import Source, inspect_offline_run, wandb_cli
 from harness.leaderboard import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -66,12 +67,9 @@ def ledger(tmp_path):
 
 
 def test_seed_rows_are_one_point_with_their_spread_and_the_pick_is_on_the_front(ledger):
-    from harness.leaderboard import build
-
-    args = SimpleNamespace(source=None, ledger=ledger, group=None, sweep=None, data="hr", floors=["rougeL=0.4"],
-                           ceilings=[], sort=None, cost="usd_per_1k_generations", out=ledger.parent / "lb.md",
-                           allow_different_samples=False)
-    (report,) = build(args)[0]
+    options = BoardOptions(source=Source("ledger", str(ledger)), out=ledger.parent / "lb.md", data="hr",
+                           floors=("rougeL=0.4",))
+    (report,) = build(options)
     assert quality_metric(report) == "rougeL"
     pts, left_out = points(report, "rougeL", "usd_per_1k_generations")
     seeded = next(p for p in pts if p.seeds == 2)

@@ -142,3 +142,24 @@ def test_training_out_of_memory_at_batch_one_fails_saying_what_was_tried(ctx, mo
     _memory_limit(monkeypatch, lambda batch: False)
     with pytest.raises(torch.OutOfMemoryError, match=r"qlora.batch_size x qlora.grad_accum tried: 2x3, 1x6\)"):
         get_trainer("instruct")(ctx)
+
+
+def test_the_benchmark_baselines_train_with_the_harness_arguments(ctx):
+    """bench/overhead.py's plain-TRL baseline gets the harness's own SFTConfig and LoraConfig keywords (one
+    function both call), so the benchmark measures overhead, not a difference in settings."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    try:
+        import common
+    finally:
+        sys.path.pop(0)
+    from trl import SFTConfig
+
+    harness_args = sft_config(ctx, completion_only_loss=True).to_dict()
+    bench_args = SFTConfig(**common.baseline_sft_kwargs(ctx.cfg, ctx.output_dir / "trainer",
+                                                        completion_only_loss=True)).to_dict()
+    assert bench_args == harness_args
+    assert harness_args["train_sampling_strategy"] == "group_by_length" and harness_args["use_cpu"] is True
+    assert common.target_modules(ctx.cfg) == list(ctx.cfg.model.lora_target_modules)

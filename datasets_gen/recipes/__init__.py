@@ -1,7 +1,7 @@
 """Recipes, registered by name: each turns raw material into a dataset, through the teacher backend.
 
 Adding a recipe is one module here (a class decorated with `@register_recipe("name")`, with a `Params`
-dataclass and a `build(ctx)` method) and one YAML in conf/datasets_gen/recipe/.
+dataclass and a `build(ctx)` method) and one YAML in datasets_gen/conf/recipe/.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from datasets_gen.generation import Generator
 from datasets_gen.output import DatasetOutput
 from datasets_gen.quality import QualityFilter
 from harness.core.config import ConfigError
+from harness.core.registry import Registry
 
 BUILTIN = ("doc_qa", "product_descriptions", "departments", "catalog_recs")
 
@@ -43,15 +44,13 @@ class Recipe(Protocol):
     def build(self, ctx: RecipeContext) -> DatasetOutput: ...
 
 
-RECIPES: dict[str, type] = {}
+RECIPES: Registry[type] = Registry("recipe", option="recipe.name")
 
 
 def register_recipe(name: str):
     def decorator(cls):
-        if name in RECIPES:
-            raise ValueError(f"recipe {name!r} is already registered")
+        RECIPES.add(name, cls)
         cls.name = name
-        RECIPES[name] = cls
         return cls
 
     return decorator
@@ -64,9 +63,7 @@ def get_recipe(name: str) -> Recipe:
         except ModuleNotFoundError as exc:
             if exc.name != f"datasets_gen.recipes.{module}":
                 raise
-    if name not in RECIPES:
-        raise ConfigError(f"recipe.name: unknown recipe {name!r}; known: {', '.join(sorted(RECIPES))}")
-    return RECIPES[name]()
+    return RECIPES.get(name)()
 
 
 def read_params(recipe: Recipe, raw: dict) -> Any:

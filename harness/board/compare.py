@@ -72,7 +72,8 @@ def _is_score(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _by_id(rows: list[dict], record: dict) -> dict[str, dict]:
+def rows_by_id(rows: list[dict], record: dict) -> dict[str, dict]:
+    """A run's prediction rows by example id; an id that appears twice is refused (nothing could pair it)."""
     by_id = {}
     for row in rows:
         if row.get("id") in by_id:
@@ -98,7 +99,7 @@ def paired_rows(a: dict, b: dict, ledger: Path, load=None) -> tuple[dict[str, di
     needs that)."""
     check_same_dataset(a, b)
     load = load or (lambda record: load_predictions(record, ledger))
-    rows_a, rows_b = _by_id(load(a), a), _by_id(load(b), b)
+    rows_a, rows_b = rows_by_id(load(a), a), rows_by_id(load(b), b)
     sets = f"A={a.get('run_key')} (data={a.get('data')}, {len(rows_a)} examples), " \
            f"B={b.get('run_key')} (data={b.get('data')}, {len(rows_b)} examples)"
     only_a, only_b = rows_a.keys() - rows_b.keys(), rows_b.keys() - rows_a.keys()
@@ -124,7 +125,8 @@ def seed_runs(records: list[dict], run: dict) -> dict:
     return out
 
 
-def _score_keys(rows_a: dict, rows_b: dict) -> list[str]:
+def score_keys(rows_a: dict, rows_b: dict) -> list[str]:
+    """The per-sample scores two runs' rows (by id) both hold a number for somewhere: what can be compared."""
     ids = list(rows_a)
     return [k for k in dict.fromkeys(k for i in ids for k in (*rows_a[i], *rows_b[i]))
             if k not in ROW_FIELDS and not k.endswith("_error")
@@ -162,7 +164,7 @@ def compare(ledger: Path, key_a: str, key_b: str, metric: str | None = None, n_r
     rows_b = {s: paired_rows(a, runs_b[s], ledger, load_once)[1] for s in seeds_b}
     first_a, first_b = rows_a[seeds_a[0]], rows_b[seeds_b[0]]
     ids = list(first_a)
-    keys = _score_keys(first_a, first_b)
+    keys = score_keys(first_a, first_b)
     if metric is not None:
         wanted = [k for k in keys if metric in (k, k + SAMPLE_MEAN_SUFFIX) or metric == ci_name(k, a.get("metrics", {}).get(k))]
         if not wanted:

@@ -76,7 +76,11 @@ def pareto_front(pts: list[Point], higher_is_better: bool) -> list[Point]:
 
 
 def draw_board(ax, report, cost_key: str) -> None:
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # deferred, heavy: only drawing the Pareto plot imports it
+    from matplotlib.ticker import (  # deferred, heavy: only drawing the Pareto plot imports it
+        FuncFormatter,
+        LogLocator,
+        NullFormatter,
+    )
 
     metric = quality_metric(report)
     ax.set_title(report.board.title, fontsize=10)

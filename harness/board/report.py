@@ -15,8 +15,10 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from harness.board.compare import CONFIDENCE, _score_keys, verdict_of
+from harness.board.boards import BoardReport
+from harness.board.compare import CONFIDENCE, score_keys, verdict_of
 from harness.board.pareto import png_bytes
+from harness.board.sources import Source
 from harness.board.text import cost_text, legend, row_label
 from harness.core.ledger import COMPLETED
 from harness.core.stats import paired_bootstrap
@@ -30,19 +32,20 @@ BOOTSTRAP_RESAMPLES = 2000
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
-def write_report(reports: list, args, path: Path) -> Path:
+def write_report(reports: list[BoardReport], cost_key: str, source: Source, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(reports, args), encoding="utf-8")
+    path.write_text(render(reports, cost_key, source), encoding="utf-8")
     return path
 
 
-def render(reports: list, args) -> str:
-    source = args.resolved_source
+def render(reports: list[BoardReport], cost_key: str, source: Source) -> str:
+    """The page of `reports` read from `source` (which also yields each run's predictions); "cheapest" is lowest
+    `cost_key`."""
     data, sections = [], []
     for index, report in enumerate(reports):
         runs = _runs(report, source)
         data.append({"runs": runs, "pairs": _pairs(report, runs), "order": list(runs)})
-        sections.append(_section(index, report, args.cost, runs, legend))
+        sections.append(_section(index, report, cost_key, runs))
     nav = "".join(f'<li><a href="#board-{i}">{_e(r.board.title)}</a></li>' for i, r in enumerate(reports))
     payload = json.dumps(data, ensure_ascii=False, allow_nan=False, default=str).replace("</", "<\\/")
     generated = datetime.now(UTC).isoformat(timespec="seconds")
@@ -52,7 +55,7 @@ def render(reports: list, args) -> str:
             f"<h1>tunebench leaderboard</h1>"
             f"<p class=\"meta\">Source: <code>{_e(str(source))}</code>, written {generated}. One board per dataset "
             f"and eval set: nothing is ranked, picked or compared across boards. ↑ higher is better, ↓ lower is "
-            f"better. Click a column heading to sort. Cheapest means lowest <code>{_e(args.cost)}</code>.</p>"
+            f"better. Click a column heading to sort. Cheapest means lowest <code>{_e(cost_key)}</code>.</p>"
             f"<ul class=\"nav\">{nav}</ul>{''.join(sections)}"
             f"<script type=\"application/json\" id=\"report-data\">{payload}</script>"
             f"<script>{SCRIPT}</script></body></html>\n")
@@ -76,7 +79,7 @@ def _sort_value(cell: str, column: str) -> str:
     return match.group(0) if match else cell.lower()
 
 
-def _section(index: int, report, cost_key: str, runs: dict, legend) -> str:
+def _section(index: int, report: BoardReport, cost_key: str, runs: dict) -> str:
     pick = report.verdict.pick if report.verdict is not None else None
     head = "".join(f'<th data-col="{i}" title="click to sort">{_e(name)}</th>' for i, name in enumerate(report.header))
     body = []
@@ -149,7 +152,7 @@ def _pairs(report, runs: dict) -> dict:
             if rows_a.keys() != rows_b.keys():
                 continue
             results = {}
-            for metric in _score_keys(rows_a, rows_b):
+            for metric in score_keys(rows_a, rows_b):
                 spec = spec_of(metric)
                 both = [i for i in rows_a if _num(rows_a[i].get(metric)) and _num(rows_b[i].get(metric))]
                 if spec is None or not both:

@@ -26,11 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.board.compare import load_predictions
+from harness.board.compare import Comparison, compare, load_predictions
 from harness.board.ranking import LeaderboardError
-from harness.board.wandb_leaderboard import MARKER
 from harness.core.ledger import Ledger
-from harness.core.wandb_record import IDENTITY, from_wandb
+from harness.core.wandb_record import IDENTITY, LEADERBOARD_MARKER, from_wandb
 
 KINDS = ("ledger", "wandb", "wandb-offline")
 PREDICTIONS_KEY = "eval/predictions"
@@ -136,7 +135,7 @@ class Source:
         return records
 
     def _accept(self, name: str, config: dict, summary: dict, group: str | None, state: str | None) -> dict | None:
-        if MARKER in config:  # a run --log-wandb wrote: the boards, not a cell
+        if LEADERBOARD_MARKER in config:  # a run --log-wandb wrote: the boards, not a cell
             return None
         record = from_wandb(config, summary)
         if record is None and state not in FINAL_STATES:
@@ -152,6 +151,16 @@ class Source:
         if group and (config.get(IDENTITY) or {}).get("group") != group:
             return None
         return record
+
+
+def compare_runs(source: Source, key_a: str, key_b: str, metric: str | None = None,
+                 allow_different_samples: bool = False, group: str | None = None) -> Comparison:
+    """`--compare` on any source: a ledger's predictions files, or the W&B runs' records (of `group`) and the
+    predictions tables they logged."""
+    if source.kind == "ledger":
+        return compare(source.ledger_path, key_a, key_b, metric=metric, allow_different_samples=allow_different_samples)
+    return compare(str(source), key_a, key_b, metric=metric, allow_different_samples=allow_different_samples,
+                   records=source.records(group), load=source.require_predictions)
 
 
 def parse_source(text: str) -> Source:

@@ -12,39 +12,42 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from harness.board.boards import BoardReport
+from harness.board.options import BoardOptions
 from harness.board.text import cost_text, row_label
 from harness.core.redact import redact_text
+from harness.core.wandb_record import LEADERBOARD_MARKER
 
-MARKER = "tunebench_leaderboard"
 DEFAULT_PROJECT = "tunebench"
 
 
-def sweep_group(reports: list, args) -> str | None:
-    """--group when given, else the one sweep every row comes from (None when they come from several)."""
-    if args.group or args.sweep:
-        return args.group or args.sweep
+def sweep_group(reports: list[BoardReport], group: str | None) -> str | None:
+    """`group` (--group / --sweep) when given, else the one sweep every row comes from (None when several)."""
+    if group:
+        return group
     sweeps = {row.get("sweep_id") for report in reports for row in report.rows}
     return sweeps.pop() if len(sweeps) == 1 else None
 
 
-def log_leaderboard(reports: list, args, folder: Path, pareto: Path | None = None) -> str:
-    """`pareto`: the plot this leaderboard run wrote (None with --no-report: no plot is logged, not an old one)."""
+def log_leaderboard(reports: list[BoardReport], options: BoardOptions, pareto: Path | None = None) -> str:
+    """`pareto`: the plot this leaderboard run wrote (None with --no-report: no plot is logged, not an old one).
+    Offline runs go beside the report (options.out's folder)."""
     import wandb  # deferred, optional: only W&B tracking or a W&B source imports it
 
-
-    source = args.resolved_source
+    source, cost = options.source, options.cost
+    folder = options.out.parent
     if source.kind == "wandb":
         entity, project = source.location.split("/")
         mode = os.environ.get("WANDB_MODE", "online")
     else:
         entity, project, mode = None, DEFAULT_PROJECT, os.environ.get("WANDB_MODE", "offline")
-    group = sweep_group(reports, args)
+    group = sweep_group(reports, options.group)
     bounds = sorted({b.text() for report in reports for b in report.bounds})
     folder.mkdir(parents=True, exist_ok=True)
     run = wandb.init(project=project, entity=entity, group=group, job_type="leaderboard", mode=mode,
                      dir=str(folder), name=f"leaderboard-{group or 'all'}", reinit="finish_previous",
-                     config={MARKER: {"source": str(source), "bounds": bounds, "cost": args.cost,
-                                      "sort": args.sort, "group": group}},
+                     config={LEADERBOARD_MARKER: {"source": str(source), "bounds": bounds, "cost": cost,
+                                                  "sort": options.sort, "group": group}},
                      settings=wandb.Settings(save_code=False, disable_git=True, console="off", silent=True))
     try:
         payload, summary = {}, {}
@@ -53,7 +56,7 @@ def log_leaderboard(reports: list, args, folder: Path, pareto: Path | None = Non
             payload[f"leaderboard/{name}"] = wandb.Table(columns=report.header, data=report.body)
             if report.verdict is not None:
                 pick = report.verdict.pick
-                summary[f"pick/{name}"] = (f"{row_label(pick)} at {cost_text(pick, args.cost)} ({args.cost})"
+                summary[f"pick/{name}"] = (f"{row_label(pick)} at {cost_text(pick, cost)} ({cost})"
                                            if pick else "none: no completed run meets every bound")
                 payload[f"not_picked/{name}"] = wandb.Table(
                     columns=["run", "why not picked"],

@@ -82,11 +82,6 @@ class BaseKeeper:
     def __getstate__(self) -> dict:
         return {"_held": None}  # a launcher pickling the task function must never carry a model along
 
-    @property
-    def holds(self) -> str | None:
-        """The loading key of the base held now, if any."""
-        return self._held.key if self._held is not None else None
-
     def load(self, cfg: RunConfig, run_id: str) -> tuple[LoadedModel, dict]:
         """The cell's base model, and what its record says about it: {key, ran, reused_from, load_s}. The
         LoadedModel is the cell's own (it may replace `.model`); the model object in it is shared with the

@@ -35,6 +35,7 @@ from harness.core.config import (
     loads_in_4bit,
     uses_gradient_checkpointing,
 )
+from harness.core.logs import gguf_bars_obey_the_switch
 
 # ChatML without a default system prompt: what the tiny test model speaks.
 CHATML_TEMPLATE = (
@@ -241,6 +242,7 @@ def gguf_safetensors_cache(model_cfg: ModelConfig, cache_dir: Path) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer  # deferred, heavy: only a cell that loads a model imports it
 
+    gguf_bars_obey_the_switch()  # its bar shows only when third-party bars are asked for
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     model.hf_quantizer.remove_quantization_config(model)

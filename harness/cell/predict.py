@@ -38,10 +38,6 @@ class PredictResult:
     def tokens_per_s(self) -> float:
         return sum(self.generated_tokens) / self.generate_s if self.generate_s > 0 else 0.0
 
-    @property
-    def latency_s_per_example(self) -> float:
-        return self.generate_s / len(self.predictions) if self.predictions else 0.0
-
 
 def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[str]:
     return [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]

@@ -19,6 +19,7 @@ from harness.cell.predict import release_accelerator_memory
 from harness.core.config import ConfigError, RunConfig, uses_gradient_checkpointing
 from harness.core.data import Dataset, prompt_messages
 from harness.core.progress import progress_bar
+from harness.core.registry import Registry
 
 
 @dataclass
@@ -64,33 +65,23 @@ class TrainResult:
 
 
 Trainer = Callable[[TrainContext], TrainResult]
-TRAINERS: dict[str, Trainer] = {}
+TRAINERS: Registry[Trainer] = Registry("trainer", option="method.trainer")
 
 
 def register_trainer(name: str) -> Callable[[Trainer], Trainer]:
-    def decorator(fn: Trainer) -> Trainer:
-        if name in TRAINERS:
-            raise ValueError(f"trainer {name!r} is already registered")
-        TRAINERS[name] = fn
-        return fn
-
-    return decorator
+    return TRAINERS.register(name)
 
 
 def get_trainer(name: str) -> Trainer:
-    if name not in TRAINERS:
-        raise ConfigError(f"method.trainer: unknown trainer {name!r}; known: {', '.join(sorted(TRAINERS))}")
-    return TRAINERS[name]
+    return TRAINERS.get(name)
 
 
-def sft_config(ctx: TrainContext, **overrides):
-    """The TRL arguments every method shares, from the qlora and hardware groups."""
-    from trl import SFTConfig  # deferred, heavy: only a cell that trains imports it
-
-    q, hw, loaded = ctx.cfg.qlora, ctx.cfg.hardware, ctx.loaded
-    on_cuda = loaded.device == "cuda"
-    args = dict(
-        output_dir=str(ctx.output_dir / "trainer"),
+def sft_arguments(cfg: RunConfig, output_dir: Path, on_cuda: bool) -> dict:
+    """trl.SFTConfig keywords every method shares, from the qlora and hardware groups. bench/common.py builds its
+    plain-TRL baselines from the same keywords, so a benchmark differs from the harness only where it says so."""
+    q, hw = cfg.qlora, cfg.hardware
+    return dict(
+        output_dir=str(output_dir),
         per_device_train_batch_size=q.batch_size,
         gradient_accumulation_steps=q.grad_accum,
         learning_rate=q.lr,
@@ -105,6 +96,7 @@ def sft_config(ctx: TrainContext, **overrides):
         logging_steps=q.logging_steps,
         activation_checkpointing=uses_gradient_checkpointing(hw, q),
         train_sampling_strategy="group_by_length" if q.group_by_length else "random",
+        # SFTConfig defaults to bf16 even on the CPU; CPU presets train fp32.
         bf16=on_cuda and hw.supports_bf16,
         fp16=on_cuda and not hw.supports_bf16,
         use_cpu=not on_cuda,
@@ -113,22 +105,33 @@ def sft_config(ctx: TrainContext, **overrides):
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    args.update(overrides)
-    return SFTConfig(**args)
+
+
+def lora_arguments(cfg: RunConfig) -> dict:
+    """peft.LoraConfig keywords of the adapter the qlora group describes (shared with bench/common.py too)."""
+    q = cfg.qlora
+    return dict(
+        r=q.r,
+        lora_alpha=q.alpha,
+        lora_dropout=q.dropout,
+        target_modules=list(q.target_modules or cfg.model.lora_target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def sft_config(ctx: TrainContext, **overrides):
+    """The TRL arguments of this cell (sft_arguments), with a method's own `overrides`."""
+    from trl import SFTConfig  # deferred, heavy: only a cell that trains imports it
+
+    arguments = sft_arguments(ctx.cfg, ctx.output_dir / "trainer", on_cuda=ctx.loaded.device == "cuda")
+    return SFTConfig(**{**arguments, **overrides})
 
 
 def lora_config(ctx: TrainContext):
     from peft import LoraConfig  # deferred, heavy: only a cell with an adapter imports it
 
-    q = ctx.cfg.qlora
-    return LoraConfig(
-        r=q.r,
-        lora_alpha=q.alpha,
-        lora_dropout=q.dropout,
-        target_modules=list(q.target_modules or ctx.cfg.model.lora_target_modules),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
+    return LoraConfig(**lora_arguments(ctx.cfg))
 
 
 def build_sft_trainer(ctx: TrainContext, train_dataset, args, model=None):

@@ -2,9 +2,10 @@
 (the basic launcher's, joblib's workers, submitit's jobs) hides the same noise, and in every entry point.
 
 Third-party progress bars and INFO chatter are off unless asked for (`-v` on the leaderboard,
-TUNEBENCH_VERBOSE=1 for a sweep): transformers' `Loading weights ... 272/272` bar, huggingface_hub's download
-bars, sentence-transformers' INFO lines, wandb's `Adding directory to artifact` bury what the harness reports.
-transformers reads its progress-bar switch when it is imported, so entry points call this first thing.
+TUNEBENCH_VERBOSE=1 for a sweep): transformers' `Loading weights ... 272/272` bar, its GGUF loader's
+`Converting and de-quantizing GGUF tensors` bar, huggingface_hub's download bars, sentence-transformers' INFO
+lines, wandb's `Adding directory to artifact` bury what the harness reports. transformers reads its progress-bar
+switch when it is imported, so entry points call this first thing.
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ def quiet_third_party() -> None:
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     if "transformers" in sys.modules:  # imported already: its switch was read, flip it
-        from transformers.utils import logging as transformers_logging  # deferred, heavy: only a cell that loads a model imports it
+        # deferred, heavy: only a cell that loads a model imports it
+        from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
+
+
+def gguf_bars_obey_the_switch() -> None:
+    """transformers' GGUF loader draws its `Converting and de-quantizing GGUF tensors` bar with tqdm itself, past
+    the progress-bar switch its other bars obey (the one quiet_third_party turns off): hand it transformers'
+    switchable tqdm. Called before a GGUF is converted (harness/cell/models.py)."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_loader  # deferred, heavy: GGUF conversion only
+    from transformers.utils import logging as transformers_logging  # deferred, heavy: GGUF conversion only
+
+    gguf_loader.tqdm = transformers_logging.tqdm

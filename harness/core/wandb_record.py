@@ -24,6 +24,8 @@ from dataclasses import MISSING, Field, fields
 from harness.core.ledger import RunRecord
 
 IDENTITY = "tunebench"
+# The config key of a run the leaderboard logs (--log-wandb): the boards, not a cell, so every W&B source skips it.
+LEADERBOARD_MARKER = "tunebench_leaderboard"
 # Record fields kept in the W&B config's `tunebench` section.
 IDENTITY_FIELDS = ("run_key", "run_id", "sweep_id", "model", "method", "data", "hardware", "data_hashes",
                    "versions", "git_sha", "schema_version")

@@ -1,4 +1,4 @@
-"""Metric registry: sweeps name metrics in config, so each family registers itself by name here."""
+"""Metric registry: sweeps name metrics in config (`data.metrics`), so each family registers itself by name here."""
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -6,6 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
+from harness.core.registry import Registry
 from harness.metrics.keys import KeySpec, declare
 
 
@@ -26,14 +27,7 @@ class Metric(Protocol):
     def score(self, predictions: list[str], references: list[str]) -> MetricResult: ...
 
 
-class UnknownMetricError(KeyError):
-    """KeyError whose message prints unquoted, so the list of known names stays readable."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-METRICS: dict[str, Callable[[], Metric]] = {}
+METRICS: Registry[Callable[[], Metric]] = Registry("metric", option="data.metrics")
 
 
 def register_metric(name: str, keys: dict[str, KeySpec]) -> Callable[[type[Any]], type[Any]]:
@@ -41,14 +35,12 @@ def register_metric(name: str, keys: dict[str, KeySpec]) -> Callable[[type[Any]]
     of every corpus key it produces (see harness/metrics/keys.py); duplicates are bugs."""
 
     def decorator(cls: type[Any]) -> type[Any]:
-        if name in METRICS:
-            raise ValueError(f"metric {name!r} is already registered")
         if not keys:
             raise ValueError(f"metric {name!r} must declare the keys it produces and which way is better")
+        METRICS.add(name, cls)  # first: a duplicate name is refused before anything is declared
         cls.name = name
         cls.keys = dict(keys)
         declare(keys)
-        METRICS[name] = cls
         return cls
 
     return decorator
@@ -57,10 +49,7 @@ def register_metric(name: str, keys: dict[str, KeySpec]) -> Callable[[type[Any]]
 def get_metric(name: str, dataset: Any = None) -> Metric:
     """The named metric; given the run's dataset, a metric class with a `from_dataset` classmethod reads what
     it needs from it (the label set, the catalog's product ids) instead of guessing from the references."""
-    try:
-        factory = METRICS[name]
-    except KeyError:
-        raise UnknownMetricError(f"unknown metric {name!r}; known metrics: {', '.join(sorted(METRICS))}") from None
+    factory = METRICS.get(name)
     if dataset is not None and hasattr(factory, "from_dataset"):
         return factory.from_dataset(dataset)
     return factory()

@@ -1,6 +1,6 @@
 """Classification: accuracy and macro-F1 of answers that are a label of the set, and nothing else.
 
-A model asked for "one department from the list" is credited only when its answer IS a label. `parse_label`
+A model asked for "one department from the list" is credited only when its answer IS a label. `LabelParser`
 accepts the label after normalising:
 
 - case and runs of whitespace ("home   office" is "Home Office");
@@ -69,10 +69,6 @@ class LabelParser:
         if lead_in is None:
             return None
         return self._match(text.strip(_EDGE.replace(":", ""))[lead_in.end():])
-
-
-def parse_label(text: str, labels: Sequence[str]) -> str | None:
-    return LabelParser(labels).parse(text)
 
 
 def classification_scores(parsed: Sequence[str | None], references: Sequence[str],
@@ -166,38 +162,3 @@ class Accuracy:
         return MetricResult(values=values, per_sample={
             "accuracy": correct, "unparseable_rate": [1.0 if p is None else 0.0 for p in parsed]},
             intervals={"macro_f1": macro_f1_interval(parsed, gold, parser.labels)})
-
-
-def fit_tfidf(train_texts: Sequence[str], train_labels: Sequence[str], seed: int = 0):
-    """A non-LLM reference point: TF-IDF (word 1-2 grams) + logistic regression, fit on train; `.predict(texts)`."""
-    from sklearn.feature_extraction.text import TfidfVectorizer  # deferred, heavy: only the TF-IDF floor imports it
-    from sklearn.linear_model import LogisticRegression  # deferred, heavy: only the TF-IDF floor imports it
-    from sklearn.pipeline import make_pipeline  # deferred, heavy: only the TF-IDF floor imports it
-
-    if len(train_texts) != len(train_labels):
-        raise ValueError("tfidf baseline: train texts and labels differ in length")
-    if len(set(train_labels)) < 2:
-        raise ValueError(f"tfidf baseline: training needs two or more labels (got {sorted(set(train_labels))})")
-    model = make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-        LogisticRegression(max_iter=1000, random_state=seed),
-    )
-    return model.fit(list(train_texts), list(train_labels))
-
-
-def fit_predict_tfidf(train_texts: Sequence[str], train_labels: Sequence[str], eval_texts: Sequence[str],
-                      seed: int = 0) -> list[str]:
-    """Labels for eval from the TF-IDF + logistic-regression baseline fit on train."""
-    if not eval_texts:
-        raise ValueError("tfidf baseline: no eval examples")
-    return [str(p) for p in fit_tfidf(train_texts, train_labels, seed).predict(list(eval_texts))]
-
-
-def tfidf_baseline(train_texts: Sequence[str], train_labels: Sequence[str], eval_texts: Sequence[str],
-                   eval_labels: Sequence[str], labels: Sequence[str] | None = None, seed: int = 0) -> dict[str, float]:
-    """The baseline's accuracy, macro-F1 and unparseable rate, by the same `Accuracy` metric (same label set
-    rules) as the models, so the numbers compare. `python -m harness.baseline` writes it as a ledger row."""
-    if len(eval_texts) != len(eval_labels):
-        raise ValueError("tfidf baseline: eval texts and labels differ in length")
-    predicted = fit_predict_tfidf(train_texts, train_labels, eval_texts, seed)
-    return Accuracy(labels).score(predicted, list(eval_labels)).values

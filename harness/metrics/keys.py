@@ -42,10 +42,6 @@ class KeySpec:
         high = "inf" if self.high is None else f"{self.high:g}"
         return f"{low}..{high}"
 
-    def is_better(self, a: float, b: float) -> bool:
-        """a strictly better than b."""
-        return a > b if self.higher_is_better else a < b
-
 
 def higher(description: str = "", low: float | None = 0.0, high: float | None = 1.0, section: str = "metrics"):
     return KeySpec(Better.higher, low, high, description, section)

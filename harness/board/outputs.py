@@ -1,0 +1,35 @@
+"""What the leaderboard writes: the markdown report, and beside it the Pareto plot and the HTML page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.board.boards import BoardReport
+from harness.board.options import BoardOptions
+from harness.board.pareto import write_pareto
+from harness.board.ranking import LeaderboardError
+from harness.board.report import write_report
+from harness.board.text import render_markdown
+
+
+def write_markdown(reports: list[BoardReport], options: BoardOptions) -> Path:
+    out = options.out
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render_markdown(reports, options.cost, options.source), encoding="utf-8")
+    except OSError as exc:
+        raise LeaderboardError(f"--out {out}: cannot write the report ({exc.strerror or exc}); "
+                               f"pass --out to a writable file") from None
+    return out
+
+
+def write_figures(reports: list[BoardReport], options: BoardOptions) -> list[Path]:
+    """The Pareto plot and the HTML page beside the markdown report (options.figure_paths)."""
+    png_path, html_path = options.figure_paths
+    try:
+        png = write_pareto(reports, options.cost, png_path)
+        html = write_report(reports, options.cost, options.source, html_path)
+    except OSError as exc:
+        raise LeaderboardError(f"cannot write the plot or the report into {options.out.parent} "
+                               f"({exc.strerror or exc}); pass --out to a writable place, or --no-report") from None
+    return [png, html]
