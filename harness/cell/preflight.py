@@ -13,7 +13,7 @@ Peak = static + max(training phase, generation phase) + overhead, where
   training   = LoRA gradients + activations kept for backward + the loss's logits
   generation = KV cache + prefill working set + next-token logits
 The two phases are sequential (`trainer.train()` returns, activations are freed, then `generate`). After
-4-bit training the evaluation runs on a merged 16-bit copy where it fits (harness.cell.run._merged_for_eval), and
+4-bit training the evaluation runs on a merged 16-bit copy where it fits (harness.cell.pipeline._merge_for_eval), and
 the 4-bit model with its adapter and optimizer is freed first: that phase is overhead + the copy + generation.
 Sequence lengths are the dataset's own (`dataset_lengths`: its longest training example and longest eval
 prompt in the model's tokens, the training one capped at `qlora.max_length`): TRL pads each batch only to its
@@ -516,7 +516,7 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
     static_gb = weights.bytes / GIB + lora.weights_bytes / GIB + lora.optimizer_bytes / GIB
     train_phase_gb = lora.gradients_bytes / GIB + activations.gb if trains else 0.0
     overhead = overhead_gb(model, precision, retrieves, train_phase_gb, generation)
-    # harness.cell.run frees the 4-bit model (adapter and optimizer with it) before the merged copy loads.
+    # harness.cell.pipeline frees the 4-bit model (adapter and optimizer with it) before the merged copy loads.
     generate_total = generation.gb + (0.0 if merged else static_gb)
     total_gb = overhead + max(static_gb + train_phase_gb, generate_total)
     available_gb = hardware.memory_gb * headroom
