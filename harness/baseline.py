@@ -24,7 +24,7 @@ import harness
 from harness.argv_guard import UsageError, check_results_dir, compose_config
 from harness.cell.cost import PeakMemory, cost_report
 from harness.cell.provenance import eval_set_hash, git_sha, library_versions, now
-from harness.cell.run import write_predictions
+from harness.cell.scoring import write_predictions
 from harness.core.config import ConfigError, to_run_config
 from harness.core.data import DataError, load_dataset
 from harness.core.ledger import COMPLETED, Ledger, RunRecord, run_key

@@ -1,9 +1,12 @@
-"""The Hydra task body: one job of a sweep, in whichever process its launcher runs it."""
+"""The Hydra task: one job of a sweep, in whichever process its launcher runs it. `run_from_hydra` is the task
+itself (plan the cell or run it); `job_outcome` is what every job does around it."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -24,41 +27,52 @@ from harness.core.redact import redact_text
 log = logging.getLogger("harness")
 
 
-def run_from_hydra(cfg: DictConfig, bases: BaseKeeper | None = None) -> float | None:
-    """The Hydra task function's body, in whichever process the launcher runs it: user mistakes are printed
-    plainly, never as a traceback; what the job decided goes to its folder's outcome.json for the summary.
-    `bases` keeps a loaded base model for the next cell the same process runs (None: each cell loads its own).
-    Returns the configured objective metric (NaN for a cell that did not complete), for optimising sweepers."""
-    quiet_libraries()
-    hydra_cfg = HydraConfig.get()
-    multirun = hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN"
-    if not cfg.sweep_id:  # `python -m harness` always passes one; other entry points get the folder's name
-        cfg.sweep_id = Path(hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir).name
-    job_dir = Path(hydra_cfg.runtime.output_dir)
-    cell = f"{cfg.model.name}/{cfg.method.name}"
-    gpu = pin_gpu(int(hydra_cfg.job.num or 0)) if multirun else None  # before anything initialises CUDA
-    try:
-        run_cfg = to_run_config(cfg)
-        config = OmegaConf.to_container(cfg, resolve=True)
-        if run_cfg.plan != "false":
-            outcome = plan_cell(run_cfg, config, list(hydra_cfg.overrides.task))
-        else:
-            with signals_interrupt():
-                outcome = run_cell(run_cfg, config, bases)
-    except (ConfigError, DataError) as exc:
-        log.error("%s: configuration error, nothing ran: %s", cell, exc)
-        outcome = Outcome(CONFIG_ERROR, cell, detail=str(exc), objective=float("nan"))
-    except Interrupted as exc:
-        if _in_launching_process(hydra_cfg):
-            raise  # the entry point stops the sweep: exit 130 / 143
-        # A job process of its own (submitit, Slurm): the record is written; end the job cleanly, no traceback.
-        outcome = Outcome(INTERRUPTED, cell, detail=str(exc), objective=float("nan"))
-    except Exception as exc:  # before the cell's own record exists (e.g. the judge's server is unreachable)
-        log.error("%s: nothing ran: %s: %s", cell, type(exc).__name__, redact_text(str(exc)))
-        outcome = Outcome(ERROR, cell, detail=f"{type(exc).__name__}: {redact_text(str(exc))}", objective=float("nan"))
-    outcome.gpu, outcome.pid = gpu, os.getpid()
-    write_outcome(job_dir, outcome)
-    return outcome.objective
+def job_outcome(task: Callable[[DictConfig, BaseKeeper | None], Outcome]) -> Callable[..., float | None]:
+    """What every job does around its task, in the spirit of lightning-hydra-template's `task_wrapper`: quiet the
+    libraries, name the sweep, pin the job's GPU, turn a user mistake into a plain one-line message (never a
+    traceback), and write what the job decided to its folder's outcome.json for the sweep summary. The wrapped
+    job returns the configured objective metric (NaN for a cell that did not complete), for optimising sweepers."""
+
+    @functools.wraps(task)
+    def job(cfg: DictConfig, bases: BaseKeeper | None = None) -> float | None:
+        quiet_libraries()
+        hydra_cfg = HydraConfig.get()
+        multirun = hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN"
+        if not cfg.sweep_id:  # `python -m harness` always passes one; other entry points get the folder's name
+            cfg.sweep_id = Path(hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir).name
+        cell = f"{cfg.model.name}/{cfg.method.name}"
+        gpu = pin_gpu(int(hydra_cfg.job.num or 0)) if multirun else None  # before anything initialises CUDA
+        try:
+            outcome = task(cfg, bases)
+        except (ConfigError, DataError) as exc:
+            log.error("%s: configuration error, nothing ran: %s", cell, exc)
+            outcome = Outcome(CONFIG_ERROR, cell, detail=str(exc), objective=float("nan"))
+        except Interrupted as exc:
+            if _in_launching_process(hydra_cfg):
+                raise  # the entry point stops the sweep: exit 130 / 143
+            # A job process of its own (submitit, Slurm): the record is written; end the job cleanly, no traceback.
+            outcome = Outcome(INTERRUPTED, cell, detail=str(exc), objective=float("nan"))
+        except Exception as exc:  # before the cell's own record exists (e.g. the judge's server is unreachable)
+            log.error("%s: nothing ran: %s: %s", cell, type(exc).__name__, redact_text(str(exc)))
+            outcome = Outcome(ERROR, cell, detail=f"{type(exc).__name__}: {redact_text(str(exc))}",
+                              objective=float("nan"))
+        outcome.gpu, outcome.pid = gpu, os.getpid()
+        write_outcome(Path(hydra_cfg.runtime.output_dir), outcome)
+        return outcome.objective
+
+    return job
+
+
+@job_outcome
+def run_from_hydra(cfg: DictConfig, bases: BaseKeeper | None = None) -> Outcome:
+    """The Hydra task: plan the cell (plan=...) or run it. `bases` keeps a loaded base model for the next cell the
+    same process runs (None: each cell loads its own)."""
+    run_cfg = to_run_config(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if run_cfg.plan != "false":
+        return plan_cell(run_cfg, config, list(HydraConfig.get().overrides.task))
+    with signals_interrupt():
+        return run_cell(run_cfg, config, bases)
 
 
 def _in_launching_process(hydra_cfg) -> bool:

@@ -319,3 +319,60 @@ def test_trl_still_fuses_the_lm_head():
     assert f"TOKEN_CHUNK_SIZE = {FUSED_TILE_TOKENS}" in kernel
     utils = (trl_dir / "trainer" / "utils.py").read_text(encoding="utf-8")
     assert f"_CHUNKED_LOGPROB_CHUNK_SIZE = {FUSED_TILE_VOCAB}" in utils
+
+
+# Figures estimate_memory gave before it was split into one helper per term (weights, LoRA + optimizer,
+# activations, generation, overhead), for cells that take each branch: 4-bit or 16-bit or fp32, training or
+# not, merged copy or not, checkpointing on or off, dropout, unknown targets, retrieval, the data's lengths.
+# A change to these numbers is a change to the arithmetic: make it on purpose, and update them with a reason.
+QLORA_VARIANTS = {
+    "default": {},
+    "no4bit": {"load_in_4bit": False},
+    "single_quant": {"bnb_4bit_use_double_quant": False},
+    "gc_on_b8_1024": {"gradient_checkpointing": True, "batch_size": 8, "max_length": 1024},
+    "gc_off_nodrop": {"gradient_checkpointing": False, "dropout": 0.0},
+    "targets_qv_mystery": {"target_modules": ["q_proj", "v_proj", "mystery"], "r": 8},
+}
+EVAL_VARIANTS = {"default": {}, "nomerge": {"merge_adapter": False}, "b1_256": {"batch_size": 1, "max_new_tokens": 256}}
+LENGTHS = {"none": None, "short": SequenceLengths(train=300, eval_prompt=200),
+           "long": SequenceLengths(train=5000, eval_prompt=900, source="x")}
+RECORDED = [
+    # model, hardware, trains, qlora, eval, lengths, retrieves, headroom -> terms in GB, total GB, peak phase
+    (("llama3_8b", "a10", True, "default", "default", "none", False, 0.9),
+     {"activations": 4.226757813, "gradients": 0.15625, "kv_cache": 16.234344625, "lora": 0.15625,
+      "optimizer": 0.3125, "overhead": 1.109375, "weights": 7.267214312}, 17.343719625, "generate"),
+    (("mistral_7b_v02", "t4", False, "no4bit", "default", "none", False, 0.9),
+     {"activations": 0.0, "gradients": 0.0, "kv_cache": 1.271566772, "lora": 0.0, "optimizer": 0.0,
+      "overhead": 1.0, "weights": 13.48555088}, 15.757117653, "generate"),
+    (("smollm2_135m", "cpu", True, "default", "default", "short", True, 0.9),
+     {"activations": 3.712083399, "gradients": 0.018196106, "kv_cache": 0.250183582, "lora": 0.018196106,
+      "optimizer": 0.036392212, "overhead": 3.088167703, "weights": 0.50291419}, 7.375949717, "train"),
+    (("smollm2_135m", "cpu_qlora", True, "default", "default", "short", False, 0.9),
+     {"activations": 1.555501521, "gradients": 0.018196106, "kv_cache": 0.881187558, "lora": 0.018196106,
+      "optimizer": 0.036392212, "overhead": 1.795866525, "weights": 0.156726209}, 3.580878679, "train"),
+    (("phi3_mini", "l4", True, "gc_off_nodrop", "b1_256", "long", False, 0.9),
+     {"activations": 16.318334961, "gradients": 0.09375, "kv_cache": 7.645871177, "lora": 0.09375,
+      "optimizer": 0.1875, "overhead": 1.09375, "weights": 2.474522342}, 20.261607303, "train"),
+    (("gemma_2b", "h100", True, "targets_qv_mystery", "nomerge", "none", False, 0.8),
+     {"activations": 2.901757813, "gradients": 0.021011353, "kv_cache": 1.490777588, "lora": 0.021011353,
+      "optimizer": 0.042022705, "overhead": 1.0625, "weights": 2.907141617}, 6.95544484, "train"),
+    (("phi_2", "a100_40gb", True, "gc_on_b8_1024", "default", "long", True, 0.9),
+     {"activations": 10.22265625, "gradients": 0.087890625, "kv_cache": 8.448016763, "lora": 0.087890625,
+      "optimizer": 0.17578125, "overhead": 1.048828125, "weights": 2.186242687}, 13.809289562, "train"),
+    (("tiny_random", "cpu", False, "single_quant", "b1_256", "none", True, 0.9),
+     {"activations": 0.0, "gradients": 0.0, "kv_cache": 0.003299713, "lora": 0.0, "optimizer": 0.0,
+      "overhead": 0.851979828, "weights": 0.000745058}, 0.856024599, "generate"),
+]
+
+
+@pytest.mark.parametrize("cell, terms, total_gb, peak_phase", RECORDED, ids=lambda v: "-".join(map(str, v))
+                         if isinstance(v, tuple) else None)
+def test_estimate_memory_gives_the_recorded_figures(cell, terms, total_gb, peak_phase):
+    name, hw, trains, qlora, evaluation, lengths, retrieves, headroom = cell
+    est = estimate_memory(model(name), trains, replace(QLORA, **QLORA_VARIANTS[qlora]),
+                          replace(EVAL, **EVAL_VARIANTS[evaluation]), hardware(hw), headroom, LENGTHS[lengths],
+                          retrieves)
+    assert est.terms() == pytest.approx(terms, abs=1e-9)
+    assert est.total_gb == pytest.approx(total_gb, abs=1e-9)
+    assert est.breakdown["peak_phase"] == peak_phase
+    assert est.fits == (est.total_gb <= hardware(hw).memory_gb * headroom)

@@ -29,6 +29,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +122,16 @@ class BaseKeeper:
             return
         _restore(base, held)
         log.debug("base model kept for the next cell (loading key %s)", held.key)
+
+    @contextmanager
+    def discarded_on_failure(self) -> Iterator[None]:
+        """A cell's work on the base: if it fails, the held base is freed (it may hold a half-attached adapter,
+        or CUDA memory in an unknown state)."""
+        try:
+            yield
+        except BaseException:
+            self.discard()
+            raise
 
     def discard(self) -> None:
         """Free the held base: its memory goes at once if nothing else refers to the model, else when the cell's

@@ -46,13 +46,17 @@ class PeakMemory:
         while not self._stop.wait(self.interval_s):
             self.peak_bytes = max(self.peak_bytes, process.memory_info().rss)
 
-    def __exit__(self, *exc) -> None:
+    def read(self) -> int:
+        """The peak so far, in bytes (the figure once the block has ended)."""
         if self.device == "cuda":
-            self.peak_bytes = torch.cuda.max_memory_allocated()
-        else:
+            return max(self.peak_bytes, torch.cuda.max_memory_allocated())
+        return max(self.peak_bytes, psutil.Process().memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        if self.device != "cuda":
             self._stop.set()
             self._thread.join()
-            self.peak_bytes = max(self.peak_bytes, psutil.Process().memory_info().rss)
+        self.peak_bytes = self.read()
 
 
 @dataclass

@@ -13,7 +13,7 @@ Peak = static + max(training phase, generation phase) + overhead, where
   training   = LoRA gradients + activations kept for backward + the loss's logits
   generation = KV cache + prefill working set + next-token logits
 The two phases are sequential (`trainer.train()` returns, activations are freed, then `generate`). After
-4-bit training the evaluation runs on a merged 16-bit copy where it fits (harness.cell.run._merged_for_eval), and
+4-bit training the evaluation runs on a merged 16-bit copy where it fits (harness.cell.pipeline._merge_for_eval), and
 the 4-bit model with its adapter and optimizer is freed first: that phase is overhead + the copy + generation.
 Sequence lengths are the dataset's own (`dataset_lengths`: its longest training example and longest eval
 prompt in the model's tokens, the training one capped at `qlora.max_length`): TRL pads each batch only to its
@@ -290,7 +290,7 @@ def lora_param_count(model: ModelConfig, qlora: QLoraConfig) -> tuple[int, list[
 
 
 # ------------------------------------------------------------------------------------------------
-# The estimate
+# The estimate: one helper per memory term, in bytes, combined by `estimate_memory`
 
 
 def merged_copy_fits(model: ModelConfig, hardware: HardwareConfig) -> bool:
@@ -299,163 +299,245 @@ def merged_copy_fits(model: ModelConfig, hardware: HardwareConfig) -> bool:
     return model.params_b * 1e9 * 2 * 1.15 <= hardware.memory_gb * 0.9 * GIB
 
 
-def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_cfg: EvalConfig,
-                    hardware: HardwareConfig, headroom: float = 0.9,
-                    lengths: SequenceLengths | None = None, retrieves: bool = False) -> MemoryEstimate:
-    on_cuda = hardware.accelerator == Accelerator.cuda
-    four_bit = loads_in_4bit(hardware, qlora)  # CUDA, or a cpu_4bit preset (hardware=cpu_qlora)
-    half_bytes = 2  # bf16, or fp16 where the GPU has no bf16 (T4): both 2 bytes
-    h, i, L, V = model.hidden_size, model.intermediate_size, model.n_layers, model.vocab_size
-    hd = head_dim(model)
-    q_dim, kv_dim = model.n_heads * hd, model.n_kv_heads * hd
-    notes: list[str] = []
+@dataclass(frozen=True)
+class Precision:
+    """How many bytes the cell's tensors take on this hardware."""
 
-    # Weights
+    on_cuda: bool
+    four_bit: bool  # CUDA, or a cpu_4bit preset (hardware=cpu_qlora)
+    # Activations are fp32 on CPU, and also with 4-bit on CUDA: the fp32 embeddings make the residual
+    # stream fp32, and bitsandbytes' Linear4bit casts each output back to its input's dtype.
+    activation_bytes: int
+    half_bytes: int = 2  # bf16, or fp16 where the GPU has no bf16 (T4): both 2 bytes
+
+
+def precision_of(hardware: HardwareConfig, qlora: QLoraConfig) -> Precision:
+    on_cuda = hardware.accelerator == Accelerator.cuda
+    four_bit = loads_in_4bit(hardware, qlora)
+    return Precision(on_cuda, four_bit, activation_bytes=4 if (not on_cuda or four_bit) else 2)
+
+
+def layer_elements(model: ModelConfig) -> int:
+    """Elements per token per layer that a forward pass keeps (see the comment on ACTIVATION_MARGIN), LoRA aside."""
+    q_dim, kv_dim = model.n_heads * head_dim(model), model.n_kv_heads * head_dim(model)
+    return 4 * model.hidden_size + 2 * q_dim + 2 * kv_dim + 4 * model.intermediate_size
+
+
+@dataclass(frozen=True)
+class WeightsTerm:
+    bytes: float
+    total_params: float
+    embedding_params: int
+    body_bytes_per_param: float
+    embedding_bytes_per_param: int
+    description: str
+    notes: tuple[str, ...]
+
+
+def weights_term(model: ModelConfig, qlora: QLoraConfig, hardware: HardwareConfig, precision: Precision) -> WeightsTerm:
+    """The base model's weights as loaded: NF4 body with fp32 embeddings in 4-bit, else 16-bit (CUDA) or fp32 (CPU)."""
+    notes = []
     total_params = model.params_b * 1e9
-    embedding_params = V * h * (1 if tied_embeddings(model) else 2)
+    embedding_params = model.vocab_size * model.hidden_size * (1 if tied_embeddings(model) else 2)
     body_params = max(total_params - embedding_params, 0.0)
-    if four_bit:
+    if precision.four_bit:
         const_bits = QUANT_CONST_BITS_DOUBLE if qlora.bnb_4bit_use_double_quant else QUANT_CONST_BITS
         body_bytes_per_param = (NF4_BITS + const_bits) / 8
         # Embeddings, lm_head and norms are not quantized, and peft's prepare_model_for_kbit_training
         # (called by harness.cell.models for every 4-bit load) casts every non-4-bit bf16/fp16 parameter to
         # fp32: 4 bytes, not the 2 they are loaded in. Norms/biases (<0.1%) are counted with the body.
         embedding_bytes_per_param = 4
-        weights_desc = f"{qlora.bnb_4bit_quant_type} {NF4_BITS + const_bits:.3f} bit/param; embeddings fp32"
-    elif on_cuda:
-        body_bytes_per_param = embedding_bytes_per_param = half_bytes
-        weights_desc = "bf16" if hardware.supports_bf16 else "fp16 (no bf16 on this GPU)"
+        description = f"{qlora.bnb_4bit_quant_type} {NF4_BITS + const_bits:.3f} bit/param; embeddings fp32"
+    elif precision.on_cuda:
+        body_bytes_per_param = embedding_bytes_per_param = precision.half_bytes
+        description = "bf16" if hardware.supports_bf16 else "fp16 (no bf16 on this GPU)"
     else:
         # harness.cell.models loads fp32 on CPU (bf16 matmuls are emulated there); load_in_4bit is ignored.
         body_bytes_per_param = embedding_bytes_per_param = 4
-        weights_desc = "fp32 (CPU)"
+        description = "fp32 (CPU)"
         if qlora.load_in_4bit:
             notes.append("qlora.load_in_4bit is ignored on CPU: fp32 LoRA")
-    weights = body_params * body_bytes_per_param + embedding_params * embedding_bytes_per_param
     if model.source == ModelSource.gguf_package:
         notes.append("the first run also converts the GGUF file once (about one more fp32 copy of the weights)")
+    return WeightsTerm(body_params * body_bytes_per_param + embedding_params * embedding_bytes_per_param,
+                       total_params, embedding_params, body_bytes_per_param, embedding_bytes_per_param,
+                       description, tuple(notes))
 
-    # Activations are fp32 on CPU, and also with 4-bit on CUDA: the fp32 embeddings make the residual
-    # stream fp32, and bitsandbytes' Linear4bit casts each output back to its input's dtype.
-    act_bytes = 4 if (not on_cuda or four_bit) else half_bytes
 
-    # LoRA, gradients, optimizer
-    lora_params, unknown = (lora_param_count(model, qlora) if trains else (0, []))
-    if unknown:
-        notes.append(f"unknown target modules {unknown} counted as {max(h, i)} in and out")
-    lora = lora_params * LORA_WEIGHT_BYTES
-    gradients = lora_params * LORA_GRAD_BYTES
-    optimizer = lora_params * ADAMW_STATE_BYTES
+@dataclass(frozen=True)
+class LoraTerm:
+    """The adapter's weights, their gradients and AdamW's states: all fp32, all zero without training."""
 
-    # Per-token, per-layer tensors saved for backward (see the comment on ACTIVATION_MARGIN).
-    base_elements = 4 * h + 2 * q_dim + 2 * kv_dim + 4 * i
+    params: int
+    targets: tuple[str, ...]
+    unknown_targets: tuple[str, ...]
+
+    @property
+    def weights_bytes(self) -> int:
+        return self.params * LORA_WEIGHT_BYTES
+
+    @property
+    def gradients_bytes(self) -> int:
+        return self.params * LORA_GRAD_BYTES
+
+    @property
+    def optimizer_bytes(self) -> int:
+        return self.params * ADAMW_STATE_BYTES
+
+
+NO_LORA = LoraTerm(0, (), ())
+
+
+def lora_term(model: ModelConfig, qlora: QLoraConfig) -> LoraTerm:
+    params, unknown = lora_param_count(model, qlora)
+    return LoraTerm(params, tuple(lora_targets(model, qlora)), tuple(unknown))
+
+
+@dataclass(frozen=True)
+class ActivationsTerm:
+    """Training's transient memory: what each layer saves for backward, the loss's logits, the padding mask."""
+
+    layers_bytes: float
+    logits_bytes: float
+    mask_bytes: int
+    train_length: int  # the longest padded training example, in tokens
+    tokens_per_micro_batch: int
+    bytes_per_token_per_layer: float
+    checkpointing: bool
+
+    @property
+    def gb(self) -> float:
+        return self.layers_bytes / GIB + self.logits_bytes / GIB + self.mask_bytes / GIB
+
+
+NO_TRAINING = ActivationsTerm(0.0, 0.0, 0, 0, 0, 0, False)
+
+
+def activations_term(model: ModelConfig, qlora: QLoraConfig, hardware: HardwareConfig,
+                     lengths: SequenceLengths | None, precision: Precision) -> ActivationsTerm:
+    h, V, act_bytes = model.hidden_size, model.vocab_size, precision.activation_bytes
+    widest = max(h, model.intermediate_size)
     dims = module_dims(model)
-    widest = max(h, i)
     dropout_elements = (
         sum(dims.get(name, (widest, widest))[0] for name in lora_targets(model, qlora)) if qlora.dropout > 0 else 0
     )
-    train_layer_bytes = ((base_elements + dropout_elements) * act_bytes + dropout_elements) * ACTIVATION_MARGIN
+    layer_bytes = ((layer_elements(model) + dropout_elements) * act_bytes + dropout_elements) * ACTIVATION_MARGIN
     # The longest padded batch: batch_size rows of the longest example (the data's own, capped by max_length).
-    train_len = min(lengths.train, qlora.max_length) if lengths else qlora.max_length
-    eval_prompt = lengths.eval_prompt if lengths else qlora.max_length
-    train_tokens = qlora.batch_size * train_len
-    checkpointing = trains and uses_gradient_checkpointing(hardware, qlora)
-    layers_gb = logits_gb = mask_gb = 0.0
-    if trains:
-        if checkpointing:
-            layers = train_tokens * (L * h * act_bytes + CHECKPOINT_LIVE_LAYERS * train_layer_bytes)
-        else:
-            layers = train_tokens * L * train_layer_bytes
-        if TRL_FUSED_LM_HEAD:
-            tile = min(train_tokens, FUSED_TILE_TOKENS) * min(V, FUSED_TILE_VOCAB)
-            copies = FUSED_TILE_FP32_COPIES_CUDA if on_cuda else FUSED_TILE_FP32_COPIES_CPU
-            logits = tile * 4 * copies + (min(V, FUSED_TILE_VOCAB) * h * half_bytes if on_cuda else 0)
-        else:
-            logits = train_tokens * V * LOGIT_BYTES_UNFUSED
-        mask = qlora.batch_size * train_len**2 * MASK_BYTES
-        layers_gb, logits_gb, mask_gb = layers / GIB, logits / GIB, mask / GIB
-    activations_gb = layers_gb + logits_gb + mask_gb
+    train_length = min(lengths.train, qlora.max_length) if lengths else qlora.max_length
+    tokens = qlora.batch_size * train_length
+    checkpointing = uses_gradient_checkpointing(hardware, qlora)
+    if checkpointing:
+        layers = tokens * (model.n_layers * h * act_bytes + CHECKPOINT_LIVE_LAYERS * layer_bytes)
+    else:
+        layers = tokens * model.n_layers * layer_bytes
+    if TRL_FUSED_LM_HEAD:
+        tile = min(tokens, FUSED_TILE_TOKENS) * min(V, FUSED_TILE_VOCAB)
+        copies = FUSED_TILE_FP32_COPIES_CUDA if precision.on_cuda else FUSED_TILE_FP32_COPIES_CPU
+        logits = tile * 4 * copies + (min(V, FUSED_TILE_VOCAB) * h * precision.half_bytes if precision.on_cuda else 0)
+    else:
+        logits = tokens * V * LOGIT_BYTES_UNFUSED
+    mask = qlora.batch_size * train_length**2 * MASK_BYTES
+    return ActivationsTerm(layers, logits, mask, train_length, tokens, layer_bytes, checkpointing)
 
-    # Generation. After 4-bit training the harness evaluates a merged 16-bit copy (harness.cell.models.merged_eval_model)
-    # where it fits; the 4-bit model is freed first, so that phase holds the copy instead of the static terms, and
-    # its KV cache and activations are 16-bit.
-    merged = (total_params * half_bytes if four_bit and trains and eval_cfg.merge_adapter
-              and merged_copy_fits(model, hardware) else 0.0)
-    if merged and not on_cuda:
+
+def merged_copy_bytes(model: ModelConfig, hardware: HardwareConfig, precision: Precision) -> float:
+    """After 4-bit training the harness evaluates a merged 16-bit copy (harness.cell.models.merged_eval_model)
+    where it fits; the 4-bit model is freed first, so that phase holds the copy instead of the static terms."""
+    if not (precision.four_bit and merged_copy_fits(model, hardware)):
+        return 0.0
+    merged = model.params_b * 1e9 * precision.half_bytes
+    if not precision.on_cuda:
         # On a CPU the checkpoint the copy is read from is memory-mapped, and its pages count in RSS while the
         # 16-bit copy is built from them: 4 bytes a parameter for the fp32 GGUF cache (a hub checkpoint is
         # usually 2). Measured: smollm2_135m instruct on cpu_qlora peaked at 1.72-1.89 GB RSS.
-        merged += total_params * CHECKPOINT_BYTES_CPU
-    gen_bytes = half_bytes if merged else act_bytes
-    gen_seq = eval_prompt + eval_cfg.max_new_tokens
-    kv = 2 * L * kv_dim * gen_seq * eval_cfg.batch_size * gen_bytes * (1 if on_cuda else KV_GROWTH_COPIES_CPU)
-    prefill_tokens = eval_cfg.batch_size * eval_prompt
-    prefill = prefill_tokens * base_elements * gen_bytes * ACTIVATION_MARGIN
-    prefill += eval_cfg.batch_size * gen_seq**2 * MASK_BYTES
-    gen_logits = eval_cfg.batch_size * V * LOGIT_BYTES_GENERATE
-    kv_cache_gb = (kv + prefill + gen_logits + merged) / GIB
+        merged += model.params_b * 1e9 * CHECKPOINT_BYTES_CPU
+    return merged
 
-    weights_gb, lora_gb, optimizer_gb = weights / GIB, lora / GIB, optimizer / GIB
-    gradients_gb = gradients / GIB
-    train_phase = gradients_gb + activations_gb if trains else 0.0
 
-    # Overhead
-    if on_cuda:
-        overhead_gb = CUDA_OVERHEAD_GB
+@dataclass(frozen=True)
+class GenerationTerm:
+    """Evaluation's memory: KV cache, prefill working set, next-token logits, and the merged copy if any."""
+
+    kv_bytes: float
+    prefill_bytes: float
+    logits_bytes: int
+    merged_bytes: float
+    tokens_per_sequence: int
+
+    @property
+    def transient_bytes(self) -> float:
+        return self.kv_bytes + self.prefill_bytes + self.logits_bytes
+
+    @property
+    def gb(self) -> float:
+        return (self.transient_bytes + self.merged_bytes) / GIB
+
+
+def generation_term(model: ModelConfig, eval_cfg: EvalConfig, eval_prompt: int, merged_bytes: float,
+                    precision: Precision) -> GenerationTerm:
+    # The merged copy is 16-bit, and so are its KV cache and activations.
+    gen_bytes = precision.half_bytes if merged_bytes else precision.activation_bytes
+    tokens = eval_prompt + eval_cfg.max_new_tokens
+    kv_dim = model.n_kv_heads * head_dim(model)
+    growth = 1 if precision.on_cuda else KV_GROWTH_COPIES_CPU
+    kv = 2 * model.n_layers * kv_dim * tokens * eval_cfg.batch_size * gen_bytes * growth
+    prefill = eval_cfg.batch_size * eval_prompt * layer_elements(model) * gen_bytes * ACTIVATION_MARGIN
+    prefill += eval_cfg.batch_size * tokens**2 * MASK_BYTES
+    logits = eval_cfg.batch_size * model.vocab_size * LOGIT_BYTES_GENERATE
+    return GenerationTerm(kv, prefill, logits, merged_bytes, tokens)
+
+
+def overhead_gb(model: ModelConfig, precision: Precision, retrieves: bool, train_phase_gb: float,
+                generation: GenerationTerm) -> float:
+    """What is not a tensor of the model: the CUDA context, or on a CPU the runtime and the heap's slack."""
+    if precision.on_cuda:
+        overhead = CUDA_OVERHEAD_GB
     else:
-        overhead_gb = (CPU_RUNTIME_GB + (CPU_RAG_RUNTIME_GB if retrieves else 0.0)
-                       + CPU_HEAP_SLACK * max(train_phase, (kv + prefill + gen_logits) / GIB))
-    if four_bit:
+        overhead = (CPU_RUNTIME_GB + (CPU_RAG_RUNTIME_GB if retrieves else 0.0)
+                    + CPU_HEAP_SLACK * max(train_phase_gb, generation.transient_bytes / GIB))
+    if precision.four_bit:
         # the largest quantized layer: an MLP projection (fused gate_up in Phi-3)
-        largest = h * i * (2 if model.family == "phi3" else 1)
-        overhead_gb += largest * half_bytes / GIB + (0.0 if on_cuda else CPU_4BIT_RUNTIME_GB)
+        largest = model.hidden_size * model.intermediate_size * (2 if model.family == "phi3" else 1)
+        overhead += largest * precision.half_bytes / GIB + (0.0 if precision.on_cuda else CPU_4BIT_RUNTIME_GB)
+    return overhead
 
-    static_gb = weights_gb + lora_gb + optimizer_gb
-    # harness.cell.run frees the 4-bit model (adapter and optimizer with it) before the merged copy loads.
-    generate_total = kv_cache_gb + (0.0 if merged else static_gb)
-    total_gb = overhead_gb + max(static_gb + train_phase, generate_total)
+
+def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_cfg: EvalConfig,
+                    hardware: HardwareConfig, headroom: float = 0.9,
+                    lengths: SequenceLengths | None = None, retrieves: bool = False) -> MemoryEstimate:
+    precision = precision_of(hardware, qlora)
+    weights = weights_term(model, qlora, hardware, precision)
+    lora = lora_term(model, qlora) if trains else NO_LORA
+    activations = activations_term(model, qlora, hardware, lengths, precision) if trains else NO_TRAINING
+    eval_prompt = lengths.eval_prompt if lengths else qlora.max_length
+    merged = merged_copy_bytes(model, hardware, precision) if trains and eval_cfg.merge_adapter else 0.0
+    generation = generation_term(model, eval_cfg, eval_prompt, merged, precision)
+
+    static_gb = weights.bytes / GIB + lora.weights_bytes / GIB + lora.optimizer_bytes / GIB
+    train_phase_gb = lora.gradients_bytes / GIB + activations.gb if trains else 0.0
+    overhead = overhead_gb(model, precision, retrieves, train_phase_gb, generation)
+    # harness.cell.pipeline frees the 4-bit model (adapter and optimizer with it) before the merged copy loads.
+    generate_total = generation.gb + (0.0 if merged else static_gb)
+    total_gb = overhead + max(static_gb + train_phase_gb, generate_total)
     available_gb = hardware.memory_gb * headroom
-
     breakdown = {
-        "weights": weights_desc,
-        "params": int(total_params),
-        "embedding_params": int(embedding_params),
-        "tied_embeddings": tied_embeddings(model),
-        "body_bytes_per_param": round(body_bytes_per_param, 4),
-        "embedding_bytes_per_param": embedding_bytes_per_param,
-        "lora_params": lora_params,
-        "lora_targets": lora_targets(model, qlora) if trains else [],
-        "activation_bytes_per_element": act_bytes,
-        "gradient_checkpointing": checkpointing,
-        "sequence_lengths": {"train": train_len if trains else 0, "eval_prompt": eval_prompt,
-                             "source": lengths.source if lengths else "qlora.max_length (worst case)"},
-        "train_tokens_per_micro_batch": train_tokens if trains else 0,
-        "activation_bytes_per_token_per_layer": round(train_layer_bytes) if trains else 0,
-        "layers_gb": layers_gb,
-        "logits_gb": logits_gb,
-        "mask_gb": mask_gb,
-        "attention": "sdpa: no seq^2 score term",
-        "loss_logits": "trl fused LM head: tiles only" if TRL_FUSED_LM_HEAD else "full logits",
-        "generation_tokens_per_sequence": gen_seq,
-        "kv_gb": kv / GIB,
-        "prefill_gb": prefill / GIB,
-        "merged_16bit_copy_gb": merged / GIB,
-        "peak_phase": "train" if trains and static_gb + train_phase >= generate_total else "generate",
+        **_breakdown(model, (weights, lora, activations, generation), precision, lengths, eval_prompt),
+        "peak_phase": "train" if trains and static_gb + train_phase_gb >= generate_total else "generate",
         "headroom": headroom,
-        "notes": notes,
+        "notes": _notes(model, weights, lora),
     }
     return MemoryEstimate(
-        weights_gb=weights_gb,
-        lora_gb=lora_gb,
-        optimizer_gb=optimizer_gb,
-        gradients_gb=gradients_gb,
-        activations_gb=activations_gb,
-        kv_cache_gb=kv_cache_gb,
-        overhead_gb=overhead_gb,
+        weights_gb=weights.bytes / GIB,
+        lora_gb=lora.weights_bytes / GIB,
+        optimizer_gb=lora.optimizer_bytes / GIB,
+        gradients_gb=lora.gradients_bytes / GIB,
+        activations_gb=activations.gb,
+        kv_cache_gb=generation.gb,
+        overhead_gb=overhead,
         total_gb=total_gb,
         available_gb=available_gb,
         fits=total_gb <= available_gb,
-        device="cuda" if on_cuda else "cpu",
+        device="cuda" if precision.on_cuda else "cpu",
         breakdown=breakdown,
         trains=trains,
         eval_cfg=eval_cfg,
@@ -463,6 +545,45 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
         lengths=lengths,
         retrieves=retrieves,
     )
+
+
+def _breakdown(model: ModelConfig, terms: tuple[WeightsTerm, LoraTerm, ActivationsTerm, GenerationTerm],
+               precision: Precision, lengths: SequenceLengths | None, eval_prompt: int) -> dict:
+    """Every assumption and intermediate figure, for messages, logs and the ledger."""
+    weights, lora, activations, generation = terms
+    return {
+        "weights": weights.description,
+        "params": int(weights.total_params),
+        "embedding_params": int(weights.embedding_params),
+        "tied_embeddings": tied_embeddings(model),
+        "body_bytes_per_param": round(weights.body_bytes_per_param, 4),
+        "embedding_bytes_per_param": weights.embedding_bytes_per_param,
+        "lora_params": lora.params,
+        "lora_targets": list(lora.targets),
+        "activation_bytes_per_element": precision.activation_bytes,
+        "gradient_checkpointing": activations.checkpointing,
+        "sequence_lengths": {"train": activations.train_length, "eval_prompt": eval_prompt,
+                             "source": lengths.source if lengths else "qlora.max_length (worst case)"},
+        "train_tokens_per_micro_batch": activations.tokens_per_micro_batch,
+        "activation_bytes_per_token_per_layer": round(activations.bytes_per_token_per_layer),
+        "layers_gb": activations.layers_bytes / GIB,
+        "logits_gb": activations.logits_bytes / GIB,
+        "mask_gb": activations.mask_bytes / GIB,
+        "attention": "sdpa: no seq^2 score term",
+        "loss_logits": "trl fused LM head: tiles only" if TRL_FUSED_LM_HEAD else "full logits",
+        "generation_tokens_per_sequence": generation.tokens_per_sequence,
+        "kv_gb": generation.kv_bytes / GIB,
+        "prefill_gb": generation.prefill_bytes / GIB,
+        "merged_16bit_copy_gb": generation.merged_bytes / GIB,
+    }
+
+
+def _notes(model: ModelConfig, weights: WeightsTerm, lora: LoraTerm) -> list[str]:
+    notes = list(weights.notes)
+    if lora.unknown_targets:
+        widest = max(model.hidden_size, model.intermediate_size)
+        notes.append(f"unknown target modules {list(lora.unknown_targets)} counted as {widest} in and out")
+    return notes
 
 
 # ------------------------------------------------------------------------------------------------
