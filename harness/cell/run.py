@@ -14,7 +14,7 @@ from pathlib import Path
 
 import harness
 from harness.cell.base_keeper import BaseKeeper
-from harness.cell.checks import check_before_load, dataset_lengths
+from harness.cell.checks import check_before_load, dataset_lengths, tokenizer_before_weights
 from harness.cell.cost import PeakMemory, cost_report, train_flops_per_token
 from harness.cell.models import merged_copy_possible, merged_eval_model, select_device
 from harness.cell.predict import generate, release_accelerator_memory, render_prompts
@@ -23,6 +23,7 @@ from harness.cell.provenance import eval_set_hash, git_sha, library_versions, no
 from harness.cell.rag import Retrieved, retrieve_contexts
 from harness.cell.tracking import make_tracker
 from harness.cell.train import TrainContext, TrainResult, get_trainer
+from harness.cell.truncation import PAIR_TRAINERS, check_truncation
 from harness.core.claims import Holder
 from harness.core.claims import acquire as acquire_claim
 from harness.core.config import ConfigError, JudgeBackend, RunConfig
@@ -93,6 +94,8 @@ def run_cell(cfg: RunConfig, config: dict, bases: BaseKeeper | None = None) -> O
     ledger = Ledger(results / "runs.jsonl")
     key, key_config, dataset = cell_key(cfg, config)
     cell = f"{cfg.model.name}/{cfg.method.name} [{key}]"
+    for warning in dataset.warnings:
+        log.warning("%s: %s", cell, warning)
     outcome = partial(Outcome, cell=cell, run_key=key, ledger=str(ledger.path))
     if not cfg.force and (done := ledger.completed(key)):
         log.info("%s: skipped, already completed in %s (run %s); force=true re-runs it", cell, ledger.path, done["run_id"])
@@ -100,6 +103,11 @@ def run_cell(cfg: RunConfig, config: dict, bases: BaseKeeper | None = None) -> O
     if reason := not_retried_reason(cfg, ledger.history(key)):
         log.warning("%s: not retried: %s", cell, reason)
         return outcome(NOT_RETRIED, detail=reason, objective=objective_value(cfg, None))
+
+    # Counted before the claim, so a refusal leaves no claims folder; the preflight re-uses the tokenizer.
+    tokenizer = tokenizer_before_weights(cfg) if cfg.preflight or cfg.method.trainer in PAIR_TRAINERS else None
+    if tokenizer is not None:
+        check_truncation(cfg, dataset, tokenizer)
 
     claim = acquire_claim(results, key, cfg.sweep_id)
     if isinstance(claim, Holder):
@@ -110,12 +118,12 @@ def run_cell(cfg: RunConfig, config: dict, bases: BaseKeeper | None = None) -> O
         if not cfg.force and (done := ledger.completed(key)):
             log.info("%s: skipped, completed meanwhile by run %s", cell, done["run_id"])
             return outcome(DONE_BEFORE, detail=f"run {done['run_id']}", objective=objective_value(cfg, done))
-        record = _run_claimed(cfg, ledger, key, key_config, dataset, cell, bases or BaseKeeper())
+        record = _run_claimed(cfg, ledger, key, key_config, dataset, cell, bases or BaseKeeper(), tokenizer)
     return outcome(record.status, detail=record.error_type or "", objective=objective_value(cfg, record))
 
 
 def _run_claimed(cfg: RunConfig, ledger: Ledger, key: str, key_config: dict, dataset: Dataset,
-                 cell: str, bases: BaseKeeper) -> RunRecord:
+                 cell: str, bases: BaseKeeper, tokenizer=None) -> RunRecord:
     results = Path(cfg.results_dir)
     judge = None
     if "ragas" in cfg.data.metrics and cfg.judge.backend != JudgeBackend.none:
@@ -126,7 +134,7 @@ def _run_claimed(cfg: RunConfig, ledger: Ledger, key: str, key_config: dict, dat
     estimate, refusal = None, None
     if cfg.preflight:
         try:
-            estimate = preflight(cfg, lengths=dataset_lengths(cfg, dataset))
+            estimate = preflight(cfg, lengths=dataset_lengths(cfg, dataset, tokenizer))
         except PreflightRefusal as exc:
             estimate, refusal = exc.estimate, exc
 
@@ -387,6 +395,7 @@ def _train_record(cfg: RunConfig, trained) -> dict:
         "total_params": trained.total_params,
         "examples": trained.examples,
         "examples_dropped_by_truncation": trained.examples_given - trained.examples,
+        "truncation": trained.truncation,
         "losses": trained.losses,
         # What training ended with; differs from qlora.* only after out-of-memory retries (listed).
         "batch_size": trained.batch_size,
