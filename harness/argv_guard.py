@@ -68,6 +68,9 @@ def check_command_line(args: list[str]) -> list[str]:
     parsed = _parse(overrides)
     if flags & _MULTIRUN_FLAGS:
         _refuse_escaping_job_folder(parsed)
+    else:
+        _refuse_sweeps_without_multirun(parsed)
+    _check_hydra_folders(parsed)
     warnings: dict[str, None] = {}
     probed: set[tuple] = set()
     results_dirs = {_check_variant(variant, warnings, probed) for variant in islice(_variants(parsed), MAX_VARIANTS)}
@@ -131,6 +134,29 @@ def _refuse_escaping_job_folder(parsed) -> None:
             _job_folder_under(root, f"{override.get_key_element()}={value}", f"{override.get_key_element()}={value}")
         lines += [f"{override.get_key_element()}={v}" for v in values[:1]]
     _job_folder_under(root, ",".join(sorted(lines)), "these overrides together")
+
+
+def _refuse_sweeps_without_multirun(parsed) -> None:
+    """Hydra would stop with a multi-line message (and exit status 1) on a swept value without -m."""
+    for override in parsed:
+        if override.is_sweep_override():
+            line = override.input_line
+            key = override.get_key_element()
+            raise UsageError(f"{line}: more than one value runs only as a sweep: add -m (python -m harness -m "
+                             f"{line} ...), or write a list as {key}=[...] and a string with a comma as "
+                             f"{key}='\"a,b\"'")
+
+
+def _check_hydra_folders(parsed) -> None:
+    """hydra.run.dir / hydra.sweep.dir set on the command line: Hydra creates them before any check of ours."""
+    for override in parsed:
+        if override.get_key_element() in ("hydra.run.dir", "hydra.sweep.dir") and not override.is_sweep_override():
+            value = override.get_value_element_as_str()
+            if "${" not in value:
+                try:
+                    check_folder_writable(Path(os.path.expanduser(value)), override.get_key_element())
+                except ConfigError as exc:
+                    raise UsageError(str(exc)) from None
 
 
 def _job_folder_under(root: Path, dirname: str, culprit: str) -> None:

@@ -8,11 +8,12 @@ from pathlib import Path
 import torch
 
 from harness.cell.models import cached_tokenizer, load_tokenizer
-from harness.cell.preflight import SequenceLengths
+from harness.cell.preflight import SequenceLengths, module_dims
 from harness.cell.rag import chunk_corpus, render_context
 from harness.cell.truncation import PAIR_TRAINERS, check_truncation
 from harness.core.config import Accelerator, ConfigError, EvalConfig, QLoraConfig, RetrievalConfig, RunConfig
 from harness.core.data import Dataset, check_dataset_for_run, load_dataset, prompt_messages
+from harness.core.embedding import resolve_model_path
 from harness.core.ledger import JUDGED_METRICS
 from harness.metrics import METRICS
 
@@ -21,12 +22,47 @@ def check_before_load(cfg: RunConfig) -> Dataset:
     """Every user mistake that can be found without a model: metric names, the dataset and what the method
     needs from it, the accelerator the hardware preset promises. The entry point runs it before Hydra starts."""
     check_metric_names(cfg)
+    check_objective(cfg)
+    check_lora_targets(cfg)
+    if cfg.method.retrieval and cfg.retrieval.embedding_model:
+        resolve_model_path(cfg.retrieval.embedding_model)  # a local folder: refused here if it is not one
     dataset = load_dataset(cfg.data)
     check_dataset_for_run(dataset, cfg.data, cfg.method.retrieval, cfg.method.name)
     check_sizes_against_data(cfg, dataset)
     if cfg.plan == "false":  # a plan for GPU cells is made where they are submitted from, e.g. a login node
         check_accelerator(cfg)
     return dataset
+
+
+def check_objective(cfg: RunConfig) -> None:
+    """objective names a figure this cell's metrics produce: another name would hand an optimising sweeper NaN
+    for every cell, as if each had failed."""
+    if not cfg.objective:
+        return
+    produced = {key for name in cfg.data.metrics if name in METRICS for key in METRICS[name].keys}
+    if "ragas" in cfg.data.metrics:
+        produced |= set(cfg.judge.ragas_metrics)
+    if cfg.method.retrieval:
+        produced.add(f"recall@{cfg.retrieval.top_k}")
+    if cfg.objective not in produced:
+        raise ConfigError(f"objective={cfg.objective}: not a figure of this cell's data.metrics "
+                          f"({', '.join(cfg.data.metrics)}); they produce {', '.join(sorted(produced))}")
+
+
+def check_lora_targets(cfg: RunConfig) -> None:
+    """qlora.target_modules names layers of the model: a name no known architecture uses, and not in the model
+    config's own lora_target_modules, is a typo that peft would report only after the weights loaded."""
+    if not cfg.method.trainer or cfg.qlora.target_modules is None:
+        return
+    if not cfg.qlora.target_modules:
+        raise ConfigError("qlora.target_modules: [] targets nothing; name modules, or set it to null for the "
+                          f"model's own ({', '.join(cfg.model.lora_target_modules)})")
+    known = [*module_dims(cfg.model), *cfg.model.lora_target_modules]
+    unknown = [name for name in cfg.qlora.target_modules if name not in known]
+    if unknown:
+        raise ConfigError(f"qlora.target_modules: unknown module(s) {unknown}; model {cfg.model.name}'s are "
+                          f"{', '.join(cfg.model.lora_target_modules)} (other architectures name theirs "
+                          f"{', '.join(n for n in module_dims(cfg.model) if n not in cfg.model.lora_target_modules)})")
 
 
 def check_truncation_if_cheap(cfg: RunConfig, dataset: Dataset) -> None:

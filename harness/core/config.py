@@ -43,6 +43,8 @@ ENV_VAR_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
                  "warmup_stable_decay", "greedy")
+# What a dataset asks; only classification changes how the harness reads it (labels in prompts and scoring).
+TASKS = ("qa", "classification", "recommendation", "generation")
 # A training sequence must hold a chat template's framing plus some question and answer.
 MIN_MAX_LENGTH = 32
 
@@ -192,7 +194,7 @@ class RetrievalConfig:
         for key in ("chunk_chars", "top_k", "batch_size"):
             _require(getattr(self, key) > 0, f"retrieval.{key}", f"must be > 0 (got {getattr(self, key)})")
         _require(0 <= self.chunk_overlap < self.chunk_chars, "retrieval.chunk_overlap",
-                 f"must be in [0, chunk_chars) (got {self.chunk_overlap})")
+                 f"must be in [0, chunk_chars) (got {self.chunk_overlap} with chunk_chars={self.chunk_chars})")
         if self.max_context_chars is not None:
             _require(self.max_context_chars > 0, "retrieval.max_context_chars",
                      f"must be > 0 or null for all top_k chunks (got {self.max_context_chars}); 0 shows no context")
@@ -289,6 +291,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         require_safe_name(self.name, "data.name")
+        _require(self.task in TASKS, "data.task", f"unknown task {self.task!r}; known: {', '.join(TASKS)}")
         _require(bool(self.metrics), "data.metrics", "list at least one metric")
         check_template(self.prompt_template, "data.prompt_template", {"question", "context", "labels"}, {"question"})
         check_template(self.rag_prompt_template, "data.rag_prompt_template", {"question", "context", "labels"},
@@ -369,6 +372,11 @@ class TrackerConfig:
     group: str | None = None
     log_predictions: bool = True
     log_adapter: bool = True
+
+    def __post_init__(self) -> None:
+        if self.backend == TrackerBackend.wandb:
+            _require(bool(self.project.strip()), "tracker.project", "names the W&B project; give one, e.g. "
+                     "tracker.project=tunebench")
 
 
 @dataclass
