@@ -7,6 +7,7 @@ dataclass (`Recipe.Params`), so adding a recipe is one module and one YAML, not 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from harness.core.config import ConfigError, require_safe_name
+from harness.core.config import MAX_SEED, ConfigError, require_finite, require_safe_name
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -48,8 +49,15 @@ class BackendConfig:
         for key in ("concurrency", "num_predict", "batch_size", "num_ctx"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"backend.{key}: must be > 0 (got {getattr(self, key)})")
-        if self.retries < 0 or self.timeout_s <= 0 or self.backoff_s < 0:
-            raise ConfigError("backend.retries/timeout_s/backoff_s: retries >= 0, timeout_s > 0, backoff_s >= 0")
+        require_finite(self, "backend")
+        for key, ok, rule in (("retries", self.retries >= 0, ">= 0"), ("timeout_s", self.timeout_s > 0, "> 0"),
+                              ("backoff_s", self.backoff_s >= 0, ">= 0"),
+                              ("temperature", self.temperature >= 0, ">= 0")):
+            if not ok:
+                raise ConfigError(f"backend.{key}: must be {rule} (got {getattr(self, key)})")
+        if self.num_predict >= self.num_ctx:
+            raise ConfigError(f"backend.num_predict: {self.num_predict} leaves no room for the prompt in "
+                              f"backend.num_ctx={self.num_ctx}; lower num_predict or raise num_ctx")
 
 
 @dataclass
@@ -63,10 +71,6 @@ class QualityConfig:
     # doc_qa: the share of an answer's content words that must occur in its chunk (0 turns the check off).
     min_answer_support: float = 0.6
 
-    def __post_init__(self) -> None:
-        for key in ("near_duplicate_threshold", "leakage_threshold", "min_answer_support"):
-            if not 0.0 <= getattr(self, key) <= 1.0:
-                raise ConfigError(f"quality.{key}: must be in [0, 1] (got {getattr(self, key)})")
     refusal_patterns: list[str] = field(
         default_factory=lambda: [
             r"\bas an ai\b",
@@ -75,6 +79,22 @@ class QualityConfig:
             r"\blanguage model\b",
         ]
     )
+
+    def __post_init__(self) -> None:
+        for key in ("near_duplicate_threshold", "leakage_threshold", "min_answer_support"):
+            if not 0.0 <= getattr(self, key) <= 1.0:  # nan fails this too
+                raise ConfigError(f"quality.{key}: must be in [0, 1] (got {getattr(self, key)})")
+        if self.min_words < 0:
+            raise ConfigError(f"quality.min_words: must be >= 0 (got {self.min_words})")
+        if self.max_words < self.min_words:
+            raise ConfigError(f"quality.max_words: {self.max_words} is below quality.min_words={self.min_words}, so "
+                              "every record would be dropped; raise max_words or lower min_words")
+        for pattern in self.refusal_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"quality.refusal_patterns: {pattern!r} is not a regular expression ({exc}); "
+                                  "escape special characters with a backslash") from None
 
 
 @dataclass
@@ -95,6 +115,8 @@ class GenConfig:
 
     def __post_init__(self) -> None:
         require_safe_name(self.name, "name")  # the default output folder is data/<name>
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed: must be in [0, {MAX_SEED}] (got {self.seed})")
         if not 0.0 < self.eval_fraction < 1.0:
             raise ConfigError(f"eval_fraction: must be in (0, 1) (got {self.eval_fraction})")
         if self.limit is not None and self.limit <= 0:

@@ -29,6 +29,14 @@ class DatasetOutput:
     extra_files: dict[str, object] = field(default_factory=dict)
     # Recipe-specific figures for card.json (e.g. a classifier's held-out accuracy).
     report: dict = field(default_factory=dict)
+    # What the user should hear that does not stop the build (a label with no eval example): one line each,
+    # printed and kept in card.json.
+    warnings: list[str] = field(default_factory=list)
+
+
+# An eval split with fewer examples than this per label (on average) is refused: some label could not be
+# measured at all, and per-label scores (macro-F1) would rest on guesses (README: "datasets_gen").
+MIN_EVAL_PER_LABEL = 1
 
 
 def check_splittable(groups: set[str], what: str) -> None:
@@ -84,6 +92,27 @@ def split_stratified(records: list[dict], label_of: Callable[[dict], str], eval_
         evaluation += group[:n_eval]
         train += group[n_eval:]
     return train, evaluation
+
+
+def check_label_split(labels: list[str], train: list[dict], evaluation: list[dict],
+                      label_of: Callable[[dict], str]) -> list[str]:
+    """After a classification split: refuse an eval split below MIN_EVAL_PER_LABEL examples per label; warn
+    about each label that has no eval example (it is offered in every prompt, but no score measures it)."""
+    in_train = defaultdict(int)
+    for record in train:
+        in_train[label_of(record)] += 1
+    in_eval = {label_of(r) for r in evaluation}
+    if len(evaluation) < MIN_EVAL_PER_LABEL * len(labels):
+        raise GenError(f"the eval split would hold {len(evaluation)} example(s) for {len(labels)} labels, fewer than "
+                       f"{MIN_EVAL_PER_LABEL} per label: add examples (a label reaches eval from 2 examples on), "
+                       "raise eval_fraction, or list fewer labels; nothing was written")
+    missing = [label for label in labels if label not in in_eval]
+    if not missing:
+        return []
+    shown = ", ".join(f"{label!r} ({in_train[label]} in train)" for label in missing[:5])
+    return [f"{len(missing)} label(s) have no eval example after the split: {shown}"
+            f"{', ...' if len(missing) > 5 else ''}; no score measures them: add examples with those labels "
+            "(a label reaches eval from 2 examples on)"]
 
 
 def number_records(records: list[dict], name: str, split: str) -> list[dict]:

@@ -13,16 +13,33 @@ from datasets_gen.generation import Generator, prompt_hashes
 from datasets_gen.output import leakage_report, write_dataset
 from datasets_gen.quality import QualityFilter
 from datasets_gen.recipes import RecipeContext, get_recipe, read_params
+from datasets_gen.sources import CATALOG_SUFFIXES, CatalogColumns
 
 CARD_SCHEMA_VERSION = 1
 
 
-def check_input(cfg) -> None:
-    """The input exists: found before any backend is contacted."""
+def check_input(cfg, recipe=None) -> None:
+    """The input exists and is what the recipe reads (a catalog recipe a .csv/.jsonl file, doc_qa a folder):
+    found before any backend is contacted."""
     path = Path(cfg.input).expanduser()
     if not path.exists():
         raise GenError(f"input: {cfg.input} does not exist; give input= a documents folder (recipe=doc_qa) or a "
                        ".csv/.jsonl catalog (the catalog recipes)")
+    if recipe is None:
+        return
+    if issubclass(recipe.Params, CatalogColumns):
+        if path.is_dir():
+            found = sorted(p.name for p in path.iterdir() if p.suffix.lower() in CATALOG_SUFFIXES)
+            hint = f", e.g. input={path / found[0]}" if found else ""
+            raise GenError(f"input: {cfg.input} is a folder; recipe={recipe.name} reads one .csv or .jsonl catalog "
+                           f"file: give its path{hint}")
+        if path.suffix.lower() not in CATALOG_SUFFIXES:
+            raise GenError(f"input: {cfg.input} is not a .csv or .jsonl file; recipe={recipe.name} reads a catalog "
+                           "(export it as CSV with a header row, or JSON lines)")
+    elif not path.is_dir():
+        raise GenError(f"input: {cfg.input} is a file; recipe={recipe.name} reads a folder of documents (.md, .txt, "
+                       f".pdf): give input={path.parent}, or recipe=departments / product_descriptions / "
+                       "catalog_recs for a catalog")
 
 
 def build_dataset(cfg, recipe_section: dict) -> dict:
@@ -31,7 +48,7 @@ def build_dataset(cfg, recipe_section: dict) -> dict:
     recipe = get_recipe(recipe_section.get("name", ""))
     params = read_params(recipe, recipe_section)
     output_dir = Path(cfg.output).expanduser().resolve()
-    check_input(cfg)
+    check_input(cfg, recipe)
     # The backend is checked (a server asked, a local model loaded) only when a request has to be sent:
     # a recipe that finds everything in its input, or a re-run served from checkpoints, needs none.
     backend = make_backend(cfg.backend, cfg.seed)
@@ -67,6 +84,7 @@ def build_dataset(cfg, recipe_section: dict) -> dict:
         "leakage": leakage_report([r["question"] for r in result.train], [r["question"] for r in result.eval],
                                   cfg.quality.leakage_threshold),
         "report": result.report,
+        "warnings": result.warnings,
         "timings": {"total_s": round(time.perf_counter() - started, 3)},
     }
     write_dataset(output_dir, result, card)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from datasets_gen.backends import GenError
 from harness.cell.rag import chunk_text  # noqa: F401  (the harness owns chunking; re-exported for recipes)
 
 DOCUMENT_SUFFIXES = (".md", ".txt", ".pdf")
+CATALOG_SUFFIXES = (".csv", ".jsonl", ".json")
 
 
 @dataclass(frozen=True)
@@ -78,21 +80,33 @@ class CatalogColumns:
 
 def read_catalog(path: Path, required: list[str]) -> list[dict]:
     """Rows of a .csv or .jsonl catalog; every required column must exist and be non-empty."""
+    if path.is_dir():
+        raise GenError(f"input: {path} is a folder; give the catalog file itself (.csv or .jsonl)")
     if not path.is_file():
         raise GenError(f"input: catalog file {path} not found")
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            rows = [dict(row) for row in reader]
+        # A spreadsheet's "CSV UTF-8" export starts with a byte-order mark, which would rename the first column.
+        reader = csv.DictReader(io.StringIO(_decode(path, path.read_bytes()).removeprefix("\ufeff"), newline=""))
+        columns = [c for c in reader.fieldnames or [] if c]
+        rows = []
+        for row in reader:
+            if None in row:  # csv puts cells beyond the header under the key None
+                raise GenError(f"{path}: row {reader.line_num} has more cells than the header's {len(columns)} "
+                               "columns; quote cells that contain commas")
+            rows.append(dict(row))
     elif path.suffix.lower() in (".jsonl", ".json"):
         rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(_decode(path, path.read_bytes()).splitlines(), start=1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise GenError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+                    raise GenError(f"{path}:{number}: not valid JSON ({exc.msg}); a catalog is one JSON object "
+                                   "a line") from None
+                if not isinstance(row, dict):
+                    raise GenError(f"{path}:{number}: expected a JSON object (one product a line), got "
+                                   f"{type(row).__name__}")
+                rows.append(row)
         columns = sorted({key for row in rows for key in row})
     else:
         raise GenError(f"input: {path} must be a .csv or .jsonl catalog")

@@ -16,6 +16,15 @@ from datetime import datetime
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
 
+from harness.argv_guard import guard_argv  # noqa: E402
+from harness.core.logs import quiet_libraries  # noqa: E402
+
+if __name__ == "__main__":
+    # Before the imports below, which pull in transformers, peft and trl (seconds): a mistake costs only the
+    # guard's own imports. Secrets, escaping paths and config mistakes end here, before Hydra writes anything.
+    quiet_libraries()
+    guard_argv()
+
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
@@ -25,7 +34,6 @@ from harness.core import (
     gpus,  # noqa: E402, F401  (registers ${tunebench_gpus:...} for conf/hydra/launcher/local_gpus.yaml)
 )
 from harness.core.failures import Interrupted, interrupt_exit_code  # noqa: E402
-from harness.core.logs import quiet_libraries  # noqa: E402
 from harness.task import run_from_hydra  # noqa: E402
 
 
@@ -69,10 +77,6 @@ def _raise_interrupted(signum, frame):
 
 
 if __name__ == "__main__":
-    from harness.argv_guard import guard_argv
-
-    quiet_libraries()
-    guard_argv()  # secrets, escaping paths and config mistakes end here, before Hydra writes anything
     sys.argv = with_sweep_id(sys.argv)
     # In the launching process (jobs install their own handlers around a cell): SIGTERM ends it cleanly too.
     signal.signal(signal.SIGTERM, _raise_interrupted)

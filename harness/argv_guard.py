@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from itertools import islice
 from pathlib import Path
 
@@ -21,10 +22,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from harness.cell.checks import check_before_load
-from harness.core.config import CONF_DIR, ENV_VAR_NAME, ConfigError, schema_keys, to_run_config
+from harness.cell.checks import check_before_load, check_truncation_if_cheap
+from harness.cell.tracking import check_tracker_login
+from harness.core.config import CONF_DIR, ENV_VAR_NAME, ConfigError, JudgeBackend, RunConfig, schema_keys, to_run_config
 from harness.core.data import DataError
 from harness.core.redact import is_secret_key, looks_like_secret
+from harness.metrics.judge import probe_judge
 
 # Hydra's own flags that print something and exit, or compose from another config tree: Hydra handles them
 # as it sees fit; only the secrets check applies.
@@ -65,7 +68,14 @@ def check_command_line(args: list[str]) -> list[str]:
     parsed = _parse(overrides)
     if flags & _MULTIRUN_FLAGS:
         _refuse_escaping_job_folder(parsed)
-    results_dirs = {_check_variant(variant) for variant in islice(_variants(parsed), MAX_VARIANTS)}
+    else:
+        _refuse_sweeps_without_multirun(parsed)
+    _check_hydra_folders(parsed)
+    warnings: dict[str, None] = {}
+    probed: set[tuple] = set()
+    results_dirs = {_check_variant(variant, warnings, probed) for variant in islice(_variants(parsed), MAX_VARIANTS)}
+    for warning in warnings:
+        print(f"tunebench: warning: {warning}", file=sys.stderr)
     # results_dir="~/x" set in a YAML file: Hydra would interpolate the literal "~" into its run folder.
     if len(results_dirs) == 1 and not any(_key_and_value(o)[0] == "results_dir" for o in overrides):
         (raw,) = results_dirs
@@ -126,6 +136,29 @@ def _refuse_escaping_job_folder(parsed) -> None:
     _job_folder_under(root, ",".join(sorted(lines)), "these overrides together")
 
 
+def _refuse_sweeps_without_multirun(parsed) -> None:
+    """Hydra would stop with a multi-line message (and exit status 1) on a swept value without -m."""
+    for override in parsed:
+        if override.is_sweep_override():
+            line = override.input_line
+            key = override.get_key_element()
+            raise UsageError(f"{line}: more than one value runs only as a sweep: add -m (python -m harness -m "
+                             f"{line} ...), or write a list as {key}=[...] and a string with a comma as "
+                             f"{key}='\"a,b\"'")
+
+
+def _check_hydra_folders(parsed) -> None:
+    """hydra.run.dir / hydra.sweep.dir set on the command line: Hydra creates them before any check of ours."""
+    for override in parsed:
+        if override.get_key_element() in ("hydra.run.dir", "hydra.sweep.dir") and not override.is_sweep_override():
+            value = override.get_value_element_as_str()
+            if "${" not in value:
+                try:
+                    check_folder_writable(Path(os.path.expanduser(value)), override.get_key_element())
+                except ConfigError as exc:
+                    raise UsageError(str(exc)) from None
+
+
 def _job_folder_under(root: Path, dirname: str, culprit: str) -> None:
     folder = Path(os.path.normpath(root / f"0_{dirname}"))
     if root not in folder.parents:
@@ -161,16 +194,35 @@ def _variants(parsed):
             yield build({**firsts, i: value})
 
 
-def _check_variant(overrides: list[str]) -> str:
-    """Compose one variant and run every check that needs no model; returns results_dir as written."""
+def _check_variant(overrides: list[str], warnings: dict[str, None], probed: set[tuple]) -> str:
+    """Compose one variant and run every check that needs no model weights, the services it will call included;
+    returns results_dir as written. Warnings are collected (in order, once each) into `warnings`."""
     cfg = compose_config(overrides)
     try:
         run_cfg = to_run_config(cfg)
-        check_results_dir(Path(run_cfg.results_dir))
-        check_before_load(run_cfg)
+        check_folder_writable(Path(run_cfg.results_dir), "results_dir")
+        check_folder_writable(Path(run_cfg.cache_dir).expanduser(), "cache_dir")
+        dataset = check_before_load(run_cfg)
+        check_truncation_if_cheap(run_cfg, dataset)
+        check_services(run_cfg, probed)
     except (ConfigError, DataError) as exc:
         raise UsageError(str(exc)) from None
+    warnings.update(dict.fromkeys(dataset.warnings))
     return str(cfg.results_dir)
+
+
+def check_services(cfg: RunConfig, probed: set[tuple]) -> None:
+    """The W&B login and the judge's server, asked here rather than by the cell: a refusal after Hydra started
+    would leave a run folder (and a claim) behind. Each judge is asked once per command line; a plan asks none."""
+    if cfg.plan != "false":
+        return
+    check_tracker_login(cfg.tracker)
+    judge = cfg.judge
+    if "ragas" in cfg.data.metrics and judge.backend != JudgeBackend.none and judge.check_on_start:
+        identity = (judge.backend, judge.model, judge.base_url, judge.api_key_env)
+        if identity not in probed:
+            probe_judge(judge)
+            probed.add(identity)
 
 
 def compose_config(overrides: list[str], conf_dir: Path | None = None):
@@ -211,15 +263,26 @@ def _composition_error(exc, harness_schema: bool = True) -> str:
     return f"{first} ({str(exc).splitlines()[0]})"
 
 
-def check_results_dir(results: Path) -> None:
-    """results_dir must be a folder this user can write (Hydra creates its run folder there first)."""
-    if results.exists() and not results.is_dir():
-        raise ConfigError(f"results_dir={results}: is a file, not a folder; give a folder (results_dir=results)")
-    existing = results
+def check_folder_writable(folder: Path, key: str) -> None:
+    """`key` names a folder this user can create files in, found by creating (and removing) one: os.access says
+    yes to root everywhere, /proc included, and knows nothing of read-only mounts. The folder itself may not
+    exist yet: its nearest existing parent is tried, and nothing is left behind."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{key}={folder}: is a file, not a folder; give a folder ({key}=PATH)")
+    existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise ConfigError(f"results_dir={results}: {existing} is a file, not a folder; give another results_dir")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"results_dir={results}: {existing} is not writable by this user; give a folder you can "
-                          "write (results_dir=...)")
+        raise ConfigError(f"{key}={folder}: {existing} is a file, not a folder; give another {key}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".tunebench-write-test-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{key}={folder}: {existing} is not writable by this user ({reason}); give a folder you "
+                          f"can write ({key}=PATH)") from None
+
+
+def check_results_dir(results: Path) -> None:
+    """results_dir must be a folder this user can write (Hydra creates its run folder there first)."""
+    check_folder_writable(results, "results_dir")

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from datasets_gen.backends import GenError, GenFailure, GenRequest
-from datasets_gen.output import DatasetOutput, number_records, split_stratified
+from datasets_gen.output import DatasetOutput, check_label_split, number_records, split_stratified
 from datasets_gen.quality import parse_json
 from datasets_gen.recipes import RecipeContext, register_recipe
 from datasets_gen.sources import CatalogColumns, catalog_columns, cell_text, file_sha256, product_ids, read_catalog
@@ -116,6 +116,7 @@ class Departments:
         if not evaluation:
             raise GenError(f"only {len(records)} labelled products are left, too few to split: eval needs "
                            "a label with at least two products")
+        warnings = check_label_split(labels, train, evaluation, lambda r: r["_label"])
 
         def label_counts(part: list[dict]) -> dict[str, int]:
             counts = Counter(r["_label"] for r in part)
@@ -127,6 +128,7 @@ class Departments:
             eval=number_records(evaluation, ctx.cfg.name, "eval"),
             corpus=corpus,
             extra_files={"labels.json": {"labels": labels, "counts": label_counts(records)}},
+            warnings=warnings,
             report={
                 "products": len(corpus),
                 "labels": labels,

@@ -123,6 +123,30 @@ def load_tokenizer(model_cfg: ModelConfig, cache_dir: Path):
     return tokenizer
 
 
+def cached_tokenizer(model_cfg: ModelConfig, cache_dir: Path):
+    """The tokenizer when this machine holds it already (tiny_random is built in code, a hub model's files are in
+    the Hugging Face cache, a GGUF was converted before), else None: never downloads, assembles or converts, so
+    the checks before Hydra starts can count tokens without writing anything or waiting on the network."""
+    try:
+        if model_cfg.source == ModelSource.tiny_random:
+            tokenizer = build_tiny_tokenizer(model_cfg.vocab_size)
+        else:
+            from transformers import AutoTokenizer  # deferred, heavy: only a cell that loads a model imports it
+
+            if model_cfg.source == ModelSource.gguf_package:
+                folder, kwargs = converted_gguf_folder(model_cfg, cache_dir), {}
+                if folder is None:
+                    return None
+            else:
+                folder, kwargs = _pretrained_location(model_cfg, cache_dir, seed=0)
+            tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs, local_files_only=True,
+                                                      trust_remote_code=model_cfg.trust_remote_code)
+    except (OSError, ValueError, ConfigError):
+        return None
+    ensure_chat_template(tokenizer)
+    return tokenizer
+
+
 def ensure_chat_template(tokenizer) -> None:
     if not tokenizer.chat_template:
         # Prompts are tokenized without special tokens (a template writes them), so a model whose tokenizer adds
@@ -233,11 +257,24 @@ def _assembled_gguf(model_cfg: ModelConfig, cache_dir: Path) -> Path:
     return path
 
 
+def converted_gguf_folder(model_cfg: ModelConfig, cache_dir: Path) -> Path | None:
+    """The safetensors folder an earlier load converted the GGUF into, or None (nothing is assembled or written)."""
+    if model_cfg.gguf_assemble:
+        target = cache_dir / "gguf" / model_cfg.gguf_package / model_cfg.gguf_file
+        if not (target.is_file() and target.with_suffix(".ok").is_file()):
+            return None
+    folder = _gguf_converted_path(model_cfg, locate_gguf(model_cfg, cache_dir), cache_dir)
+    return folder if (folder / "config.json").is_file() else None
+
+
+def _gguf_converted_path(model_cfg: ModelConfig, gguf_path: Path, cache_dir: Path) -> Path:
+    return cache_dir / "models" / f"{model_cfg.name}-{_file_sha256(gguf_path)[:16]}"
+
+
 def gguf_safetensors_cache(model_cfg: ModelConfig, cache_dir: Path) -> Path:
     """Dequantize the GGUF once into a safetensors folder keyed by the file's content hash."""
     gguf_path = locate_gguf(model_cfg, cache_dir)
-    digest = _file_sha256(gguf_path)[:16]
-    target = cache_dir / "models" / f"{model_cfg.name}-{digest}"
+    target = _gguf_converted_path(model_cfg, gguf_path, cache_dir)
     if (target / "config.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer  # deferred, heavy: only a cell that loads a model imports it

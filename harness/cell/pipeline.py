@@ -197,6 +197,7 @@ def _train_record(ctx: CellContext, trained: TrainResult) -> dict:
         "total_params": trained.total_params,
         "examples": trained.examples,
         "examples_dropped_by_truncation": trained.examples_given - trained.examples,
+        "truncation": trained.truncation,
         "losses": trained.losses,
         # What training ended with; differs from qlora.* only after out-of-memory retries (listed).
         "batch_size": trained.batch_size,

@@ -12,13 +12,14 @@ from typing import NamedTuple
 
 import harness
 from harness.cell.base_keeper import BaseKeeper
-from harness.cell.checks import check_before_load, dataset_lengths
+from harness.cell.checks import check_before_load, dataset_lengths, tokenizer_before_weights
 from harness.cell.context import CellContext
 from harness.cell.pipeline import run_pipeline
 from harness.cell.predict import release_accelerator_memory
 from harness.cell.preflight import MemoryEstimate, PreflightRefusal, preflight
 from harness.cell.provenance import git_sha, library_versions, now
 from harness.cell.tracking import Tracker, make_tracker
+from harness.cell.truncation import PAIR_TRAINERS, check_truncation
 from harness.core.claims import Holder
 from harness.core.claims import acquire as acquire_claim
 from harness.core.config import ConfigError, JudgeBackend, RunConfig
@@ -86,6 +87,8 @@ def run_cell(cfg: RunConfig, config: dict, bases: BaseKeeper | None = None) -> O
     ledger = Ledger(results / "runs.jsonl")
     cell = cell_key(cfg, config)
     label = f"{cfg.model.name}/{cfg.method.name} [{cell.key}]"
+    for warning in cell.dataset.warnings:
+        log.warning("%s: %s", label, warning)
     outcome = partial(Outcome, cell=label, run_key=cell.key, ledger=str(ledger.path))
     if not cfg.force and (done := ledger.completed(cell.key)):
         log.info("%s: skipped, already completed in %s (run %s); force=true re-runs it", label, ledger.path,
@@ -94,6 +97,11 @@ def run_cell(cfg: RunConfig, config: dict, bases: BaseKeeper | None = None) -> O
     if reason := not_retried_reason(cfg, ledger.history(cell.key)):
         log.warning("%s: not retried: %s", label, reason)
         return outcome(NOT_RETRIED, detail=reason, objective=objective_value(cfg, None))
+
+    # Counted before the claim, so a refusal leaves no claims folder; the preflight re-uses the tokenizer.
+    tokenizer = tokenizer_before_weights(cfg) if cfg.preflight or cfg.method.trainer in PAIR_TRAINERS else None
+    if tokenizer is not None:
+        check_truncation(cfg, cell.dataset, tokenizer)
 
     claim = acquire_claim(results, cell.key, cfg.sweep_id)
     if isinstance(claim, Holder):
@@ -104,18 +112,19 @@ def run_cell(cfg: RunConfig, config: dict, bases: BaseKeeper | None = None) -> O
         if not cfg.force and (done := ledger.completed(cell.key)):
             log.info("%s: skipped, completed meanwhile by run %s", label, done["run_id"])
             return outcome(DONE_BEFORE, detail=f"run {done['run_id']}", objective=objective_value(cfg, done))
-        record = _run_claimed(cfg, ledger, cell, label, bases or BaseKeeper())
+        record = _run_claimed(cfg, ledger, cell, label, bases or BaseKeeper(), tokenizer)
     return outcome(record.status, detail=record.error_type or "", objective=objective_value(cfg, record))
 
 
-def _run_claimed(cfg: RunConfig, ledger: Ledger, cell: KeyedCell, label: str, bases: BaseKeeper) -> RunRecord:
+def _run_claimed(cfg: RunConfig, ledger: Ledger, cell: KeyedCell, label: str, bases: BaseKeeper,
+                 tokenizer=None) -> RunRecord:
     """The claimed cell's record, appended to the ledger whatever happens: completed, failed, skipped by the
     memory preflight, or interrupted (then the interrupt goes on up)."""
     judge = _judge(cfg)
     estimate, refusal = None, None
     if cfg.preflight:
         try:
-            estimate = preflight(cfg, lengths=dataset_lengths(cfg, cell.dataset))
+            estimate = preflight(cfg, lengths=dataset_lengths(cfg, cell.dataset, tokenizer))
         except PreflightRefusal as exc:
             estimate, refusal = exc.estimate, exc
     tracker = make_tracker(cfg.tracker, Path(cfg.results_dir))

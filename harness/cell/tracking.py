@@ -87,14 +87,21 @@ class WandbTracker:
         self.run = None
 
 
-def make_tracker(cfg: TrackerConfig, results_dir: Path) -> Tracker:
-    if cfg.backend == TrackerBackend.none:
-        return NullTracker()
-    if cfg.mode.value == "online" and not os.environ.get("WANDB_API_KEY") and not _netrc_has_wandb():
+def check_tracker_login(cfg: TrackerConfig) -> None:
+    """Online W&B needs a login; the entry point asks before Hydra creates a folder, the cell again."""
+    if cfg.backend == TrackerBackend.none or cfg.mode.value != "online":
+        return
+    if not os.environ.get("WANDB_API_KEY") and not _netrc_has_wandb():
         raise ConfigError(
             "tracker=wandb needs a W&B login: run `wandb login` or set WANDB_API_KEY in the environment "
             "(never in a config); or use tracker=wandb_offline / tracker=none"
         )
+
+
+def make_tracker(cfg: TrackerConfig, results_dir: Path) -> Tracker:
+    if cfg.backend == TrackerBackend.none:
+        return NullTracker()
+    check_tracker_login(cfg)
     return WandbTracker(cfg, results_dir)
 
 

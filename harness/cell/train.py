@@ -7,6 +7,7 @@ decorated with `@register_trainer("name")` that takes a `TrainContext` and retur
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,10 +17,13 @@ from transformers import PrinterCallback, TrainerCallback
 
 from harness.cell.models import LoadedModel
 from harness.cell.predict import release_accelerator_memory
+from harness.cell.truncation import count_truncation
 from harness.core.config import ConfigError, RunConfig, uses_gradient_checkpointing
 from harness.core.data import Dataset, prompt_messages
 from harness.core.progress import progress_bar
 from harness.core.registry import Registry
+
+log = logging.getLogger("harness")
 
 
 @dataclass
@@ -50,6 +54,8 @@ class TrainResult:
     batch_size: int = 0
     grad_accum: int = 0
     oom_retries: list[dict] = field(default_factory=list)
+    # What qlora.max_length cut or dropped (harness/cell/truncation.py); None for a trainer without pairs.
+    truncation: dict | None = None
 
     @property
     def tokens_per_s(self) -> float:
@@ -266,7 +272,12 @@ def fit_context(ctx: TrainContext, record, context: str) -> str:
 @register_trainer("instruct")
 def train_instruct(ctx: TrainContext) -> TrainResult:
     """SFT on prompt/completion pairs: TRL masks the prompt, so the loss is on the answer only."""
-    return run_sft(ctx, instruct_dataset(ctx), sft_config(ctx, completion_only_loss=True))
+    truncation = count_truncation(ctx.cfg, ctx.dataset, ctx.loaded.tokenizer)
+    if truncation is not None:
+        (log.warning if truncation.affected else log.info)("%s", truncation.line())
+    result = run_sft(ctx, instruct_dataset(ctx), sft_config(ctx, completion_only_loss=True))
+    result.truncation = truncation.to_dict() if truncation is not None else None
+    return result
 
 
 def causal_blocks(texts: list[str], tokenizer, block_size: int) -> list[list[int]]:

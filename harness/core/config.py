@@ -9,6 +9,7 @@ function turns the composed DictConfig into objects (`to_run_config`), before an
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import string
@@ -42,8 +43,25 @@ ENV_VAR_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
                  "warmup_stable_decay", "greedy")
+# What a dataset asks; only classification changes how the harness reads it (labels in prompts and scoring).
+TASKS = ("qa", "classification", "recommendation", "generation")
 # A training sequence must hold a chat template's framing plus some question and answer.
 MIN_MAX_LENGTH = 32
+
+
+# A LoRA learning rate is around 1e-5..1e-3; 1 or more is a typo (2e4 for 2e-4), and it would diverge at once.
+MAX_LR = 1.0
+# numpy (which transformers.set_seed seeds) takes seeds in [0, 2**32).
+MAX_SEED = 2**32 - 1
+
+
+def require_finite(section: object, prefix: str) -> None:
+    """No float setting of `section` may be nan or inf: every range check below would let nan through
+    (nan > 0 and nan < 1 are both false, but so is nan <= 0), and an inf learning rate trains to nan."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if isinstance(value, float):
+            _require(math.isfinite(value), f"{prefix}.{f.name}", f"must be a finite number (got {value})")
 
 
 def require_safe_name(value: str, key: str) -> None:
@@ -138,6 +156,13 @@ class ModelConfig:
         sizes = ("n_layers", "hidden_size", "n_heads", "n_kv_heads", "intermediate_size", "vocab_size", "max_context")
         for key in sizes:
             _require(getattr(self, key) > 0, f"model.{key}", f"must be > 0 (got {getattr(self, key)})")
+        require_finite(self, "model")
+        if self.head_dim is not None:
+            _require(self.head_dim > 0, "model.head_dim", f"must be > 0 or null for hidden_size / n_heads "
+                     f"(got {self.head_dim})")
+        _require(self.n_kv_heads <= self.n_heads, "model.n_kv_heads",
+                 f"must be <= model.n_heads={self.n_heads} (got {self.n_kv_heads}); key/value heads are shared "
+                 "by query heads, never more numerous")
         _require(bool(self.lora_target_modules), "model.lora_target_modules", "must name at least one module")
 
 
@@ -169,7 +194,7 @@ class RetrievalConfig:
         for key in ("chunk_chars", "top_k", "batch_size"):
             _require(getattr(self, key) > 0, f"retrieval.{key}", f"must be > 0 (got {getattr(self, key)})")
         _require(0 <= self.chunk_overlap < self.chunk_chars, "retrieval.chunk_overlap",
-                 f"must be in [0, chunk_chars) (got {self.chunk_overlap})")
+                 f"must be in [0, chunk_chars) (got {self.chunk_overlap} with chunk_chars={self.chunk_chars})")
         if self.max_context_chars is not None:
             _require(self.max_context_chars > 0, "retrieval.max_context_chars",
                      f"must be > 0 or null for all top_k chunks (got {self.max_context_chars}); 0 shows no context")
@@ -212,12 +237,25 @@ class QLoraConfig:
         _require(self.lr_scheduler in LR_SCHEDULERS, "qlora.lr_scheduler",
                  f"unknown scheduler {self.lr_scheduler!r}; known: {', '.join(LR_SCHEDULERS)}")
         _require(0.0 <= self.dropout < 1.0, "qlora.dropout", f"must be in [0, 1) (got {self.dropout})")
-        _require(self.lr > 0, "qlora.lr", f"must be > 0 (got {self.lr})")
+        require_finite(self, "qlora")
+        _require(0 < self.lr < MAX_LR, "qlora.lr",
+                 f"must be in (0, {MAX_LR:g}) (got {self.lr:g}); LoRA learning rates are about 1e-5 to 1e-3, "
+                 "e.g. qlora.lr=2e-4")
+        # transformers reads max_steps=0 as "train zero steps" and any negative as "use epochs": only -1 says that.
+        _require(self.max_steps == -1 or self.max_steps > 0, "qlora.max_steps",
+                 f"must be > 0, or -1 to train qlora.epochs epochs (got {self.max_steps})")
+        _require(self.epochs >= 0, "qlora.epochs", f"must be >= 0 (got {self.epochs})")
         _require(
             self.max_steps > 0 or self.epochs > 0,
             "qlora.epochs",
             f"set epochs > 0 or max_steps > 0 (got epochs={self.epochs}, max_steps={self.max_steps})",
         )
+        _require(self.weight_decay >= 0, "qlora.weight_decay", f"must be >= 0 (got {self.weight_decay})")
+        _require(0 <= self.seed <= MAX_SEED, "qlora.seed", f"must be in [0, {MAX_SEED}] (got {self.seed})")
+        if self.target_modules is not None:
+            _require(all(isinstance(m, str) and m.strip() for m in self.target_modules), "qlora.target_modules",
+                     f"must list module names, or be null for the model's lora_target_modules "
+                     f"(got {self.target_modules})")
         _require(0.0 <= self.warmup_ratio < 1.0, "qlora.warmup_ratio", f"must be in [0, 1) (got {self.warmup_ratio})")
         _require(
             self.bnb_4bit_quant_type in ("nf4", "fp4"),
@@ -247,9 +285,13 @@ class DataConfig:
     max_train_examples: int | None = None
     # Train and eval sharing ids or questions is refused at load (scores would measure recall); true accepts it.
     allow_overlap: bool = False
+    # More than 10% of training examples cut by qlora.max_length is refused before loading
+    # (harness/cell/truncation.py); true trains anyway.
+    allow_truncation: bool = False
 
     def __post_init__(self) -> None:
         require_safe_name(self.name, "data.name")
+        _require(self.task in TASKS, "data.task", f"unknown task {self.task!r}; known: {', '.join(TASKS)}")
         _require(bool(self.metrics), "data.metrics", "list at least one metric")
         check_template(self.prompt_template, "data.prompt_template", {"question", "context", "labels"}, {"question"})
         check_template(self.rag_prompt_template, "data.rag_prompt_template", {"question", "context", "labels"},
@@ -288,7 +330,10 @@ class HardwareConfig:
     def __post_init__(self) -> None:
         require_safe_name(self.name, "hardware.name")
         _require(self.usd_per_hour >= 0, "hardware.usd_per_hour", f"must be >= 0 (got {self.usd_per_hour})")
+        require_finite(self, "hardware")
         _require(self.memory_gb > 0, "hardware.memory_gb", f"must be > 0 (got {self.memory_gb})")
+        _require(self.peak_tflops_bf16 > 0, "hardware.peak_tflops_bf16",
+                 f"must be > 0 (got {self.peak_tflops_bf16}); the datasheet's dense BF16 figure")
         if self.num_threads is not None:
             _require(self.num_threads > 0, "hardware.num_threads", "must be > 0 or null")
 
@@ -306,6 +351,7 @@ class EvalConfig:
     merge_adapter: bool = True
 
     def __post_init__(self) -> None:
+        require_finite(self, "eval")
         _require(self.max_new_tokens > 0, "eval.max_new_tokens", f"must be > 0 (got {self.max_new_tokens})")
         _require(self.batch_size > 0, "eval.batch_size", f"must be > 0 (got {self.batch_size})")
         if self.num_examples is not None:
@@ -326,6 +372,11 @@ class TrackerConfig:
     group: str | None = None
     log_predictions: bool = True
     log_adapter: bool = True
+
+    def __post_init__(self) -> None:
+        if self.backend == TrackerBackend.wandb:
+            _require(bool(self.project.strip()), "tracker.project", "names the W&B project; give one, e.g. "
+                     "tracker.project=tunebench")
 
 
 @dataclass
@@ -358,6 +409,7 @@ class JudgeConfig:
     def __post_init__(self) -> None:
         if self.backend == JudgeBackend.none:
             return
+        require_finite(self, "judge")
         _require(bool(self.model.strip()), "judge.model",
                  f"judge={self.backend.value} needs the judge model's name, e.g. judge.model=qwen2.5:14b")
         if self.backend == JudgeBackend.openai:
@@ -434,6 +486,9 @@ class RunConfig:
             _require(self.qlora.max_length <= self.model.max_context, "qlora.max_length",
                      f"{self.qlora.max_length} exceeds model {self.model.name}'s context of {self.model.max_context} "
                      "tokens; lower it")
+            _require(self.qlora.r <= self.model.hidden_size, "qlora.r",
+                     f"{self.qlora.r} exceeds model {self.model.name}'s hidden size of {self.model.hidden_size}: a "
+                     "LoRA rank above it adds nothing but parameters; lower it (8 to 64 is usual)")
 
 
 def uses_gradient_checkpointing(hardware: HardwareConfig, qlora: QLoraConfig) -> bool:
@@ -503,11 +558,26 @@ def load_option(group: str, name: str, schema: type, overrides: dict | None = No
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(path), overrides or {}))
 
 
+def bundled_samples() -> list[str]:
+    return sorted(p.name for p in SAMPLES_DIR.iterdir() if p.is_dir() and (p / "train.jsonl").is_file())
+
+
 def resolve_data_dir(data: DataConfig) -> Path:
-    """`samples:NAME` points at a sample bundled with the package; anything else is a path."""
-    if data.dir.startswith("samples:"):
-        return SAMPLES_DIR / data.dir.removeprefix("samples:")
-    return Path(data.dir).expanduser().resolve()
+    """`samples:NAME` names a sample bundled with the package, and nothing else: a NAME that would climb out of
+    the samples folder (`..`, a separator, a link) is refused with the path that would work. Anything without
+    the prefix is a path."""
+    if not data.dir.startswith("samples:"):
+        return Path(data.dir).expanduser().resolve()
+    name = data.dir.removeprefix("samples:")
+    known = bundled_samples()
+    folder = (SAMPLES_DIR / name).resolve()
+    if SAFE_NAME.fullmatch(name) and ".." not in name and folder.parent == SAMPLES_DIR.resolve() and name in known:
+        return folder
+    elsewhere = Path(name).expanduser()
+    elsewhere = elsewhere if elsewhere.is_absolute() else (SAMPLES_DIR / name).resolve()
+    hint = f"; for the folder {elsewhere}, write data.dir={elsewhere}" if elsewhere.is_dir() else ""
+    raise ConfigError(f"data.dir={data.dir}: samples:NAME names a sample bundled with tunebench (known: "
+                      f"{', '.join(known)}){hint}")
 
 
 register_configs()

@@ -45,6 +45,8 @@ class Dataset:
     file_hashes: dict[str, str] = field(default_factory=dict)
     # The label set of a classification dataset, in the order prompts list it (None: not classification).
     labels: list[str] | None = None
+    # Things a user should hear about that do not stop the run (labels no example has): one line each.
+    warnings: list[str] = field(default_factory=list)
 
 
 _QA_FIELDS = {"id": str, "question": str, "answer": str}
@@ -62,16 +64,39 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     _check_sources(folder / cfg.train_file, train, corpus)
     _check_sources(folder / cfg.eval_file, eval_records, corpus)
     card = _read_card(folder / "card.json")
+    full_train = train
     if cfg.max_train_examples is not None:
         train = train[: cfg.max_train_examples]
     if not cfg.allow_overlap:
         check_no_overlap(folder / cfg.train_file, train, folder / cfg.eval_file, eval_records)
-    labels = None
+    labels, warnings = None, []
     if (folder / LABELS_FILE).is_file():
         labels = read_labels(folder / LABELS_FILE, hashes)
+        warnings += check_answers_are_labels(folder / LABELS_FILE, labels,
+                                             [(folder / cfg.train_file, full_train), (folder / cfg.eval_file,
+                                                                                     eval_records)])
     elif cfg.task == "classification":
         labels = sorted({r.answer.strip() for r in train + eval_records})
-    return Dataset(cfg.name, folder, train, eval_records, corpus, card, hashes, labels)
+    return Dataset(cfg.name, folder, train, eval_records, corpus, card, hashes, labels, warnings)
+
+
+def check_answers_are_labels(labels_path: Path, labels: list[str], splits: list[tuple[Path, list[QARecord]]]
+                             ) -> list[str]:
+    """Every answer is a label of labels.json (scoring compares them exactly, after stripping spaces): one that
+    is not would be found only after the model generated. Labels no example has are a warning."""
+    allowed = set(labels)
+    for path, records in splits:
+        outside = [r for r in records if r.answer.strip() not in allowed]
+        if outside:
+            first = ", ".join(f"{r.answer.strip()[:40]!r} (id {r.id!r})" for r in outside[:3])
+            raise DataError(f"{path}: {len(outside)} answer(s) not in {labels_path}'s \"labels\" (first: {first}); "
+                            "add them to labels.json, or correct the answers")
+    used = {r.answer.strip() for _, records in splits for r in records}
+    unused = [label for label in labels if label not in used]
+    if not unused:
+        return []
+    return [f"{labels_path}: {len(unused)} label(s) no train or eval example has ({', '.join(map(repr, unused[:5]))}"
+            f"{', ...' if len(unused) > 5 else ''}): prompts still offer them, but no score measures them"]
 
 
 def read_labels(path: Path, hashes: dict[str, str] | None = None) -> list[str]:
@@ -83,6 +108,14 @@ def read_labels(path: Path, hashes: dict[str, str] | None = None) -> list[str]:
         raise DataError(f"{path}: expected {{\"labels\": [...]}} ({exc})") from None
     if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x.strip() for x in labels):
         raise DataError(f"{path}: \"labels\" must be a non-empty list of strings")
+    seen: dict[str, str] = {}
+    for label in labels:
+        # Scoring matches answers ignoring case and spacing: two such labels could never be told apart.
+        normal = " ".join(label.split()).casefold()
+        if normal in seen:
+            same = "is listed twice" if seen[normal] == label.strip() else f"and {seen[normal]!r} differ only in case"
+            raise DataError(f"{path}: label {label.strip()!r} {same}; keep one")
+        seen[normal] = label.strip()
     if hashes is not None:
         hashes[path.name] = hashlib.sha256(raw).hexdigest()
     return [label.strip() for label in labels]

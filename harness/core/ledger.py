@@ -187,6 +187,8 @@ class Ledger:
 # Keys that change where or how results are shown, not what a cell computes: left out of the run key.
 NON_SEMANTIC_KEYS = ("tracker", "results_dir", "cache_dir", "force", "progress", "sweep_id", "preflight",
                      "retry_failed", "plan", "objective", "keep_base_loaded")
+# data.* settings that permit a cell to run, never change what it computes.
+DATA_PERMISSION_KEYS = ("allow_overlap", "allow_truncation")
 # Metrics scored by an LLM judge rather than by the registry's score(predictions, references).
 JUDGED_METRICS = ("ragas",)
 # How the judge is reached, not what it answers: changing them re-uses a cell's result.
@@ -197,8 +199,8 @@ def semantic_config(config: dict) -> dict:
     """The part of a composed config that decides a cell's results, hashed into its run key: the judge only
     where a judged metric is listed, and then without its transport settings."""
     key_config = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
-    if "allow_overlap" in (key_config.get("data") or {}):  # a permission to score, not what is scored
-        key_config["data"] = {k: v for k, v in key_config["data"].items() if k != "allow_overlap"}
+    if key_config.get("data"):  # permissions to score or train, not what is scored or trained
+        key_config["data"] = {k: v for k, v in key_config["data"].items() if k not in DATA_PERMISSION_KEYS}
     metrics = (key_config.get("data") or {}).get("metrics") or []
     if "judge" in key_config:
         if any(name in JUDGED_METRICS for name in metrics):

@@ -173,12 +173,7 @@ class Judge:
 
     @property
     def base_url(self) -> str:
-        if self.cfg.base_url:
-            return self.cfg.base_url.rstrip("/")
-        host = os.environ.get("OLLAMA_HOST", "").strip() or OLLAMA_DEFAULT_HOST
-        if not host.startswith(("http://", "https://")):
-            host = "http://" + host  # OLLAMA_HOST is often written as host:port
-        return host.rstrip("/") + "/v1"
+        return judge_base_url(self.cfg)
 
     @property
     def identity(self) -> str:
@@ -187,51 +182,11 @@ class Judge:
         return f"{self.cfg.backend.value}:{self.cfg.model}@{where}"
 
     def _api_key(self) -> str:
-        if not self.cfg.api_key_env:
-            return "not-needed"  # Ollama and most local servers ignore it, but the openai client wants one
-        key = os.environ.get(self.cfg.api_key_env, "")
-        if not key:
-            raise JudgeUnavailable(f"judge.api_key_env: environment variable {self.cfg.api_key_env} is not set; "
-                                   "export it, or set judge.api_key_env=null for a server without keys")
-        return key
+        return judge_api_key(self.cfg)
 
     def check(self) -> None:
         """Fail fast, before a cell spends GPU time: is the server up, and does it serve judge.model?"""
-        try:
-            import httpx  # deferred, optional extra [judge]: only a judge imports it
-        except ImportError as exc:
-            raise JudgeUnavailable(INSTALL_HINT) from exc
-        headers = {"Authorization": f"Bearer {self._api_key()}"}
-        where = f"judge={self.cfg.backend.value} at {self.base_url}"
-        try:
-            response = httpx.get(f"{self.base_url}/models", headers=headers, timeout=15)
-        except httpx.HTTPError as exc:
-            start = "; start it with `ollama serve`" if self.cfg.backend == JudgeBackend.ollama else ""
-            raise JudgeUnavailable(f"{where}: cannot connect ({type(exc).__name__}){start}, or set judge=none") from None
-        if response.status_code in (401, 403):
-            raise JudgeUnavailable(f"{where}: the server refused the API key (HTTP {response.status_code}); "
-                                   f"check the variable judge.api_key_env names")
-        if response.status_code != 200:
-            raise JudgeUnavailable(f"{where}: GET /models answered HTTP {response.status_code}")
-        try:
-            served = [m.get("id") for m in response.json().get("data", [])]
-        except (ValueError, AttributeError):
-            raise JudgeUnavailable(f"{where}: /models did not answer an OpenAI-style model list") from None
-        if self.cfg.model not in served:
-            pull = f"; run `ollama pull {self.cfg.model}`" if self.cfg.backend == JudgeBackend.ollama else ""
-            raise JudgeUnavailable(f"judge.model: {self.cfg.model!r} is not served by {where}{pull}; "
-                                   f"served: {', '.join(map(str, served)) or 'none'}")
-        if self.cfg.backend == JudgeBackend.ollama:
-            self.digest = self._ollama_digest(httpx)
-
-    def _ollama_digest(self, httpx) -> str | None:
-        root = self.base_url.removesuffix("/v1")
-        try:
-            models = httpx.get(f"{root}/api/tags", timeout=15).json().get("models", [])
-        except (httpx.HTTPError, ValueError, AttributeError):
-            return None
-        names = {self.cfg.model, f"{self.cfg.model}:latest"}
-        return next((m.get("digest") for m in models if m.get("name") in names or m.get("model") in names), None)
+        self.digest = probe_judge(self.cfg)
 
     def client(self):
         """An AsyncOpenAI client whose transport caches and counts; create it inside the loop that uses it."""
@@ -253,3 +208,63 @@ class Judge:
         """The judge as the run record shows it (no key: only the variable's name)."""
         return {"backend": self.cfg.backend.value, "model": self.cfg.model, "identity": self.identity,
                 "base_url": self.base_url, "temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
+
+
+def judge_base_url(cfg: JudgeConfig) -> str:
+    if cfg.base_url:
+        return cfg.base_url.rstrip("/")
+    host = os.environ.get("OLLAMA_HOST", "").strip() or OLLAMA_DEFAULT_HOST
+    if not host.startswith(("http://", "https://")):
+        host = "http://" + host  # OLLAMA_HOST is often written as host:port
+    return host.rstrip("/") + "/v1"
+
+
+def judge_api_key(cfg: JudgeConfig) -> str:
+    if not cfg.api_key_env:
+        return "not-needed"  # Ollama and most local servers ignore it, but the openai client wants one
+    key = os.environ.get(cfg.api_key_env, "")
+    if not key:
+        raise JudgeUnavailable(f"judge.api_key_env: environment variable {cfg.api_key_env} is not set; "
+                               "export it, or set judge.api_key_env=null for a server without keys")
+    return key
+
+
+def probe_judge(cfg: JudgeConfig) -> str | None:
+    """Is the judge's server up, and does it serve judge.model? JudgeUnavailable if not; the Ollama model's digest
+    when known. Writes nothing (no cache is opened): the entry point asks this before Hydra creates a folder."""
+    try:
+        import httpx  # deferred, optional extra [judge]: only a judge imports it
+    except ImportError as exc:
+        raise JudgeUnavailable(INSTALL_HINT) from exc
+    base_url = judge_base_url(cfg)
+    headers = {"Authorization": f"Bearer {judge_api_key(cfg)}"}
+    where = f"judge={cfg.backend.value} at {base_url}"
+    try:
+        response = httpx.get(f"{base_url}/models", headers=headers, timeout=15)
+    except httpx.HTTPError as exc:
+        start = "; start it with `ollama serve`" if cfg.backend == JudgeBackend.ollama else ""
+        raise JudgeUnavailable(f"{where}: cannot connect ({type(exc).__name__}){start}, or set judge=none") from None
+    if response.status_code in (401, 403):
+        raise JudgeUnavailable(f"{where}: the server refused the API key (HTTP {response.status_code}); "
+                               f"check the variable judge.api_key_env names")
+    if response.status_code != 200:
+        raise JudgeUnavailable(f"{where}: GET /models answered HTTP {response.status_code}")
+    try:
+        served = [m.get("id") for m in response.json().get("data", [])]
+    except (ValueError, AttributeError):
+        raise JudgeUnavailable(f"{where}: /models did not answer an OpenAI-style model list") from None
+    if cfg.model not in served:
+        pull = f"; run `ollama pull {cfg.model}`" if cfg.backend == JudgeBackend.ollama else ""
+        raise JudgeUnavailable(f"judge.model: {cfg.model!r} is not served by {where}{pull}; "
+                               f"served: {', '.join(map(str, served)) or 'none'}")
+    return _ollama_digest(cfg, httpx) if cfg.backend == JudgeBackend.ollama else None
+
+
+def _ollama_digest(cfg: JudgeConfig, httpx) -> str | None:
+    root = judge_base_url(cfg).removesuffix("/v1")
+    try:
+        models = httpx.get(f"{root}/api/tags", timeout=15).json().get("models", [])
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    names = {cfg.model, f"{cfg.model}:latest"}
+    return next((m.get("digest") for m in models if m.get("name") in names or m.get("model") in names), None)
