@@ -14,6 +14,8 @@ from pathlib import Path
 
 import harness
 from harness.cell.base_keeper import BaseKeeper
+from harness.cell.checkpoints import checkpoint_area
+from harness.cell.checkpoints import discard as discard_checkpoints
 from harness.cell.checks import check_before_load, dataset_lengths
 from harness.cell.cost import PeakMemory, cost_report, train_flops_per_token
 from harness.cell.models import merged_copy_possible, merged_eval_model, select_device
@@ -349,11 +351,13 @@ def _on_base(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
             record.stages[ADAPTER]["reused_from"] = stored["run_id"]
             log.info("adapter re-used from run %s (stage %s): nothing is trained", stored["run_id"], akey)
         else:
-            trained = get_trainer(cfg.method.trainer)(TrainContext(cfg, loaded, dataset, run_dir, contexts))
+            trained = get_trainer(cfg.method.trainer)(TrainContext(cfg, loaded, dataset, run_dir, contexts,
+                                                                   checkpoints=checkpoint_area(run_dir)))
             train_record = _train_record(cfg, trained)
             if akey is not None:
                 trained.adapter_dir = _save_adapter_stage(store, akey, trained, train_record, record.run_id)
             record.stages[ADAPTER]["ran"] = True
+        discard_checkpoints(checkpoint_area(run_dir))  # the adapter is stored: nothing is left to resume
         model = trained.model
         if loaded.quantized_4bit:
             train_record["eval_model"] = "adapter_on_4bit"
@@ -392,6 +396,9 @@ def _train_record(cfg: RunConfig, trained) -> dict:
         "batch_size": trained.batch_size,
         "grad_accum": trained.grad_accum,
         "oom_retries": trained.oom_retries,
+        # Preempted and resumed: the checkpoint step it resumed from, and every attempt (train_s counts them all).
+        "resumed_from_step": trained.resumed_from_step,
+        "attempts": trained.attempts,
         "flops_per_token": train_flops_per_token(cfg, trained),
     }
 

@@ -202,11 +202,18 @@ class QLoraConfig:
     # Batch examples of similar length together: less padding, same data (seeded order).
     group_by_length: bool = True
     logging_steps: int = 1
+    # Training checkpoints a preempted cell resumes from (harness/cell/checkpoints.py): None, every 10 minutes
+    # of training (measured); N, every N optimizer steps; 0, none. Not part of the run key: results are the same.
+    save_steps: int | None = None
 
     def __post_init__(self) -> None:
         for key in ("r", "alpha", "batch_size", "grad_accum", "max_length", "logging_steps"):
             value = getattr(self, key)
             _require(value > 0, f"qlora.{key}", f"must be > 0 (got {value})")
+        if self.save_steps is not None:
+            _require(self.save_steps >= 0, "qlora.save_steps",
+                     f"must be >= 0 (N: a checkpoint every N steps; 0: none; null: every 10 minutes), got "
+                     f"{self.save_steps}")
         _require(self.max_length >= MIN_MAX_LENGTH, "qlora.max_length",
                  f"must be >= {MIN_MAX_LENGTH} tokens to hold a prompt and its answer (got {self.max_length})")
         _require(self.lr_scheduler in LR_SCHEDULERS, "qlora.lr_scheduler",

@@ -197,6 +197,8 @@ def semantic_config(config: dict) -> dict:
     """The part of a composed config that decides a cell's results, hashed into its run key: the judge only
     where a judged metric is listed, and then without its transport settings."""
     key_config = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
+    if "save_steps" in (key_config.get("qlora") or {}):  # how often training is checkpointed, not what it learns
+        key_config["qlora"] = {k: v for k, v in key_config["qlora"].items() if k != "save_steps"}
     if "allow_overlap" in (key_config.get("data") or {}):  # a permission to score, not what is scored
         key_config["data"] = {k: v for k, v in key_config["data"].items() if k != "allow_overlap"}
     metrics = (key_config.get("data") or {}).get("metrics") or []
