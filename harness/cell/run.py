@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import signal
 import time
 import traceback
 import uuid
@@ -207,7 +209,7 @@ def _execute(cfg: RunConfig, dataset: Dataset, record: RunRecord, run_dir: Path,
     run_dir.mkdir(parents=True, exist_ok=True)
     store = StageStore(Path(cfg.results_dir))
     # force=true re-runs everything; an injected failure must meet the stage it names.
-    reuse = not cfg.force and not cfg.fail_at
+    reuse = not cfg.force and not cfg.fail_at and not cfg.crash_at
     akey = adapter_key(key_config, dataset.file_hashes, harness.__version__)
     pkey = predictions_key(key_config, dataset.file_hashes, harness.__version__, akey)
     record.stages = {ADAPTER: {"key": akey, "ran": False} if akey else None, PREDICTIONS: {"key": pkey, "ran": False}}
@@ -476,6 +478,9 @@ def _merged_for_eval(cfg: RunConfig, trained, loaded, train_record: dict, bases:
 
 
 def _inject_failure(cfg: RunConfig, stage: str) -> None:
+    if cfg.crash_at == stage:
+        log.error("crash_at=%s: killing this process (SIGKILL), as the out-of-memory killer would", stage)
+        os.kill(os.getpid(), signal.SIGKILL)
     if cfg.fail_at == stage:
         raise RuntimeError(f"injected failure at {stage} (fail_at={stage})")
 

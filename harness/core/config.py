@@ -414,6 +414,10 @@ class RunConfig:
     sweep_id: str = ""
     # Fault injection for tests of failure handling: the named stage raises (load, train, predict, score).
     fail_at: str | None = None
+    # Fault injection for tests of launchers: the job's process is killed (SIGKILL) at the named stage, as the
+    # out-of-memory killer or a segfault ends it: no record, no outcome. Not part of the run key (it leaves no
+    # result to keep apart).
+    crash_at: str | None = None
     # Re-run cells whose last failure was deterministic (not out of memory, connection, timeout, interrupt).
     retry_failed: bool = False
     # true: list the sweep's cells (run key, ledger status, memory fit, estimated time and $) and run nothing;
@@ -431,6 +435,8 @@ class RunConfig:
             "fail_at",
             f"must be one of load, train, predict, score or null (got {self.fail_at!r})",
         )
+        _require(self.crash_at in (None, "load", "train", "predict", "score"), "crash_at",
+                 f"must be one of load, train, predict, score or null (got {self.crash_at!r})")
         _require(bool(str(self.results_dir).strip()), "results_dir", "must name a folder")
         # "~/x" means the home folder, as in a shell (never a literal "~" folder).
         self.results_dir = os.path.expanduser(self.results_dir)

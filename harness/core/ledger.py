@@ -186,7 +186,7 @@ class Ledger:
 
 # Keys that change where or how results are shown, not what a cell computes: left out of the run key.
 NON_SEMANTIC_KEYS = ("tracker", "results_dir", "cache_dir", "force", "progress", "sweep_id", "preflight",
-                     "retry_failed", "plan", "objective", "keep_base_loaded")
+                     "retry_failed", "plan", "objective", "keep_base_loaded", "crash_at")
 # Metrics scored by an LLM judge rather than by the registry's score(predictions, references).
 JUDGED_METRICS = ("ragas",)
 # How the judge is reached, not what it answers: changing them re-uses a cell's result.
