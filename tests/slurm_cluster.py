@@ -157,7 +157,7 @@ class SlurmCluster:
     def start(self, timeout_s: float = 120) -> None:
         self.write_config()
         key = self.root / "munge" / "munge.key"
-        subprocess.run([_which("mungekey"), "--create", f"--keyfile={key}"], check=True, capture_output=True)
+        subprocess.run([_which("mungekey"), "--create", f"--keyfile={key}"], check=True, capture_output=True, timeout=60)
         os.chmod(key, 0o600)
         self._start("munged", [_which("munged"), "--foreground", "--force", f"--socket={self.munge_socket}",
                                f"--key-file={key}", f"--pid-file={self.root / 'munge' / 'munged.pid'}",
@@ -181,9 +181,12 @@ class SlurmCluster:
         raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {what}:\n" + self.log_tail())
 
     def run(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        """A Slurm client command against this cluster."""
-        return subprocess.run([_which(args[0]) or args[0], *args[1:]], capture_output=True, text=True,
-                              env={**os.environ, **self.env}, check=check, timeout=timeout)
+        """A Slurm client command against this cluster; with `check`, a failure names the command and its error."""
+        done = subprocess.run([_which(args[0]) or args[0], *args[1:]], capture_output=True, text=True,
+                              env={**os.environ, **self.env}, timeout=timeout)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"`{' '.join(args)}` exited {done.returncode}: {(done.stderr or done.stdout).strip()}")
+        return done
 
     def node_idle(self) -> bool:
         out = self.run("sinfo", "-h", "-N", "-o", "%N %t", check=False).stdout.split()

@@ -98,8 +98,13 @@ def _wait_until(what: str, check, timeout: float = DEADLINE_S, every: float = 0.
 
 
 def _job_log(results: Path, index: int) -> Path | None:
-    """The stderr log of job `index` of the sweep's array (submitit: .submitit/<array>_<i>/<array>_<i>_0_log.err)."""
-    return next(iter(results.glob(f"hydra/multirun/*/.submitit/*_{index}/*_{index}_0_log.err")), None)
+    """The stderr log of the sweep's job `index`: .submitit/<array>_<i>/<array>_<i>_0_log.err in an array,
+    .submitit/<job>/<job>_0_log.err for a sweep of one cell."""
+    for log in results.glob("hydra/multirun/*/.submitit/*/*_0_log.err"):
+        folder = log.parent.name
+        if folder.partition("_")[2] == str(index) or (index == 0 and folder.isdigit()):
+            return log
+    return None
 
 
 def _training_step(log: Path | None) -> int:
@@ -184,8 +189,8 @@ def test_scontrol_requeue_is_waited_for_and_the_requeued_job_finishes_the_cell(s
     _wait_until("the requeue to be reported", lambda: f"job {job} (" in sweep.stderr and "was requeued" in
                 sweep.stderr, sweep=sweep)
     assert sweep.proc.poll() is None  # still waiting, not reporting the cell failed
-    # Slurm holds a requeued job ~2 minutes before it may start again; let it start now.
-    slurm.run("scontrol", "update", f"JobId={job}", "BeginTime=now")
+    # Slurm holds a requeued job ~2 minutes before it may start again (its begin time); let it start now.
+    slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now")
     assert sweep.wait() == 0, sweep.stderr[-4000:]
     assert sweep.summary().startswith("tunebench: 2 completed, 0 skipped, 0 failed")
     rows = _records(results)
@@ -201,25 +206,25 @@ def test_scontrol_requeue_is_waited_for_and_the_requeued_job_finishes_the_cell(s
 def test_the_time_limit_warning_requeues_the_job_and_the_cell_completes_on_its_next_attempt(slurm, tmp_path):
     results = tmp_path / "results"
     # USR2 comes 60 s before a 2-minute limit: about 60 s in, well into training (a job starts in 15-40 s here).
-    # 800 steps cannot be trained in that time; after the requeue the job gets a longer limit, so it finishes
-    # on this next attempt whatever the load.
+    # 2000 steps cannot be trained in that time (~30 step/s at best here); after the requeue the job gets a
+    # longer limit, so it finishes on this next attempt whatever the load.
     sweep = Sweep(["-m", *CPU_PRESET, "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=60",
-                   "model=tiny_random", "method=instruct", "qlora.max_steps=800", "qlora.save_steps=100",
+                   "model=tiny_random", "method=instruct", "qlora.max_steps=2000", "qlora.save_steps=500",
                    "hardware.num_threads=1", "eval.num_examples=2", "eval.max_new_tokens=4", "tracker=none"],
                   results, slurm)
     log = _wait_until("the job's log", lambda: _job_log(results, 0), sweep=sweep)
     job = _job_id(log)
-    _wait_until("submitit's requeue at the time limit", lambda: "Requeued job" in log.read_text(errors="replace"),
+    _wait_until("Slurm's warning signal", lambda: "Caught signal SIGUSR2" in log.read_text(errors="replace"),
                 sweep=sweep)
-    text = log.read_text(errors="replace")
-    assert "Caught signal SIGUSR2" in text and "this job is timed-out" in text
+    _wait_until("submitit's requeue", lambda: "DUE TO JOB REQUEUE" in log.read_text(errors="replace"), sweep=sweep)
+    assert "this job is timed-out" in log.read_text(errors="replace")
     _wait_until("the requeue to be reported", lambda: "was requeued" in sweep.stderr, sweep=sweep)
-    slurm.run("scontrol", "update", f"JobId={job}", "TimeLimit=30", "BeginTime=now")
+    slurm.run("scontrol", "update", f"JobId={job}", "TimeLimit=30", "StartTime=now")
     assert sweep.wait() == 0, sweep.stderr[-4000:]
     rows = _records(results)
     assert [r["status"] for r in rows] == [INTERRUPTED, COMPLETED]
     assert rows[0]["error"].startswith("stopped by exit") and rows[0]["failed_stage"] == "train"
-    assert 0 < rows[1]["train"]["resumed_from_step"] < 800 and rows[1]["train"]["steps"] == 800
+    assert 0 < rows[1]["train"]["resumed_from_step"] < 2000 and rows[1]["train"]["steps"] == 2000
     assert len(rows[1]["train"]["attempts"]) == 2
 
 

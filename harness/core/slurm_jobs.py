@@ -42,7 +42,11 @@ def say(line: str) -> None:
 @dataclass
 class QueuedJob:
     job_id: str  # Slurm's id: "<array id>_<index>" for a job of an array
-    label: str  # what it runs, for messages (the overrides that set it apart)
+    label: str  # what it runs, for messages (the overrides that set it apart; "" for a sweep of one)
+
+    @property
+    def name(self) -> str:
+        return f"job {self.job_id}" + (f" ({self.label})" if self.label else "")
     result_file: Path  # submitit's result pickle, written when the task returns or raises
 
     @property
@@ -163,7 +167,7 @@ def wait_for(jobs: list[QueuedJob], poll_s: float = 30.0, report: Callable[[str]
                 changed = True
                 if watch.ran and state in WAITING:
                     watch.requeues += 1
-                    report(f"job {watch.job.job_id} ({watch.job.label}) was requeued by Slurm (preempted, requeued "
+                    report(f"{watch.job.name} was requeued by Slurm (preempted, requeued "
                            f"or at its time limit): waiting for its next run; the cell resumes from its last "
                            f"checkpoint")
                 watch.state = state
@@ -171,7 +175,7 @@ def wait_for(jobs: list[QueuedJob], poll_s: float = 30.0, report: Callable[[str]
                 watch.ran = True
             if state in HELD and not watch.said_held:
                 watch.said_held = True
-                report(f"job {watch.job.job_id} ({watch.job.label}) is held by Slurm ({state}): `scontrol release "
+                report(f"{watch.job.name} is held by Slurm ({state}): `scontrol release "
                        f"{watch.job.job_id}` runs it again, `scancel {watch.job.job_id}` gives it up; waiting")
             if state in ACTIVE:
                 watch.ended_at = None

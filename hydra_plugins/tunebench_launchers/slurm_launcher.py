@@ -124,12 +124,13 @@ if SlurmLauncher is not None:
 
 
 def _labels(job_overrides: Sequence[Sequence[str]]) -> list[str]:
-    """Each job's overrides that differ between jobs: what sets it apart in a message."""
-    common = set.intersection(*(set(o) for o in job_overrides)) if len(job_overrides) > 1 else set()
+    """Each job's overrides that differ between jobs: what sets it apart in a message ("" for a lone job)."""
+    if len(job_overrides) < 2:
+        return [""] * len(job_overrides)
+    common = set.intersection(*(set(o) for o in job_overrides))
     labels = []
     for overrides in job_overrides:
-        own = [o for o in filter_overrides(overrides) if o not in common]
-        labels.append(" ".join(own) or " ".join(filter_overrides(overrides)))
+        labels.append(" ".join(o for o in filter_overrides(overrides) if o not in common))
     return labels
 
 
