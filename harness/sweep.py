@@ -22,7 +22,9 @@ from harness.core.outcome import (
     CONFIG_ERROR,
     DONE_BEFORE,
     ERROR,
+    JOB_ENDED,
     NOT_RETRIED,
+    OUTCOME_FILE,
     PLANNED,
     RUNNING_ELSEWHERE,
     Outcome,
@@ -31,11 +33,13 @@ from harness.core.outcome import (
 
 
 def job_dirs(config: DictConfig, multirun: bool) -> list[Path]:
-    """The Hydra job folders of this sweep (one per cell launched), in job-number order."""
+    """The Hydra job folders of this sweep (one per cell launched), in job-number order. A job that never got
+    to write Hydra's files has only the outcome its launcher wrote for it."""
     if not multirun:
         return [Path(str(config.hydra.run.dir))]
     sweep_dir = Path(str(config.hydra.sweep.dir))
-    found = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()] if sweep_dir.is_dir() else []
+    found = [p for p in sweep_dir.iterdir()
+             if p.is_dir() and ((p / ".hydra").is_dir() or (p / OUTCOME_FILE).is_file())] if sweep_dir.is_dir() else []
     return sorted(found, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
 
 
@@ -46,6 +50,8 @@ class Summary:
     ran: Counter = field(default_factory=Counter)  # ledger status of this sweep's records → count
     decided: list[Outcome] = field(default_factory=list)  # jobs that did not run their cell, and why
     unaccounted: int = 0  # jobs with neither an outcome nor a record: their process died
+    # This sweep's cells whose latest record failed or was interrupted: what to look at, by name.
+    not_completed: list[dict] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.decided if o.status == status)
@@ -55,8 +61,13 @@ class Summary:
         return self.ran[FAILED] + self.ran[INTERRUPTED] + self.count(CONFIG_ERROR) + self.count(ERROR)
 
     @property
+    def no_result(self) -> int:
+        """Jobs that ended without a word from their cell: silent ones, and those their launcher reported."""
+        return self.unaccounted + self.count(JOB_ENDED)
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.failed or self.count(NOT_RETRIED) or self.unaccounted else 0
+        return 1 if self.failed or self.count(NOT_RETRIED) or self.no_result else 0
 
     def lines(self) -> list[str]:
         head = (f"tunebench: {self.ran[COMPLETED]} completed, {self.count(DONE_BEFORE)} skipped, {self.failed} failed"
@@ -64,11 +75,22 @@ class Summary:
                 + (f", {self.ran[SKIPPED]} refused by the memory preflight" if self.ran[SKIPPED] else "")
                 + (f", {self.count(RUNNING_ELSEWHERE)} running elsewhere" if self.count(RUNNING_ELSEWHERE) else "")
                 + (f", {self.count(NOT_RETRIED)} not retried" if self.count(NOT_RETRIED) else "")
-                + (f", {self.unaccounted} with no result (process died?)" if self.unaccounted else ""))
+                + (f", {self.no_result} with no result (process died?)" if self.no_result else ""))
         if self.ledgers:
             where = self.ledgers[0]
             head += f" [sweep {self.sweep_id}] (ledger: {where}; table: python -m harness.leaderboard --ledger {where})"
         out = [head]
+        for r in self.not_completed:
+            cell = f"{r.get('model')}/{r.get('method')} [{r.get('run_key')}]"
+            first_line = (r.get("error") or "").strip().splitlines()[:1]
+            if r.get("status") == INTERRUPTED:
+                out.append(f"  interrupted: {cell}: {first_line[0] if first_line else 'stopped by a signal'}; the "
+                           "same command resumes it")
+            else:
+                stage = f" at {r['failed_stage']}" if r.get("failed_stage") else ""
+                what = ": " + ": ".join(x for x in (r.get("error_type"), first_line[0][:160] if first_line else "")
+                                        if x) if r.get("error_type") or first_line else ""
+                out.append(f"  failed: {cell}{stage}{what}")
         for o in self.decided:
             if o.status == NOT_RETRIED:
                 out.append(f"  not retried: {o.cell}: {o.detail}")
@@ -78,6 +100,8 @@ class Summary:
                 out.append(f"  configuration error: {o.cell}: {o.detail}")
             elif o.status == ERROR:
                 out.append(f"  error before the cell ran: {o.cell}: {o.detail}")
+            elif o.status == JOB_ENDED:
+                out.append(f"  no result: {o.cell}: {o.detail}")
         return out
 
 
@@ -91,9 +115,11 @@ def summarize(sweep_id: str, dirs: list[Path], default_ledger: Path) -> Summary:
         latest = {r["run_key"]: r for r in Ledger(Path(path)).for_sweep(sweep_id)}
         for record in latest.values():
             summary.ran[record["status"]] += 1
+            if record["status"] in (FAILED, INTERRUPTED):
+                summary.not_completed.append(record)
         recorded |= set(latest)
     summary.decided = [o for o in outcomes if o is not None and o.status in
-                       (DONE_BEFORE, RUNNING_ELSEWHERE, NOT_RETRIED, CONFIG_ERROR, ERROR)]
+                       (DONE_BEFORE, RUNNING_ELSEWHERE, NOT_RETRIED, CONFIG_ERROR, ERROR, JOB_ENDED)]
     # A job killed before its outcome was written may still have appended its record: those are accounted.
     silent = sum(1 for o in outcomes if o is None)
     reported = {o.run_key for o in outcomes if o is not None and o.run_key}

@@ -3,6 +3,9 @@ says in the cell's record which step it was in when it failed."""
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import InitVar, dataclass, field
@@ -16,14 +19,20 @@ from harness.core.ledger import RunRecord
 from harness.core.stages import StageStore, adapter_key, predictions_key
 from harness.metrics.judge import Judge
 
+log = logging.getLogger(__name__)
+
 
 @contextmanager
-def stage(record: RunRecord, name: str, fail_at: str | None = None) -> Iterator[None]:
+def stage(record: RunRecord, name: str, fail_at: str | None = None, crash_at: str | None = None) -> Iterator[None]:
     """One step of the cell: while it runs, `record.failed_stage` names it, so an exception (or an interrupt)
     raised inside leaves it there for the ledger; when the step completes, the name it had before comes back.
-    `fail_at` (config key fail_at, for tests) makes the step named by it fail as it starts."""
+    `fail_at` (config key fail_at, for tests) makes the step named by it fail as it starts; `crash_at` kills the
+    process there instead (SIGKILL, as the out-of-memory killer would), leaving no record at all."""
     before = record.failed_stage
     record.failed_stage = name
+    if crash_at == name:
+        log.error("crash_at=%s: killing this process (SIGKILL), as the out-of-memory killer would", name)
+        os.kill(os.getpid(), signal.SIGKILL)
     if fail_at == name:
         raise RuntimeError(f"injected failure at {name} (fail_at={name})")
     yield
@@ -47,7 +56,7 @@ class CellContext:
     store: StageStore = field(init=False)
     adapter_key: str | None = field(init=False)  # None: the method trains nothing
     predictions_key: str = field(init=False)
-    # force=true runs every stage again; so does an injected failure, which must meet the stage it names.
+    # force=true runs every stage again; so does an injected failure or crash, which must meet the stage it names.
     reuse: bool = field(init=False)
 
     def __post_init__(self, key_config: dict) -> None:
@@ -58,8 +67,8 @@ class CellContext:
         self.store = StageStore(Path(cfg.results_dir))
         self.adapter_key = adapter_key(key_config, hashes, harness.__version__)
         self.predictions_key = predictions_key(key_config, hashes, harness.__version__, self.adapter_key)
-        self.reuse = not cfg.force and not cfg.fail_at
+        self.reuse = not cfg.force and not cfg.fail_at and not cfg.crash_at
 
     def stage(self, name: str):
         """`with ctx.stage("train"):` see `stage`."""
-        return stage(self.record, name, self.cfg.fail_at)
+        return stage(self.record, name, self.cfg.fail_at, self.cfg.crash_at)

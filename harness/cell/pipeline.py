@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from harness.cell.checkpoints import checkpoint_area
+from harness.cell.checkpoints import discard as discard_checkpoints
 from harness.cell.context import CellContext
 from harness.cell.cost import PeakMemory, train_flops_per_token
 from harness.cell.models import LoadedModel, merged_copy_possible, merged_eval_model, select_device
@@ -121,11 +123,12 @@ def train(ctx: CellContext, base: BaseInUse, retrieved: Retrieved | None) -> Ada
     else:
         contexts = retrieved.contexts if retrieved is not None else None
         trained = get_trainer(ctx.cfg.method.trainer)(TrainContext(ctx.cfg, base.loaded, ctx.dataset, ctx.run_dir,
-                                                                    contexts))
+                                                                    contexts, checkpoints=checkpoint_area(ctx.run_dir)))
         train_record = _train_record(ctx, trained)
         if ctx.reuse:  # force=true and injected failures store nothing
             trained.adapter_dir = _save_adapter_stage(ctx, trained, train_record)
         ctx.record.stages[ADAPTER]["ran"] = True
+    discard_checkpoints(checkpoint_area(ctx.run_dir))  # the adapter is stored: nothing is left to resume
     base.model = trained.model
     if base.loaded.quantized_4bit:
         train_record["eval_model"] = "adapter_on_4bit"
@@ -203,6 +206,9 @@ def _train_record(ctx: CellContext, trained: TrainResult) -> dict:
         "batch_size": trained.batch_size,
         "grad_accum": trained.grad_accum,
         "oom_retries": trained.oom_retries,
+        # Preempted and resumed: the checkpoint step it resumed from, and every attempt (train_s counts them all).
+        "resumed_from_step": trained.resumed_from_step,
+        "attempts": trained.attempts,
         "flops_per_token": train_flops_per_token(ctx.cfg, trained),
     }
 

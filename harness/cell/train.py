@@ -6,6 +6,7 @@ decorated with `@register_trainer("name")` that takes a `TrainContext` and retur
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from transformers import PrinterCallback, TrainerCallback
 
+from harness.cell.checkpoints import Resumption, interval
 from harness.cell.models import LoadedModel
 from harness.cell.predict import release_accelerator_memory
 from harness.cell.truncation import count_truncation
@@ -34,6 +36,8 @@ class TrainContext:
     output_dir: Path
     # Retrieved context per record id, for RAG methods: training prompts then match what evaluation sends.
     contexts: dict[str, str] | None = None
+    # Where training checkpoints go and are resumed from (harness/cell/checkpoints.py); None: no checkpoints.
+    checkpoints: Path | None = None
 
 
 @dataclass
@@ -56,6 +60,9 @@ class TrainResult:
     oom_retries: list[dict] = field(default_factory=list)
     # What qlora.max_length cut or dropped (harness/cell/truncation.py); None for a trainer without pairs.
     truncation: dict | None = None
+    # The checkpoint step training resumed from (None: it started from scratch), and every attempt at it.
+    resumed_from_step: int | None = None
+    attempts: list[dict] = field(default_factory=list)
 
     @property
     def tokens_per_s(self) -> float:
@@ -106,7 +113,10 @@ def sft_arguments(cfg: RunConfig, output_dir: Path, on_cuda: bool) -> dict:
         bf16=on_cuda and hw.supports_bf16,
         fp16=on_cuda and not hw.supports_bf16,
         use_cpu=not on_cuda,
-        save_strategy="no",
+        save_strategy="no",  # sft_config turns checkpoints on for a cell (qlora.save_steps)
+        # Counted in the trainer state, which a checkpoint carries: the total survives a resumption (TRL's own
+        # num_tokens restarts at zero with each train() call).
+        include_num_input_tokens_seen="non_padding",
         report_to=[],
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -130,7 +140,13 @@ def sft_config(ctx: TrainContext, **overrides):
     """The TRL arguments of this cell (sft_arguments), with a method's own `overrides`."""
     from trl import SFTConfig  # deferred, heavy: only a cell that trains imports it
 
-    arguments = sft_arguments(ctx.cfg, ctx.output_dir / "trainer", on_cuda=ctx.loaded.device == "cuda")
+    every = interval(ctx.cfg.qlora.save_steps) if ctx.checkpoints is not None else None
+    arguments = sft_arguments(ctx.cfg, ctx.checkpoints if every else ctx.output_dir / "trainer",
+                              on_cuda=ctx.loaded.device == "cuda")
+    if every:  # one checkpoint kept; a step interval saves by itself, the measured-time default asks for each save
+        arguments.update(save_total_limit=1)
+        if every.steps:
+            arguments.update(save_strategy="steps", save_steps=every.steps)
     return SFTConfig(**{**arguments, **overrides})
 
 
@@ -165,11 +181,16 @@ def build_sft_trainer(ctx: TrainContext, train_dataset, args, model=None):
 
 
 def run_sft(ctx: TrainContext, train_dataset, args) -> TrainResult:
-    """Train a LoRA adapter, save it, and collect the figures a run reports. Out of memory, training starts
-    again from the same initial adapter with half the batch and twice the accumulation (the same effective
-    batch), down to a batch of one."""
+    """Train a LoRA adapter, save it, and collect the figures a run reports. With a checkpoint area, training
+    resumes from its newest checkpoint and writes new ones (harness/cell/checkpoints.py). Out of memory,
+    training starts again from the same initial adapter with half the batch and twice the accumulation (the
+    same effective batch), down to a batch of one."""
     import torch  # deferred, heavy: only a cell that loads a model imports it
 
+    resumption = Resumption.find(ctx.checkpoints, ctx.cfg.qlora.save_steps)
+    resumed_from = resumption.from_step if resumption is not None and resumption.checkpoint is not None else None
+    if resumption is not None and (batch := resumption.batch_from_checkpoint()):
+        args = _with_batch(args, *batch)  # the data position counts batches of the size it was trained with
     trainer = build_sft_trainer(ctx, train_dataset, args)
     initial_adapter = {k: v.detach().clone() for k, v in trainer.model.state_dict().items() if "lora_" in k}
     retries: list[dict] = []
@@ -178,9 +199,10 @@ def run_sft(ctx: TrainContext, train_dataset, args) -> TrainResult:
         trainer.add_callback(callback)
         start = time.perf_counter()
         try:
-            with progress_bar("train", total=None, unit="step", enabled=ctx.cfg.progress) as advance:
+            with (progress_bar("train", total=None, unit="step", enabled=ctx.cfg.progress) as advance,
+                  resumption.attempt(trainer) if resumption is not None else contextlib.nullcontext() as checkpoint):
                 callback.advance = advance
-                trainer.train()
+                trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
             break
         except torch.OutOfMemoryError as exc:
             args = _halved_batch(args, exc, retries)
@@ -189,20 +211,34 @@ def run_sft(ctx: TrainContext, train_dataset, args) -> TrainResult:
             model.zero_grad(set_to_none=True)
             release_accelerator_memory()
             model.load_state_dict(initial_adapter, strict=False)  # a retry is a fresh start, not a resumption
+            if resumption is not None:
+                resumption.start_over()
+                resumed_from = None
             trainer = build_sft_trainer(ctx, train_dataset, args, model=model)
-    train_s = time.perf_counter() - start
+    # Every attempt's training time when there were several (a preempted cell cost all of them).
+    train_s = resumption.attempts.train_s if resumption is not None else time.perf_counter() - start
     adapter_dir = ctx.output_dir / "adapter"
     trainer.model.save_pretrained(adapter_dir)
     history = trainer.state.log_history
     losses = [(h["step"], float(h["loss"])) for h in history if "loss" in h]
-    tokens = max((int(h["num_tokens"]) for h in history if "num_tokens" in h), default=0)
+    tokens = trainer.state.num_input_tokens_seen or max((int(h["num_tokens"]) for h in history if "num_tokens" in h),
+                                                       default=0)
     trainable, total = trainer.model.get_nb_trainable_parameters()
     model = trainer.model
     model.eval()
     return TrainResult(model, adapter_dir, train_s, trainer.state.global_step, tokens, trainable, total, losses,
                        examples=len(trainer.train_dataset), examples_given=len(train_dataset),
                        batch_size=args.per_device_train_batch_size, grad_accum=args.gradient_accumulation_steps,
-                       oom_retries=retries)
+                       oom_retries=retries, resumed_from_step=resumed_from,
+                       attempts=resumption.report() if resumption is not None else [])
+
+
+def _with_batch(args, batch_size: int, grad_accum: int):
+    if (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (batch_size, grad_accum):
+        return args
+    args = copy.deepcopy(args)
+    args.per_device_train_batch_size, args.gradient_accumulation_steps = batch_size, grad_accum
+    return args
 
 
 def _halved_batch(args, exc, retries: list[dict]):
@@ -228,7 +264,8 @@ class _ProgressCallback(TrainerCallback):
     advance: Callable[..., None] = staticmethod(lambda n=1, **fields: None)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.advance(0, total=state.max_steps)
+        # Resumed: the steps still to train (the log says where it resumed).
+        self.advance(0, total=state.max_steps - state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:

@@ -227,11 +227,18 @@ class QLoraConfig:
     # Batch examples of similar length together: less padding, same data (seeded order).
     group_by_length: bool = True
     logging_steps: int = 1
+    # Training checkpoints a preempted cell resumes from (harness/cell/checkpoints.py): None, every 10 minutes
+    # of training (measured); N, every N optimizer steps; 0, none. Not part of the run key: results are the same.
+    save_steps: int | None = None
 
     def __post_init__(self) -> None:
         for key in ("r", "alpha", "batch_size", "grad_accum", "max_length", "logging_steps"):
             value = getattr(self, key)
             _require(value > 0, f"qlora.{key}", f"must be > 0 (got {value})")
+        if self.save_steps is not None:
+            _require(self.save_steps >= 0, "qlora.save_steps",
+                     f"must be >= 0 (N: a checkpoint every N steps; 0: none; null: every 10 minutes), got "
+                     f"{self.save_steps}")
         _require(self.max_length >= MIN_MAX_LENGTH, "qlora.max_length",
                  f"must be >= {MIN_MAX_LENGTH} tokens to hold a prompt and its answer (got {self.max_length})")
         _require(self.lr_scheduler in LR_SCHEDULERS, "qlora.lr_scheduler",
@@ -459,6 +466,10 @@ class RunConfig:
     sweep_id: str = ""
     # Fault injection for tests of failure handling: the named stage raises (load, train, predict, score).
     fail_at: str | None = None
+    # Fault injection for tests of launchers: the job's process is killed (SIGKILL) at the named stage, as the
+    # out-of-memory killer or a segfault ends it: no record, no outcome. Not part of the run key (it leaves no
+    # result to keep apart).
+    crash_at: str | None = None
     # Re-run cells whose last failure was deterministic (not out of memory, connection, timeout, interrupt).
     retry_failed: bool = False
     # true: list the sweep's cells (run key, ledger status, memory fit, estimated time and $) and run nothing;
@@ -476,6 +487,8 @@ class RunConfig:
             "fail_at",
             f"must be one of load, train, predict, score or null (got {self.fail_at!r})",
         )
+        _require(self.crash_at in (None, "load", "train", "predict", "score"), "crash_at",
+                 f"must be one of load, train, predict, score or null (got {self.crash_at!r})")
         _require(bool(str(self.results_dir).strip()), "results_dir", "must name a folder")
         # "~/x" means the home folder, as in a shell (never a literal "~" folder).
         self.results_dir = os.path.expanduser(self.results_dir)

@@ -21,6 +21,9 @@ TRANSIENT_TYPES = frozenset({
     "APIConnectionError",  # openai (APITimeoutError is a subclass)
     "Timeout",  # requests
     "ChunkedEncodingError",
+    # submitit: the job reached its time limit more often than max_num_timeout allows requeueing it; its
+    # checkpoints are kept, and the next sweep resumes the cell.
+    "UncompletedJobError",
 })
 # Older torch raises a plain RuntimeError for CUDA OOM; NCCL/driver hiccups read the same way.
 TRANSIENT_MESSAGE = re.compile(r"out of memory|CUDA error: (an illegal memory access|unspecified launch failure)"

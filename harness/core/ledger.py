@@ -186,7 +186,7 @@ class Ledger:
 
 # Keys that change where or how results are shown, not what a cell computes: left out of the run key.
 NON_SEMANTIC_KEYS = ("tracker", "results_dir", "cache_dir", "force", "progress", "sweep_id", "preflight",
-                     "retry_failed", "plan", "objective", "keep_base_loaded")
+                     "retry_failed", "plan", "objective", "keep_base_loaded", "crash_at")
 # data.* settings that permit a cell to run, never change what it computes.
 DATA_PERMISSION_KEYS = ("allow_overlap", "allow_truncation")
 # Metrics scored by an LLM judge rather than by the registry's score(predictions, references).
@@ -201,6 +201,8 @@ def semantic_config(config: dict) -> dict:
     key_config = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
     if key_config.get("data"):  # permissions to score or train, not what is scored or trained
         key_config["data"] = {k: v for k, v in key_config["data"].items() if k not in DATA_PERMISSION_KEYS}
+    if "save_steps" in (key_config.get("qlora") or {}):  # how often training is checkpointed, not what it learns
+        key_config["qlora"] = {k: v for k, v in key_config["qlora"].items() if k != "save_steps"}
     metrics = (key_config.get("data") or {}).get("metrics") or []
     if "judge" in key_config:
         if any(name in JUDGED_METRICS for name in metrics):

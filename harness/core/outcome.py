@@ -12,6 +12,8 @@ OUTCOME_FILE = "outcome.json"
 # Outcome statuses a job can report without a ledger record of this sweep.
 DONE_BEFORE, RUNNING_ELSEWHERE, NOT_RETRIED, CONFIG_ERROR, ERROR, PLANNED = (
     "done_before", "running_elsewhere", "not_retried", "config_error", "error", "planned")
+# Written by the launcher, not the job: the job ended (failed, cancelled, killed) without writing an outcome.
+JOB_ENDED = "job_ended"
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""tunebench's Hydra launchers (Hydra discovers launchers in the hydra_plugins namespace only)."""
