@@ -86,7 +86,7 @@ def run_cell(cfg: RunConfig, config: dict, bases: BaseKeeper | None = None) -> O
     results = Path(cfg.results_dir)
     ledger = Ledger(results / "runs.jsonl")
     cell = cell_key(cfg, config)
-    label = f"{cfg.model.name}/{cfg.method.name} [{cell.key}]"
+    label = cell_label(cfg, cell.key)
     for warning in cell.dataset.warnings:
         log.warning("%s: %s", label, warning)
     outcome = partial(Outcome, cell=label, run_key=cell.key, ledger=str(ledger.path))
@@ -112,14 +112,19 @@ def run_cell(cfg: RunConfig, config: dict, bases: BaseKeeper | None = None) -> O
         if not cfg.force and (done := ledger.completed(cell.key)):
             log.info("%s: skipped, completed meanwhile by run %s", label, done["run_id"])
             return outcome(DONE_BEFORE, detail=f"run {done['run_id']}", objective=objective_value(cfg, done))
-        record = _run_claimed(cfg, ledger, cell, label, bases or BaseKeeper(), tokenizer)
+        record = _run_claimed(cfg, ledger, cell, bases or BaseKeeper(), tokenizer)
     return outcome(record.status, detail=record.error_type or "", objective=objective_value(cfg, record))
 
 
-def _run_claimed(cfg: RunConfig, ledger: Ledger, cell: KeyedCell, label: str, bases: BaseKeeper,
-                 tokenizer=None) -> RunRecord:
+def cell_label(cfg: RunConfig, key: str) -> str:
+    """How log lines and the sweep summary name a cell."""
+    return f"{cfg.model.name}/{cfg.method.name} [{key}]"
+
+
+def _run_claimed(cfg: RunConfig, ledger: Ledger, cell: KeyedCell, bases: BaseKeeper, tokenizer=None) -> RunRecord:
     """The claimed cell's record, appended to the ledger whatever happens: completed, failed, skipped by the
     memory preflight, or interrupted (then the interrupt goes on up)."""
+    label = cell_label(cfg, cell.key)
     judge = _judge(cfg)
     estimate, refusal = None, None
     if cfg.preflight:
