@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness.board.build import build
-from harness.board.options import COST_KEYS, DEFAULT_COST, BoardOptions, default_out
+from harness.board.options import COST_KEYS, DEFAULT_COST, TOP_ROWS, BoardOptions, default_out
 from harness.board.outputs import write_figures, write_markdown
 from harness.board.ranking import LeaderboardError
 from harness.board.sources import Source, compare_runs, parse_source
@@ -68,6 +68,9 @@ def argument_parser() -> argparse.ArgumentParser:
                              "(e.g. the judge failed on some); such rows are marked *")
     parser.add_argument("--wide", action="store_true",
                         help="every column (all metrics, costs, timings, run keys) instead of a 100-column table")
+    parser.add_argument("--all-rows", action="store_true",
+                        help="every ranked row in the tables, the markdown and the page (default: the first "
+                             f"{TOP_ROWS} per board, with a count of the rest)")
     parser.add_argument("--no-report", action="store_true", help="write no pareto.png / report.html")
     parser.add_argument("--log-wandb", action="store_true",
                         help="also log the boards, the picks and the Pareto plot to a W&B run of job type "
@@ -84,7 +87,8 @@ def board_options(args: argparse.Namespace) -> BoardOptions:
     source = parse_source(args.source) if args.source else Source("ledger", str(args.ledger))
     return BoardOptions(source=source, out=args.out or default_out(source), floors=tuple(args.floors),
                         ceilings=tuple(args.ceilings), sort=args.sort, cost=args.cost, data=args.data,
-                        group=args.group or args.sweep, allow_different_samples=args.allow_different_samples)
+                        group=args.group or args.sweep, allow_different_samples=args.allow_different_samples,
+                        all_rows=args.all_rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,4 +90,25 @@ class BoardReport:
     body: list[list[str]]
     verdict: Verdict | None
     note: str = ""
-    rows: list[dict] = field(default_factory=list)  # ranked, seeds collapsed: what header/body show
+    rows: list[dict] = field(default_factory=list)  # ranked, seeds collapsed; body shows the first len(body)
+
+    @property
+    def hidden(self) -> int:
+        """Ranked rows the tables leave out (the top ones are shown unless --all-rows)."""
+        return len(self.rows) - len(self.body)
+
+    def more_rows_note(self) -> str:
+        if not self.hidden:
+            return ""
+        return (f"{self.hidden} more rows not shown (ranked {len(self.body) + 1} to {len(self.rows)}); "
+                f"--all-rows writes the full table.")
+
+    def listed_rejections(self) -> tuple[list[tuple[dict, str]], int]:
+        """The not-picked rows the report lists (those the table shows) and how many more there are."""
+        if self.verdict is None:
+            return [], 0
+        if not self.hidden:
+            return self.verdict.rejected, 0
+        shown = {id(row) for row in self.rows[:len(self.body)]}
+        listed = [(row, why) for row, why in self.verdict.rejected if id(row) in shown]
+        return listed, len(self.verdict.rejected) - len(listed)

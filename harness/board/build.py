@@ -4,7 +4,7 @@ ranked, and, given bounds, the cheapest row that meets them (see harness/board/r
 from __future__ import annotations
 
 from harness.board.boards import BoardReport, check_same_samples, known_metrics
-from harness.board.options import BoardOptions
+from harness.board.options import TOP_ROWS, BoardOptions
 from harness.board.ranking import (
     Board,
     Bound,
@@ -26,17 +26,15 @@ DEFAULT_SORT = ("accuracy", "rougeL", "id_f1", "semantic", "faithfulness")
 def build(options: BoardOptions) -> list[BoardReport]:
     """Every board of the source (or the one of options.data), checked against the bounds and the sort metric."""
     source, group = options.source, options.group
-    records = source.records(group)
+    # Only the asked dataset's runs are read: a year of sweeps holds tens of thousands of others.
+    records = source.records(group, data=options.data)
+    if not records and options.data and (names := sorted(source.data_names(group))):
+        raise LeaderboardError(f"--data {options.data}: no runs on that dataset in {source}; it has: "
+                               f"{', '.join(names)}")
     if not records:
         raise LeaderboardError(f"no runs in {source}{' for group ' + group if group else ''}; "
                                "run a sweep first, e.g. python -m harness -m model=smollm2_135m method=base,instruct")
     all_boards = boards(latest_per_key(records))
-    if options.data:
-        names = sorted({b.data for b in all_boards})
-        all_boards = [b for b in all_boards if b.data == options.data]
-        if not all_boards:
-            raise LeaderboardError(f"--data {options.data}: no runs on that dataset in {source}; it has: "
-                                   f"{', '.join(names)}")
     metrics = known_metrics([r for b in all_boards for r in b.rows])
     cost_keys = cost_figures()
     bounds = parse_bounds(list(options.floors), list(options.ceilings), known=[*metrics, *cost_keys],
@@ -67,7 +65,9 @@ def board_report(board: Board, bounds: list[Bound], options: BoardOptions) -> Bo
     if not options.allow_different_samples:
         check_same_samples(rows, [m for m in [sort_by, *quality] if m in measured])
     ranked = rank(rows, sort_by)
-    header, body = table_rows(ranked, board_metrics, options.cost, ci_metric=sort_by if sort_by in measured else None)
+    shown = len(ranked) if options.all_rows else TOP_ROWS
+    header, body = table_rows(ranked, board_metrics, options.cost, ci_metric=sort_by if sort_by in measured else None,
+                              limit=shown)
     verdict = None
     if bounds and not applies:
         note += (" " if note else "") + (f"No bound applies to this dataset (bounds on: "

@@ -15,6 +15,8 @@ COST_KEYS = ("usd_per_1k_generations", "usd_total", "usd_train", "usd_eval")
 DEFAULT_COST = "usd_per_1k_generations"
 # The markdown report's name when no --out is given; its plot and page are then pareto.png and report.html.
 DEFAULT_OUT_STEM = "leaderboard"
+# Rows per board in the tables (terminal, markdown, page) unless --all-rows: a year of sweeps ranks thousands.
+TOP_ROWS = 20
 
 
 def default_out(source: Source) -> Path:
@@ -41,6 +43,7 @@ class BoardOptions:
     data: str | None = None  # only this dataset's board
     group: str | None = None  # only runs of this sweep (its W&B group; the ledger's sweep id)
     allow_different_samples: bool = False  # rank on metrics scored on different samples in different runs
+    all_rows: bool = False  # every ranked row in the tables, not the first TOP_ROWS
 
     def __post_init__(self) -> None:
         if self.cost not in COST_KEYS:

@@ -20,6 +20,8 @@ from harness.core.ledger import COMPLETED
 from harness.metrics.keys import spec_of
 
 PANEL_W, PANEL_H, DPI = 6.0, 4.4, 90
+# Beyond this many points a board's markers shrink and the legend takes a fixed corner.
+LABELLED = 60
 
 
 @dataclass
@@ -97,14 +99,20 @@ def draw_board(ax, report, cost_key: str) -> None:
     if pts:  # before anything is drawn: a single point would leave autoscaling a zero-width range
         costs = [p.cost for p in pts] + [b.value for b in report.bounds if b.key == cost_key]
         ax.set_xlim(min(costs) / 1.6, max(costs) * 1.6)
+    # One errorbar call per kind of point, and labels only on the rows the table shows: a board of a year of
+    # sweeps has thousands of points, and an artist (and a label to keep clear of) per point takes minutes.
+    for seeded in (False, True):
+        kind = [p for p in pts if (p.seeds > 1) == seeded]
+        if kind:
+            ax.errorbar([p.cost for p in kind], [p.value for p in kind],
+                        yerr=[[p.value - p.low for p in kind], [p.high - p.value for p in kind]],
+                        fmt="s" if seeded else "o", color="#1f77b4" if seeded else "#555555",
+                        ecolor="#1f77b4" if seeded else "#999999", capsize=6 if seeded else 3,
+                        markersize=6 if len(pts) <= LABELLED else 3, zorder=3, linestyle="none")
     for p in pts:
-        seeded = p.seeds > 1
-        ax.errorbar([p.cost], [p.value], yerr=[[p.value - p.low], [p.high - p.value]], fmt="s" if seeded else "o",
-                    color="#1f77b4" if seeded else "#555555", ecolor="#1f77b4" if seeded else "#999999",
-                    capsize=6 if seeded else 3, markersize=6, zorder=3)
-        if pick is not None and p.row is pick:
-            continue  # labelled below, with its name
-        text = f"#{p.index}" + (f" ({p.seeds} seeds)" if seeded else "")
+        if (pick is not None and p.row is pick) or p.index > max(len(report.body), 1):
+            continue  # the pick is labelled below, with its name; rows below the table are not
+        text = f"#{p.index}" + (f" ({p.seeds} seeds)" if p.seeds > 1 else "")
         ax.annotate(text, (p.cost, p.value), textcoords="offset points", xytext=(6, 4), fontsize=8)
     # What the two kinds of bar mean, in the legend (empty plots only add the entries).
     if any(p.seeds == 1 for p in pts):
@@ -144,7 +152,8 @@ def draw_board(ax, report, cost_key: str) -> None:
     if left_out:
         ax.text(0.01, 0.01, "not placed: " + ", ".join(left_out), transform=ax.transAxes, fontsize=7, va="bottom")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="best")
+        # "best" measures every point against every spot: fine for a sweep, minutes for a year of them.
+        ax.legend(fontsize=7, loc="best" if len(pts) <= LABELLED else "lower right")
 
 
 def figure(reports: list, cost_key: str):

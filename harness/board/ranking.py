@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass, field
 from statistics import mean, stdev
 
+import orjson
+
 from harness.core.ledger import COMPLETED
 from harness.metrics.keys import KeySpec, spec_of
 
@@ -163,16 +165,49 @@ def seed_of(row: dict):
     return None
 
 
+# A slim record (harness/board/ledger_index.py) carries its configuration_id, computed from the whole record.
+CONFIGURATION_KEY = "configuration_id"
+
+
+def _without_seed(config: dict) -> dict:
+    """The config with the seed taken out, copying only the dicts on a seed's path."""
+    config = dict(config)
+    for path in SEED_PATHS:
+        node = config
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                break
+            node[part] = dict(node[part])
+            node = node[part]
+        else:
+            node.pop(path[-1], None)
+    return config
+
+
 def configuration_id(row: dict) -> str:
     """Everything that decides a run's result except its seed: config, data bytes, harness version."""
-    config = json.loads(json.dumps(row.get("config") or {}))
-    for path in SEED_PATHS:
-        holder = _seed_holder(config, path)
-        if holder is not None:
-            holder.pop(path[-1], None)
-    payload = {"config": config, "data": row.get("data_hashes"), "model": row.get("model"),
-               "method": row.get("method"), "harness": (row.get("versions") or {}).get("harness")}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    if row.get(CONFIGURATION_KEY):
+        return row[CONFIGURATION_KEY]
+    payload = {"config": _without_seed(row.get("config") or {}), "data": row.get("data_hashes"),
+               "model": row.get("model"), "method": row.get("method"),
+               "harness": (row.get("versions") or {}).get("harness")}
+    # orjson: a year of sweeps is 50,000 of these; bytes differ from json.dumps's, so only compare ids made here.
+    try:
+        text = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits
+        text = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(text).hexdigest()[:16]
+
+
+def one_per_seed(members: list[dict]) -> list[dict]:
+    """Records of one configuration and one seed (a re-run under another run key) are one seed: the latest
+    finished stands for it."""
+    latest: dict[str, dict] = {}
+    for member in members:
+        seed = repr(seed_of(member))
+        if seed not in latest or str(member.get("finished_at", "")) >= str(latest[seed].get("finished_at", "")):
+            latest[seed] = member
+    return list(latest.values())
 
 
 def _mean_dict(dicts: list[dict]) -> dict:
@@ -199,7 +234,7 @@ def collapse_seeds(rows: list[dict]) -> list[dict]:
             rest.append(row)
     out = []
     for members in groups.values():
-        members.sort(key=lambda r: str(seed_of(r)))
+        members = sorted(one_per_seed(members), key=lambda r: str(seed_of(r)))
         if len(members) == 1:
             out.append({**members[0], "seeds": [seed_of(members[0])], "runs": [members[0].get("run_key")],
                         "spread": {}})

@@ -83,7 +83,7 @@ def _section(index: int, report: BoardReport, cost_key: str, runs: dict) -> str:
     pick = report.verdict.pick if report.verdict is not None else None
     head = "".join(f'<th data-col="{i}" title="click to sort">{_e(name)}</th>' for i, name in enumerate(report.header))
     body = []
-    for row, cells in zip(report.rows, report.body, strict=True):
+    for row, cells in zip(report.rows[:len(report.body)], report.body, strict=True):
         picked = row is pick
         tds = "".join(f'<td data-sort="{_e(_sort_value(c, name))}">{_e(c)}</td>'
                       for c, name in zip(cells, report.header, strict=True))
@@ -105,8 +105,12 @@ def _section(index: int, report: BoardReport, cost_key: str, runs: dict) -> str:
         parts.append('<div class="verdict none">No bounds given (--min / --max), so no pick.</div>')
     parts.append(f'<div class="scroll"><table class="board-table" id="table-{index}"><thead><tr>{head}</tr></thead>'
                  f"<tbody>{''.join(body)}</tbody></table></div>")
-    if report.verdict is not None and report.verdict.rejected:
-        reasons = "".join(f"<li>{_e(row_label(row))}: {_e(reason)}</li>" for row, reason in report.verdict.rejected)
+    if report.hidden:
+        parts.append(f'<p class="note more-rows">{_e(report.more_rows_note())}</p>')
+    listed, more = report.listed_rejections()
+    if listed or more:
+        reasons = "".join(f"<li>{_e(row_label(row))}: {_e(reason)}</li>" for row, reason in listed)
+        reasons += f"<li>and {more} more rows below the table</li>" if more else ""
         parts.append(f"<h3>Why the others were not picked</h3><ul class=\"reasons\">{reasons}</ul>")
     png = base64.b64encode(png_bytes([report], cost_key)).decode()
     parts.append(f'<h3>Quality against cost</h3><img class="pareto" alt="Pareto plot of {_e(report.board.title)}" '
@@ -120,7 +124,7 @@ def _section(index: int, report: BoardReport, cost_key: str, runs: dict) -> str:
 def _runs(report, source) -> dict:
     """run key -> what the page shows of a completed row: label, the examples it was scored on, judge failures."""
     out = {}
-    for row in report.rows:
+    for row in report.rows[:len(report.body)]:  # the rows the table shows: a board can rank thousands
         if row.get("status") != COMPLETED:
             continue
         examples = source.predictions(row)

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.board.compare import Comparison, compare, load_predictions
+from harness.board.ledger_index import data_name, indexed_data_names, indexed_records
 from harness.board.ranking import LeaderboardError
-from harness.core.ledger import Ledger
 from harness.core.wandb_record import IDENTITY, LEADERBOARD_MARKER, from_wandb
 
 KINDS = ("ledger", "wandb", "wandb-offline")
@@ -63,13 +63,23 @@ class Source:
                                    f"(the run logged no eval/predictions table: tracker.log_predictions=false?)")
         return rows
 
-    def records(self, group: str | None = None) -> list[dict]:
+    def records(self, group: str | None = None, data: str | None = None) -> list[dict]:
+        """The runs (of sweep `group`, of dataset `data`); a ledger's are read through its board index
+        (harness/board/ledger_index.py), so they hold what a board shows, not the whole record."""
         if self.kind == "ledger":
-            records = Ledger(resolve_ledger(Path(self.location))).records()
-            return [r for r in records if r.get("sweep_id") == group] if group else records
-        if self.kind == "wandb-offline":
-            return self._offline_records(group)
-        return self._online_records(group)
+            path = resolve_ledger(Path(self.location))
+            records = indexed_records(path, data) if path.is_file() else []
+        else:
+            records = self._offline_records(group) if self.kind == "wandb-offline" else self._online_records(group)
+            records = [r for r in records if data is None or data_name(r) == data]
+        return [r for r in records if r.get("sweep_id") == group] if group and self.kind == "ledger" else records
+
+    def data_names(self, group: str | None = None) -> list[str]:
+        """The datasets this source has runs of."""
+        if self.kind == "ledger" and group is None:
+            path = resolve_ledger(Path(self.location))
+            return indexed_data_names(path) if path.is_file() else []
+        return list(dict.fromkeys(data_name(r) for r in self.records(group)))
 
     def predictions(self, record: dict) -> list[dict] | None:
         """The run's per-example rows, or None when this source cannot reach them."""

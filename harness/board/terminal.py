@@ -86,7 +86,7 @@ def _sort_cell(row: dict, metric: str) -> str:
 def compact_table(report: BoardReport, cost_key: str) -> tuple[list[str], list[list[str]]]:
     """model, method, the settings that vary on this board, the sort metric with its CI or seed spread, the
     bound metrics, the cost, the status."""
-    settings = varying_settings(report.rows)
+    settings = varying_settings(report.rows[:len(report.body)])
     names = _short_names(settings)
     joined = len(settings) > MAX_SETTING_COLUMNS
     bound_keys = [b.key for b in report.bounds if b.key not in (report.sort_by, cost_key)]
@@ -94,7 +94,7 @@ def compact_table(report: BoardReport, cost_key: str) -> tuple[list[str], list[l
               f"{heading(report.sort_by)} 95% CI / seeds", *map(heading, dict.fromkeys(bound_keys)),
               COST_HEADINGS.get(cost_key, heading(cost_key)), "status"]
     body = []
-    for index, row in enumerate(report.rows, start=1):
+    for index, row in enumerate(report.rows[:len(report.body)], start=1):
         flat = {**flat_config(row.get("config") or {}), "hardware": row.get("hardware")}
         values = [_setting_text(flat.get(k)) for k in settings]
         setting_cells = [" ".join(f"{names[k]}={v}" for k, v in zip(settings, values, strict=True))] if joined \
@@ -147,6 +147,8 @@ def print_report(console: Console, report: BoardReport, cost_key: str, wide: boo
     for cells in body:
         table.add_row(*map(escape, cells))
     console.print(table)
+    if report.hidden:
+        console.print(escape(report.more_rows_note()), soft_wrap=True)
     if report.note:
         console.print(escape(report.note), soft_wrap=True)
     verdict = report.verdict
@@ -159,8 +161,11 @@ def print_report(console: Console, report: BoardReport, cost_key: str, wide: boo
         else:
             console.print(f"[bold red]no completed run meets every bound ({escape(wanted)}) on "
                           f"{escape(report.board.title)}[/bold red]", soft_wrap=True)
-        for row, reason in verdict.rejected:
+        listed, more = report.listed_rejections()
+        for row, reason in listed:
             console.print(escape(f"  not picked: {row_label(row)}: {reason}"), soft_wrap=True)
+        if more:
+            console.print(f"  and {more} more rows not picked, below the table", soft_wrap=True)
     console.print("")
 
 

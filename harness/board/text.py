@@ -75,14 +75,15 @@ def figure_text(row: dict, key: str, digits: int) -> str:
 
 
 def table_rows(rows: list[dict], metrics: list[str], cost_key: str,
-               ci_metric: str | None = None) -> tuple[list[str], list[list[str]]]:
-    """Table cells; with `ci_metric`, a column with its 95% CI (one seed) or its spread over seeds."""
+               ci_metric: str | None = None, limit: int | None = None) -> tuple[list[str], list[list[str]]]:
+    """Table cells; with `ci_metric`, a column with its 95% CI (one seed) or its spread over seeds; with `limit`,
+    of the first `limit` rows only (the samples check still sees them all)."""
     odd = {name: {r.get("run_key") for r in mismatched_samples(rows, name)} for name in metrics}
     interval_header = [f"{ci_metric} 95% CI / seed spread"] if ci_metric else []
     header = ["#", "model", "method", "r", "seeds", "status", *map(heading, metrics), *interval_header,
               heading(cost_key), "$ run ↓", "train s ↓", "eval tok/s ↑", "peak GB ↓", "run keys"]
     body = []
-    for index, row in enumerate(rows, start=1):
+    for index, row in enumerate(rows[:limit], start=1):
         trained = bool(row.get("train"))
         qlora = (row.get("config") or {}).get("qlora")
         body.append([
@@ -127,6 +128,8 @@ def render_markdown(reports: list[BoardReport], cost_key: str, source) -> str:
         lines += [f"## {report.board.title}\n", f"Ranked by `{report.sort_by}`. Metrics: {legend(report.metrics)}.\n",
                   "| " + " | ".join(report.header) + " |", "|" + "---|" * len(report.header)]
         lines += ["| " + " | ".join(cells) + " |" for cells in report.body]
+        if report.hidden:
+            lines.append(f"\n{report.more_rows_note()}")
         if report.note:
             lines.append(f"\n{report.note}")
         if report.verdict is not None:
@@ -135,6 +138,8 @@ def render_markdown(reports: list[BoardReport], cost_key: str, source) -> str:
             lines.append(f"**{row_label(report.verdict.pick)}** at {cost_text(report.verdict.pick, cost_key)}"
                          if report.verdict.pick else "**None**: no completed run meets every bound.")
             lines.append("\nNot picked:\n")
-            lines += [f"- {row_label(row)}: {reason}" for row, reason in report.verdict.rejected]
+            listed, more = report.listed_rejections()
+            lines += [f"- {row_label(row)}: {reason}" for row, reason in listed]
+            lines += [f"- and {more} more rows below the table"] if more else []
         lines.append("")
     return "\n".join(lines) + "\n"

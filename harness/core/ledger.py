@@ -14,8 +14,11 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import orjson
 
 log = logging.getLogger("harness.core.ledger")
 
@@ -132,6 +135,23 @@ def record_problem(record) -> str | None:
     return None
 
 
+def parse_line(raw: bytes):
+    """One ledger line as JSON. orjson first (several times faster on a ledger of a year of sweeps); json for
+    what orjson refuses but json wrote or reads (NaN, integers beyond 64 bits, bytes that are not UTF-8)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw.decode("utf-8", errors="replace"))
+
+
+@dataclass(frozen=True)
+class LedgerLine:
+    number: int  # 1-based, counting blank lines too (what a warning names)
+    end: int  # byte offset just past the line
+    record: dict | None  # a usable record, or None (then `problem` says why)
+    problem: str | None
+
+
 class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -143,26 +163,38 @@ class Ledger:
     def records(self) -> list[dict]:
         """Every readable record in file order; a torn or malformed line is skipped with a warning naming
         file:line (a sweep and the leaderboard go on with the rest)."""
-        if not self.path.is_file():
-            return []
         out = []
-        with self.path.open(encoding="utf-8", errors="replace") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    self._warn(number, "unreadable ledger line skipped (torn write?)")
-                    continue
-                problem = record_problem(record)
-                if problem:
-                    self._warn(number, f"ledger line skipped: {problem}")
-                    continue
-                out.append(record)
+        for line in self.scan():
+            if line.problem:
+                self.warn(line.number, line.problem)
+            else:
+                out.append(line.record)
         return out
 
-    def _warn(self, number: int, message: str) -> None:
+    def scan(self, start: int = 0, first_number: int = 1, stop: int | None = None) -> Iterator[LedgerLine]:
+        """The non-blank lines from byte `start` (the start of line `first_number`) up to byte `stop` (default:
+        the end), each parsed and checked; nothing is kept, so a reader can keep only what it needs of each."""
+        if not self.path.is_file():
+            return
+        with self.path.open("rb") as handle:
+            handle.seek(start)
+            offset = start
+            for number, raw in enumerate(handle, start=first_number):
+                if stop is not None and offset >= stop:
+                    return
+                offset += len(raw)
+                if not raw.strip():
+                    continue
+                try:
+                    record = parse_line(raw)
+                except ValueError:
+                    yield LedgerLine(number, offset, None, "unreadable ledger line skipped (torn write?)")
+                    continue
+                problem = record_problem(record)
+                yield LedgerLine(number, offset, None if problem else record,
+                                 f"ledger line skipped: {problem}" if problem else None)
+
+    def warn(self, number: int, message: str) -> None:
         # Once per line and reader: a sweep reads the ledger several times per cell.
         if (number, message) not in self._warned:
             self._warned.add((number, message))
