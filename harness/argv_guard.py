@@ -23,7 +23,7 @@ from hydra.errors import ConfigCompositionException, HydraException, MissingConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from harness.cell.checks import check_before_load, check_truncation_if_cheap
-from harness.cell.tracking import check_tracker_login
+from harness.cell.tracking import check_tracker_login, probe_wandb_server
 from harness.core.config import CONF_DIR, ENV_VAR_NAME, ConfigError, JudgeBackend, RunConfig, schema_keys, to_run_config
 from harness.core.data import DataError
 from harness.core.redact import is_secret_key, looks_like_secret
@@ -217,6 +217,9 @@ def check_services(cfg: RunConfig, probed: set[tuple]) -> None:
     if cfg.plan != "false":
         return
     check_tracker_login(cfg.tracker)
+    if ("wandb", cfg.tracker.mode.value) not in probed:
+        probe_wandb_server(cfg.tracker)
+        probed.add(("wandb", cfg.tracker.mode.value))
     judge = cfg.judge
     if "ragas" in cfg.data.metrics and judge.backend != JudgeBackend.none and judge.check_on_start:
         identity = (judge.backend, judge.model, judge.base_url, judge.api_key_env)

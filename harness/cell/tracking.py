@@ -7,6 +7,8 @@ through `redact` before they leave the process.
 from __future__ import annotations
 
 import os
+import urllib.error
+import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol
@@ -96,6 +98,28 @@ def check_tracker_login(cfg: TrackerConfig) -> None:
             "tracker=wandb needs a W&B login: run `wandb login` or set WANDB_API_KEY in the environment "
             "(never in a config); or use tracker=wandb_offline / tracker=none"
         )
+
+
+# The server online W&B talks to unless WANDB_BASE_URL names another (a self-hosted one).
+WANDB_DEFAULT_URL = "https://api.wandb.ai"
+WANDB_PROBE_TIMEOUT_S = 10
+
+
+def probe_wandb_server(cfg: TrackerConfig) -> None:
+    """Online W&B's server answers at all (any HTTP status will do): unreachable, wandb.init retries for minutes
+    and the cell's run folder is already written. Asked by the entry point only, before Hydra starts."""
+    if cfg.backend == TrackerBackend.none or cfg.mode.value != "online":
+        return
+    url = os.environ.get("WANDB_BASE_URL") or WANDB_DEFAULT_URL
+    try:
+        urllib.request.urlopen(url, timeout=WANDB_PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise ConfigError(f"tracker=wandb: cannot reach the W&B server at {url} ({reason}); check the network or "
+                          f"WANDB_BASE_URL, or use tracker=wandb_offline (sync later with `wandb sync`) / "
+                          f"tracker=none") from None
 
 
 def make_tracker(cfg: TrackerConfig, results_dir: Path) -> Tracker:
