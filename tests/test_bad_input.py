@@ -330,3 +330,58 @@ def test_results_dir_with_a_tilde_in_a_config_file_is_expanded_for_hydra(tmp_pat
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     # Hydra's run folder is ${results_dir}/hydra/...: it gets the expanded path as an override.
     assert check_command_line([*BASE]) == [*BASE, f"results_dir={tmp_path}/home/tb-results"]
+
+
+def _snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every folder and file under `root`, files with their bytes."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def test_a_table_of_refusals_leaves_every_folder_byte_identical(tmp_path):
+    """Refusals found late before issue 22 (a service that cannot be reached, a numeric edge, a sample path that
+    climbs out, datasets_gen inputs of the wrong kind or too small to split): each is one line and exit 2, and the
+    results folder, the dataset output folder and the working folder are byte-identical afterwards (no Hydra run
+    folder, no claims/, no .work/)."""
+    work = tmp_path / "work"
+    results, output = work / "results", work / "datasets"
+    _ledger(results)
+    (output / "earlier").mkdir(parents=True)
+    (output / "earlier" / "train.jsonl").write_text('{"id": "x"}\n')
+    docs = work / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# A\n\nSome text.\n")
+    catalog = work / "three.csv"
+    catalog.write_text("id,name,description,department\n1,A,aa,X\n2,B,bb,Y\n3,C,cc,X\n")
+    unreachable = "http://127.0.0.1:9"
+    harness = ("harness", *BASE, f"results_dir={results}")
+    table = [
+        (("judge unreachable", (*harness, "judge=openai", f"judge.base_url={unreachable}/v1", "judge.model=m",
+                                "data.metrics=[ragas]"), {"OPENAI_API_KEY": "not-a-real-key"}),
+         ("judge=openai", "cannot connect")),
+        (("W&B unreachable", (*harness, "tracker=wandb"),
+          {"WANDB_API_KEY": "a" * 40, "WANDB_BASE_URL": unreachable}), ("tracker=wandb", "cannot reach")),
+        (("negative steps", (*harness, "method=instruct", "qlora.max_steps=-5"), None), ("qlora.max_steps", "-1")),
+        (("eval batch above the eval set", (*harness, "eval.batch_size=100000"), None),
+         ("eval.batch_size", "20 or less")),
+        (("samples path climbing out", (*harness, "data.dir=samples:../shop_catalog"), None),
+         ("samples:NAME", "known: hr_handbook")),
+        (("folder as a catalog", ("datasets_gen", "recipe=departments", f"input={docs}", f"output={output}",
+                                  "name=d1"), None), ("input", "is a folder", ".csv")),
+        (("catalog as documents", ("datasets_gen", "recipe=doc_qa", f"input={catalog}", f"output={output}",
+                                   "name=d2"), None), ("input", "is a file", "recipe=departments")),
+        (("split too small", ("datasets_gen", "recipe=departments", f"input={catalog}", f"output={output}",
+                              "name=d3"), None), ("eval split", "per label", "nothing was written")),
+    ]
+    before = _snapshot(work)
+    with ThreadPoolExecutor(2) as pool:
+        procs = list(pool.map(lambda case: _run(*case[0][1], env=case[0][2], cwd=work), table))
+    failures = []
+    for ((name, cmd, _), expect), proc in zip(table, procs, strict=True):
+        err = proc.stderr.strip()
+        if proc.returncode != 2 or len(err.splitlines()) != 1 or "Traceback" in proc.stdout + err \
+                or not all(word in err for word in expect):
+            failures.append(f"{name}: exit {proc.returncode}: {err[-500:]}")
+    assert not failures, "\n".join(failures)
+    after = _snapshot(work)
+    assert after.keys() == before.keys(), sorted(set(after) ^ set(before))
+    assert after == before
