@@ -60,6 +60,16 @@ def _dataset(root: Path, kind: str) -> Path:
         _write_jsonl(folder / "eval.jsonl", [_qa(7, "e", "what is rule T2?"), _qa(8, "e")])
     elif kind == "duplicate_id":
         _write_jsonl(folder / "train.jsonl", [_qa(1, "t"), _qa(1, "t")])
+    elif kind == "long_answers":  # half the training answers far beyond qlora.max_length
+        _write_jsonl(folder / "train.jsonl", [{**_qa(i, "t"), "answer": "yes " * (3000 if i % 2 else 1)}
+                                              for i in range(4)])
+    elif kind == "label_outside":  # a classification set whose eval answer is no label
+        shop = REPO / "harness" / "samples" / "shop_catalog"
+        for name in ("train.jsonl", "labels.json"):
+            (folder / name).write_bytes((shop / name).read_bytes())
+        first, *rest = (shop / "eval.jsonl").read_text(encoding="utf-8").splitlines()
+        (folder / "eval.jsonl").write_text("\n".join([json.dumps({**json.loads(first), "answer": "Spaceships"}),
+                                                      *rest]) + "\n", encoding="utf-8")
     return folder
 
 
@@ -76,7 +86,7 @@ class Row:
 
 def rows(tmp: Path) -> list[Row]:
     data = {kind: _dataset(tmp, kind) for kind in ("not_utf8", "bad_card", "bad_json", "no_answer", "shared_ids",
-                                                     "shared_questions", "duplicate_id", "ok")}
+                                                     "shared_questions", "duplicate_id", "long_answers", "label_outside", "ok")}
     no_corpus = data["ok"]
     a_file = tmp / "a_file"
     a_file.write_text("x")
@@ -149,6 +159,25 @@ def rows(tmp: Path) -> list[Row]:
             ("eval.jsonl", "1 shared id", "'t1'", "data.allow_overlap=true")),
         Row("train/eval share questions", (f"data.dir={data['shared_questions']}",),
             ("eval.jsonl", "1 identical question", "data.allow_overlap=true")),
+        # Issue 22: numeric edges against the data, label files, truncation, sample paths, unwritable folders.
+        Row("negative max_steps", ("method=instruct", "qlora.max_steps=-5"), ("qlora.max_steps", "-1")),
+        Row("eval batch above the eval set", ("eval.batch_size=100000",), ("eval.batch_size", "20 or less")),
+        Row("train batch above the train set", ("method=instruct", "qlora.batch_size=100000"),
+            ("qlora.batch_size", "60 or less")),
+        Row("fraction of an epoch below one step", ("method=instruct", "qlora.epochs=0.001"),
+            ("qlora.epochs", "or more", "qlora.max_steps=N")),
+        Row("accumulation beyond an epoch", ("method=instruct", "qlora.grad_accum=1000"),
+            ("qlora.grad_accum", "15 or less")),
+        Row("infinite learning rate", ("qlora.lr=inf",), ("qlora.lr", "finite")),
+        Row("negative seed", ("qlora.seed=-1",), ("qlora.seed", "[0,")),
+        Row("eval answer outside labels.json", ("data=shop_catalog", f"data.dir={data['label_outside']}"),
+            ("eval.jsonl", "labels.json", "Spaceships", "add them to labels.json")),
+        Row("answers cut by max_length", ("method=instruct", f"data.dir={data['long_answers']}"),
+            ("qlora.max_length", "data.allow_truncation=true")),
+        Row("samples path climbing out", ("data.dir=samples:../shop_catalog",), ("samples:NAME", "known: hr_handbook")),
+        Row("samples with an absolute path", ("data.dir=samples:/etc",), ("samples:NAME", "data.dir=/etc")),
+        Row("results_dir in /proc", ("results_dir=/proc/tunebench",), ("results_dir", "give a folder you can write")),
+        Row("cache_dir in /proc", ("cache_dir=/proc/tunebench",), ("cache_dir", "give a folder you can write")),
     ]
 
 
