@@ -112,9 +112,12 @@ def _section(index: int, report: BoardReport, cost_key: str, runs: dict) -> str:
         reasons = "".join(f"<li>{_e(row_label(row))}: {_e(reason)}</li>" for row, reason in listed)
         reasons += f"<li>and {more} more rows below the table</li>" if more else ""
         parts.append(f"<h3>Why the others were not picked</h3><ul class=\"reasons\">{reasons}</ul>")
-    png = base64.b64encode(png_bytes([report], cost_key)).decode()
-    parts.append(f'<h3>Quality against cost</h3><img class="pareto" alt="Pareto plot of {_e(report.board.title)}" '
-                 f'src="data:image/png;base64,{png}">')
+    if any(row.get("status") == COMPLETED for row in report.rows):
+        png = base64.b64encode(png_bytes([report], cost_key)).decode()
+        parts.append(f'<h3>Quality against cost</h3><img class="pareto" alt="Pareto plot of '
+                     f'{_e(report.board.title)}" src="data:image/png;base64,{png}">')
+    else:  # a board of failures only (they have no eval set): nothing to place, and a plot costs a second
+        parts.append("<h3>Quality against cost</h3><p>no completed run to plot</p>")
     parts.append(_drilldown(report, runs))
     parts.append(_side_by_side(index, runs))
     parts.append("</section>")
