@@ -106,7 +106,7 @@ def build_ledger(path: Path, templates: list[dict], source_ledger: Path, count: 
                 qlora["r"], qlora["lr"], qlora["seed"] = rng.choice(RANKS), rng.choice(LRS), rng.choice(SEEDS)
                 version = rng.choice((1, 2))
                 if record.get("eval_set"):
-                    record["eval_set"] = f"{record['eval_set'][:12]}v{version:03d}"
+                    record["eval_set"] = f"v{version}{record['eval_set'][:14]}"
                 for name in record.get("data_hashes") or {}:
                     record["data_hashes"][name] = f"{record['data_hashes'][name][:60]}v{version:03d}"
                 record["metrics"] = _jitter(record.get("metrics") or {}, rng, 0.5)

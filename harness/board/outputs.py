@@ -6,7 +6,7 @@ from pathlib import Path
 
 from harness.board.boards import BoardReport
 from harness.board.options import BoardOptions
-from harness.board.pareto import write_pareto
+from harness.board.pareto import plot_and_panels
 from harness.board.ranking import LeaderboardError
 from harness.board.report import write_report
 from harness.board.text import render_markdown
@@ -27,9 +27,11 @@ def write_figures(reports: list[BoardReport], options: BoardOptions) -> list[Pat
     """The Pareto plot and the HTML page beside the markdown report (options.figure_paths)."""
     png_path, html_path = options.figure_paths
     try:
-        png = write_pareto(reports, options.cost, png_path)
-        html = write_report(reports, options.cost, options.source, html_path)
+        whole, panels = plot_and_panels(reports, options.cost)
+        png_path.parent.mkdir(parents=True, exist_ok=True)
+        png_path.write_bytes(whole)
+        html = write_report(reports, options.cost, options.source, html_path, panels)
     except OSError as exc:
         raise LeaderboardError(f"cannot write the plot or the report into {options.out.parent} "
                                f"({exc.strerror or exc}); pass --out to a writable place, or --no-report") from None
-    return [png, html]
+    return [png_path, html]

@@ -184,6 +184,35 @@ def png_bytes(reports: list, cost_key: str) -> bytes:
     return buffer.getvalue()
 
 
+def plot_and_panels(reports: list, cost_key: str) -> tuple[bytes, list[bytes]]:
+    """The plot of every board and each board's own panel cut from it (PNG bytes): one drawing for both, where a
+    drawing per board costs a second each on a year of sweeps."""
+    import matplotlib.pyplot as plt  # deferred, heavy: only drawing the Pareto plot imports it
+    import numpy as np  # deferred with matplotlib, which brings it
+    from PIL import Image  # deferred: matplotlib's own PNG writer
+
+    def png(pixels) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(pixels), "RGBA").save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    fig = figure(reports, cost_key)
+    try:
+        fig.canvas.draw()
+        pixels = np.asarray(fig.canvas.buffer_rgba())
+        height, width = pixels.shape[:2]
+        renderer = fig.canvas.get_renderer()
+        panels = []
+        for ax in fig.axes[:len(reports)]:  # subplots are made row by row, as figure() fills them
+            box = ax.get_tightbbox(renderer)  # display pixels, origin at the bottom left
+            left, right = max(int(box.x0) - 4, 0), min(math.ceil(box.x1) + 4, width)
+            top, bottom = max(height - math.ceil(box.y1) - 4, 0), min(height - int(box.y0) + 4, height)
+            panels.append(png(pixels[top:bottom, left:right]))
+        return png(pixels), panels
+    finally:
+        plt.close(fig)
+
+
 def write_pareto(reports: list, cost_key: str, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png_bytes(reports, cost_key))

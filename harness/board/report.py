@@ -32,20 +32,22 @@ BOOTSTRAP_RESAMPLES = 2000
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
-def write_report(reports: list[BoardReport], cost_key: str, source: Source, path: Path) -> Path:
+def write_report(reports: list[BoardReport], cost_key: str, source: Source, path: Path,
+                 panels: list[bytes] | None = None) -> Path:
+    """`panels`: each board's Pareto plot as PNG bytes, when already drawn (else drawn here)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(reports, cost_key, source), encoding="utf-8")
+    path.write_text(render(reports, cost_key, source, panels), encoding="utf-8")
     return path
 
 
-def render(reports: list[BoardReport], cost_key: str, source: Source) -> str:
+def render(reports: list[BoardReport], cost_key: str, source: Source, panels: list[bytes] | None = None) -> str:
     """The page of `reports` read from `source` (which also yields each run's predictions); "cheapest" is lowest
     `cost_key`."""
     data, sections = [], []
     for index, report in enumerate(reports):
         runs = _runs(report, source)
         data.append({"runs": runs, "pairs": _pairs(report, runs), "order": list(runs)})
-        sections.append(_section(index, report, cost_key, runs))
+        sections.append(_section(index, report, cost_key, runs, panels[index] if panels else None))
     nav = "".join(f'<li><a href="#board-{i}">{_e(r.board.title)}</a></li>' for i, r in enumerate(reports))
     payload = json.dumps(data, ensure_ascii=False, allow_nan=False, default=str).replace("</", "<\\/")
     generated = datetime.now(UTC).isoformat(timespec="seconds")
@@ -79,7 +81,7 @@ def _sort_value(cell: str, column: str) -> str:
     return match.group(0) if match else cell.lower()
 
 
-def _section(index: int, report: BoardReport, cost_key: str, runs: dict) -> str:
+def _section(index: int, report: BoardReport, cost_key: str, runs: dict, panel: bytes | None = None) -> str:
     pick = report.verdict.pick if report.verdict is not None else None
     head = "".join(f'<th data-col="{i}" title="click to sort">{_e(name)}</th>' for i, name in enumerate(report.header))
     body = []
@@ -113,7 +115,7 @@ def _section(index: int, report: BoardReport, cost_key: str, runs: dict) -> str:
         reasons += f"<li>and {more} more rows below the table</li>" if more else ""
         parts.append(f"<h3>Why the others were not picked</h3><ul class=\"reasons\">{reasons}</ul>")
     if any(row.get("status") == COMPLETED for row in report.rows):
-        png = base64.b64encode(png_bytes([report], cost_key)).decode()
+        png = base64.b64encode(panel or png_bytes([report], cost_key)).decode()
         parts.append(f'<h3>Quality against cost</h3><img class="pareto" alt="Pareto plot of '
                      f'{_e(report.board.title)}" src="data:image/png;base64,{png}">')
     else:  # a board of failures only (they have no eval set): nothing to place, and a plot costs a second
