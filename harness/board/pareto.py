@@ -99,25 +99,30 @@ def draw_board(ax, report, cost_key: str) -> None:
     if pts:  # before anything is drawn: a single point would leave autoscaling a zero-width range
         costs = [p.cost for p in pts] + [b.value for b in report.bounds if b.key == cost_key]
         ax.set_xlim(min(costs) / 1.6, max(costs) * 1.6)
-    # One errorbar call per kind of point, and labels only on the rows the table shows: a board of a year of
-    # sweeps has thousands of points, and an artist (and a label to keep clear of) per point takes minutes.
+    # The rows the table shows get their bars and labels, one errorbar call per kind; the rows below it are dots
+    # (a board of a year of sweeps has thousands, and an artist per point takes minutes and hides the front).
+    shown = max(len(report.body), 1)
+    below = [p for p in pts if p.index > shown]
+    if below:
+        ax.scatter([p.cost for p in below], [p.value for p in below], s=4, color="#bbbbbb", zorder=1,
+                   label=f"{len(below)} rows below the table")
     for seeded in (False, True):
-        kind = [p for p in pts if (p.seeds > 1) == seeded]
+        kind = [p for p in pts if (p.seeds > 1) == seeded and p.index <= shown]
         if kind:
             ax.errorbar([p.cost for p in kind], [p.value for p in kind],
                         yerr=[[p.value - p.low for p in kind], [p.high - p.value for p in kind]],
                         fmt="s" if seeded else "o", color="#1f77b4" if seeded else "#555555",
-                        ecolor="#1f77b4" if seeded else "#999999", capsize=6 if seeded else 3,
-                        markersize=6 if len(pts) <= LABELLED else 3, zorder=3, linestyle="none")
+                        ecolor="#1f77b4" if seeded else "#999999", capsize=6 if seeded else 3, markersize=6,
+                        zorder=3, linestyle="none")
     for p in pts:
-        if (pick is not None and p.row is pick) or p.index > max(len(report.body), 1):
+        if (pick is not None and p.row is pick) or p.index > shown:
             continue  # the pick is labelled below, with its name; rows below the table are not
         text = f"#{p.index}" + (f" ({p.seeds} seeds)" if p.seeds > 1 else "")
         ax.annotate(text, (p.cost, p.value), textcoords="offset points", xytext=(6, 4), fontsize=8)
     # What the two kinds of bar mean, in the legend (empty plots only add the entries).
-    if any(p.seeds == 1 for p in pts):
+    if any(p.seeds == 1 and p.index <= shown for p in pts):
         ax.errorbar([], [], yerr=[], fmt="o", color="#555555", ecolor="#999999", capsize=3, label="one seed: 95% CI")
-    if any(p.seeds > 1 for p in pts):
+    if any(p.seeds > 1 and p.index <= shown for p in pts):
         ax.errorbar([], [], yerr=[], fmt="s", color="#1f77b4", capsize=6, label="seeds: mean, range across them")
     if pts and spec is not None:
         front = pareto_front(pts, spec.higher_is_better)
