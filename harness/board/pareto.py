@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from harness.board.ranking import value_of
 from harness.board.text import ci_of
 from harness.core.ledger import COMPLETED
@@ -192,13 +194,12 @@ def png_bytes(reports: list, cost_key: str) -> bytes:
 def plot_and_panels(reports: list, cost_key: str) -> tuple[bytes, list[bytes]]:
     """The plot of every board and each board's own panel cut from it (PNG bytes): one drawing for both, where a
     drawing per board costs a second each on a year of sweeps."""
+    import matplotlib.image  # deferred, heavy: only drawing the Pareto plot imports it
     import matplotlib.pyplot as plt  # deferred, heavy: only drawing the Pareto plot imports it
-    import numpy as np  # deferred with matplotlib, which brings it
-    from PIL import Image  # deferred: matplotlib's own PNG writer
 
     def png(pixels) -> bytes:
         buffer = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(pixels), "RGBA").save(buffer, format="PNG")
+        matplotlib.image.imsave(buffer, np.ascontiguousarray(pixels), format="png")
         return buffer.getvalue()
 
     fig = figure(reports, cost_key)
