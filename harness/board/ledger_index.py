@@ -88,12 +88,19 @@ class Index:
     configs: list[dict]  # shown settings, shared: a sweep's records repeat a handful of them
     skipped: list[list]  # [line number, why]
     # dataset -> [[line number, slim record with "config" as an index into configs], ...], datasets in the order
-    # of their first line; each dataset is one line of the file, so `--data NAME` parses only its own
-    by_data: dict[str, list[list]]
+    # of their first line; each dataset is one line of the file, so `--data NAME` parses only its own (the
+    # others stay the bytes they were read as, and are written back as they are)
+    by_data: dict[str, list[list] | bytes]
+
+    def segment(self, name: str) -> list[list]:
+        """A dataset's records, parsed now if they were left as bytes."""
+        if isinstance(self.by_data.get(name), bytes):
+            self.by_data[name] = orjson.loads(self.by_data[name])
+        return self.by_data.setdefault(name, [])
 
     def to_bytes(self) -> bytes:
         names = list(self.by_data)
-        segments = [orjson.dumps(self.by_data[name]) for name in names]
+        segments = [s if isinstance(s := self.by_data[name], bytes) else orjson.dumps(s) for name in names]
         header = orjson.dumps({"format": FORMAT, "size": self.size, "mtime_ns": self.mtime_ns, "tail": self.tail,
                                "lines": self.lines, "configs": self.configs, "skipped": self.skipped,
                                "data": names})
@@ -116,7 +123,7 @@ def _load(path: Path, only: str | None = None) -> Index | None:
         names = data["data"]
         if len(lines) != len(names) + 2 or lines[-1]:
             return None  # torn
-        by_data = {name: (orjson.loads(segment) if only is None or name == only else None)
+        by_data = {name: (orjson.loads(segment) if only is None or name == only else segment)
                    for name, segment in zip(names, lines[1:-1], strict=True)}
         return Index(data["size"], data["mtime_ns"], data["tail"], data["lines"], data["configs"], data["skipped"],
                      by_data)
@@ -152,7 +159,7 @@ def _extend(index: Index, ledger: Ledger, end: int) -> None:
             shared[key] = len(index.configs)
             index.configs.append(record["config"])
         record["config"] = shared[key]
-        index.by_data.setdefault(data_name(record), []).append([line.number, record])
+        index.segment(data_name(record)).append([line.number, record])
     # Lines counted up to `end`, blank ones included, so the next extension numbers its lines as the ledger does.
     with ledger.path.open("rb") as handle:
         handle.seek(index.size)
@@ -183,8 +190,6 @@ def fresh_index(ledger_path: Path, only: str | None = None) -> Index:
     index = _load(path, only)
     if index is not None and index.size == stat.st_size and index.mtime_ns == stat.st_mtime_ns:
         return index
-    if index is not None and only is not None:
-        index = _load(path)  # it is about to be extended and written whole
     ledger = Ledger(ledger_path)
     end = _covered_end(ledger_path, stat.st_size)
     grew = index is not None and stat.st_size > index.size and _tail_hash(ledger_path, index.size) == index.tail
@@ -205,7 +210,7 @@ def indexed_records(ledger_path: Path, data: str | None = None) -> list[dict]:
     for number, problem in index.skipped:
         ledger.warn(number, problem)
     configs = index.configs
-    segments = [index.by_data.get(data) or []] if data is not None else list(index.by_data.values())
+    segments = [index.segment(data)] if data is not None else [index.segment(name) for name in list(index.by_data)]
     numbered = []
     for segment in segments:
         for number, record in segment:
