@@ -162,3 +162,14 @@ def test_the_board_prints_the_range_and_the_tie(tmp_path, capsys):
     text = out.read_text()
     assert "at $0.013000 [0.012000, 0.016000]; tie on cost with smollm2_135m/instruct" in text
     assert "tie on cost with smollm2_135m/instruct" in capsys.readouterr().out
+
+
+def test_the_pareto_plot_places_each_cost_with_its_range():
+    from types import SimpleNamespace
+
+    from harness.board.pareto import points
+
+    rows = [_row("instruct", "instruct", *INSTRUCT_Q, 0.011, (0.009, 0.014)), _row("old", "base", *BASE_Q, 0.013)]
+    pts, left_out = points(SimpleNamespace(rows=rows), "rougeL", PER_1K)
+    assert left_out == [] and [(p.cost_low, p.cost, p.cost_high) for p in pts] == [(0.009, 0.011, 0.014),
+                                                                                    (0.013, 0.013, 0.013)]

@@ -90,7 +90,7 @@ class CostReport:
     mfu: float | None = None
     # Each generation batch's wall seconds and answers, and the range of usd_per_1k_generations over the batches'
     # own rates (fastest batch .. slowest batch; None under two batches). Load on a shared machine moves the rate
-    # from one batch and one run to the next; the board treats costs whose ranges overlap as equal (harness/board/ranking.py).
+    # from one batch and one run to the next; the pick treats costs whose ranges overlap as equal (board/ranking.py).
     eval_batches: list[dict] = field(default_factory=list)
     usd_per_1k_generations_low: float | None = None
     usd_per_1k_generations_high: float | None = None
