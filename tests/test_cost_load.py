@@ -4,6 +4,7 @@ whose ranges overlap as equal (then quality, then the simpler method), so a busy
 import json
 
 import pytest
+from test_pipeline import _context, _produced
 
 from harness.board.ranking import complexity, cost_range, pick_cheapest, rank
 from harness.cell.base_keeper import BaseKeeper
@@ -12,7 +13,6 @@ from harness.cell.pipeline import run_pipeline
 from harness.cell.produced import Produced
 from harness.core.config import HardwareConfig
 from harness.leaderboard import main
-from test_pipeline import _context, _produced
 
 HW = HardwareConfig(name="cpu", accelerator="cpu", device_name="2-core", memory_gb=24, peak_tflops_bf16=1.0,
                     usd_per_hour=3.6)  # $1 per 1000 s: a second per answer is $1 per 1000 answers
