@@ -80,7 +80,8 @@ def test_produced_round_trips_through_the_stage_store(tmp_path):
     assert list(meta) == ["run_id", "predictions", "generated_tokens", "train", "retrieval", "chunks", "prompt",
                           "adapter_dir", "model", "timing"]
     assert list(meta["timing"]) == ["load_s", "train_s", "generate_s", "train_tokens", "train_flops_per_token",
-                                    "prep_s", "peak_bytes", "peak_device", "eval_batch_size", "eval_oom_retries"]
+                                    "prep_s", "peak_bytes", "peak_device", "eval_batch_size", "eval_oom_retries",
+                                    "eval_batches"]
     assert meta["model"] == {"device": "cpu", "dtype": "float32", "quantized_4bit": False}
     store = StageStore(tmp_path)
     store.save(PREDICTIONS, "key", meta)

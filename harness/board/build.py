@@ -73,5 +73,7 @@ def board_report(board: Board, bounds: list[Bound], options: BoardOptions) -> Bo
         note += (" " if note else "") + (f"No bound applies to this dataset (bounds on: "
                                          f"{', '.join(b.key for b in bounds)}); no pick.")
     elif applies:
-        verdict = pick_cheapest(ranked, applies, options.cost)
+        # Quality that decides among rows equal in cost: the first quality bound, else the ranking metric.
+        decider = next(iter(quality), None) or (sort_by if sort_by in measured else None)
+        verdict = pick_cheapest(ranked, applies, options.cost, quality=decider)
     return BoardReport(board, sort_by, board_metrics, applies, header, body, verdict, note, ranked)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.board.ranking import value_of
+from harness.board.ranking import cost_range, value_of
 from harness.board.text import ci_of
 from harness.core.ledger import COMPLETED
 from harness.metrics.keys import spec_of
@@ -35,6 +35,9 @@ class Point:
     low: float
     high: float
     seeds: int
+    # The cost's range over the run's generation batches (board/ranking.py cost_range); the cost itself without one.
+    cost_low: float = 0.0
+    cost_high: float = 0.0
 
 
 def quality_metric(report) -> str | None:
@@ -65,7 +68,8 @@ def points(report, metric: str, cost_key: str) -> tuple[list[Point], list[str]]:
             low, high = min(ci[1]["low"], value), max(ci[1]["high"], value)
         else:
             low = high = value
-        out.append(Point(index, row, cost, value, low, high, len(row.get("seeds") or [None])))
+        cost_low, cost_high = cost_range(row, cost_key)
+        out.append(Point(index, row, cost, value, low, high, len(row.get("seeds") or [None]), cost_low, cost_high))
     return out, left_out
 
 
@@ -99,7 +103,8 @@ def draw_board(ax, report, cost_key: str) -> None:
     ax.set_ylabel(f"{metric}  {spec.arrow()} {spec.better.value} is better" if spec else metric)
     ax.grid(True, which="both", alpha=0.25)
     if pts:  # before anything is drawn: a single point would leave autoscaling a zero-width range
-        costs = [p.cost for p in pts] + [b.value for b in report.bounds if b.key == cost_key]
+        costs = [c for p in pts for c in (p.cost_low, p.cost_high)] + [b.value for b in report.bounds
+                                                                          if b.key == cost_key]
         ax.set_xlim(min(costs) / 1.6, max(costs) * 1.6)
     # The rows the table shows get their bars and labels, one errorbar call per kind; the rows below it are dots
     # (a board of a year of sweeps has thousands, and an artist per point takes minutes and hides the front).
@@ -113,6 +118,7 @@ def draw_board(ax, report, cost_key: str) -> None:
         if kind:
             ax.errorbar([p.cost for p in kind], [p.value for p in kind],
                         yerr=[[p.value - p.low for p in kind], [p.high - p.value for p in kind]],
+                        xerr=[[p.cost - p.cost_low for p in kind], [p.cost_high - p.cost for p in kind]],
                         fmt="s" if seeded else "o", color="#1f77b4" if seeded else "#555555",
                         ecolor="#1f77b4" if seeded else "#999999", capsize=6 if seeded else 3, markersize=6,
                         zorder=3, linestyle="none")
@@ -124,6 +130,8 @@ def draw_board(ax, report, cost_key: str) -> None:
     # What the two kinds of bar mean, in the legend (empty plots only add the entries).
     if any(p.seeds == 1 and p.index <= shown for p in pts):
         ax.errorbar([], [], yerr=[], fmt="o", color="#555555", ecolor="#999999", capsize=3, label="one seed: 95% CI")
+    if any(p.cost_low < p.cost_high and p.index <= shown for p in pts):
+        ax.plot([], [], "-", color="#999999", label=f"{cost_key}: range over generation batches")
     if any(p.seeds > 1 and p.index <= shown for p in pts):
         ax.errorbar([], [], yerr=[], fmt="s", color="#1f77b4", capsize=6, label="seeds: mean, range across them")
     if pts and spec is not None:

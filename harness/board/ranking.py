@@ -21,6 +21,7 @@ from statistics import fmean
 import orjson
 
 from harness.core.ledger import COMPLETED
+from harness.core.stats import SAMPLE_MEAN_SUFFIX
 from harness.metrics.keys import KeySpec, spec_of
 
 
@@ -282,10 +283,72 @@ def rank(rows: list[dict], metric: str) -> list[dict]:
 class Verdict:
     pick: dict | None
     rejected: list[tuple[dict, str]] = field(default_factory=list)
+    # Adequate rows whose cost range overlaps the pick's (equal in cost), the pick first; one row: no tie.
+    equal_cost: list[dict] = field(default_factory=list)
+    # How the pick was made among rows equal in cost ("" when it is simply the cheapest).
+    tie_note: str = ""
 
 
-def pick_cheapest(rows: list[dict], bounds: list[Bound] | dict[str, float], cost_key: str) -> Verdict:
-    """The cheapest completed row that meets every bound, and why each other row was not picked."""
+# Simpler first: what the pick prefers among rows equal in cost and quality. A model as shipped, then shown
+# examples, then shown retrieved text, then trained; a non-LLM floor is simpler than any of them.
+SIMPLER_FIRST = ("baseline", "base", "base_rag", "causal", "causal_rag", "instruct", "instruct_rag")
+
+
+def complexity(row: dict) -> tuple[int, int]:
+    """(method's place in SIMPLER_FIRST, 1 if few-shot) so base < base few-shot < base_rag < causal < instruct;
+    an unknown method comes after every known one."""
+    method = str(row.get("method"))
+    place = SIMPLER_FIRST.index(method) if method in SIMPLER_FIRST else len(SIMPLER_FIRST)
+    fewshot = ((row.get("config") or {}).get("eval") or {}).get("fewshot") or 0
+    return place, 1 if isinstance(fewshot, int) and fewshot > 0 else 0
+
+
+def cost_range(row: dict, key: str) -> tuple[float, float] | None:
+    """(low, high) of a row's cost: the range over its generation batches' rates (`<key>_low` / `<key>_high`,
+    harness/cell/cost.py), or (value, value) for a record without one (written before batches were timed, a
+    single batch, or a cost figure that has no range)."""
+    value = value_of(row, key)
+    if value is None:
+        return None
+    cost = row.get("cost") or {}
+    low, high = cost.get(f"{key}_low"), cost.get(f"{key}_high")
+    if isinstance(low, int | float) and isinstance(high, int | float) and low <= value <= high:
+        return float(low), float(high)
+    return value, value
+
+
+def has_cost_range(row: dict, key: str) -> bool:
+    found = cost_range(row, key)
+    return found is not None and found[0] < found[1]
+
+
+def quality_range(row: dict, metric: str) -> tuple[float, float] | None:
+    """(low, high) of a row's quality: its 95% bootstrap CI (one seed), its range over seeds, else its value."""
+    value = value_of(row, metric)
+    if value is None:
+        return None
+    spread = (row.get("spread") or {}).get(metric)
+    if spread:
+        return float(spread["min"]), float(spread["max"])
+    cis = row.get("metrics_ci") or {}
+    ci = cis.get(metric) or cis.get(metric + SAMPLE_MEAN_SUFFIX)
+    if isinstance(ci, dict) and isinstance(ci.get("low"), int | float) and isinstance(ci.get("high"), int | float):
+        return float(ci["low"]), float(ci["high"])
+    return value, value
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def pick_cheapest(rows: list[dict], bounds: list[Bound] | dict[str, float], cost_key: str,
+                  quality: str | None = None) -> Verdict:
+    """The cheapest completed row that meets every bound, and why each other row was not picked.
+
+    Cost is measured wall time, which a busy machine stretches; a margin smaller than the cost's own spread is
+    no verdict. So rows whose cost ranges overlap the cheapest's are equal in cost, and among them the pick is the
+    best on `quality` (rows whose quality intervals overlap are equal in it too), then the simpler method, then
+    the lower cost."""
     if isinstance(bounds, dict):  # {metric: floor}
         bounds = parse_bounds([f"{k}={v}" for k, v in bounds.items()], [])
     adequate, verdict = [], Verdict(pick=None)
@@ -305,12 +368,68 @@ def pick_cheapest(rows: list[dict], bounds: list[Bound] | dict[str, float], cost
             verdict.rejected.append((row, "; ".join(reasons)))
         else:
             adequate.append(row)
+    if not adequate:
+        return verdict
     adequate.sort(key=lambda r: (_num(value_of(r, cost_key)), _num(value_of(r, "usd_total"))))
-    if adequate:
-        verdict.pick = adequate[0]
-        verdict.rejected += [(r, f"adequate but costs more ({cost_key} {_cost(r, cost_key)} > "
-                                 f"{_cost(verdict.pick, cost_key)})") for r in adequate[1:]]
+    cheapest = adequate[0]
+    cheapest_range = cost_range(cheapest, cost_key) or (math.inf, math.inf)
+    equal = [r for r in adequate if _overlap(cost_range(r, cost_key) or (math.inf, math.inf), cheapest_range)]
+    pick, tied_quality, by_quality = _among_equal_cost(equal, quality)
+    verdict.pick, verdict.equal_cost = pick, [pick, *[r for r in equal if r is not pick]]
+    if len(equal) > 1:
+        others = ", ".join(f"{r.get('model')}/{r.get('method')}" for r in equal if r is not pick)
+        how = ("the simpler method" if not by_quality
+               else f"the simpler method (equal in {quality} too: intervals overlap)" if tied_quality
+               else f"the best {quality}")
+        verdict.tie_note = f"tie on cost with {others} (their {cost_key} ranges overlap); picked by {how}"
+    pick_cost = cost_range_text(pick, cost_key)
+    equal_ids, tied_ids = {id(r) for r in equal}, {id(r) for r in tied_quality}
+    for row in adequate:
+        if row is pick:
+            continue
+        if id(row) in equal_ids:
+            if id(row) in tied_ids or not by_quality:
+                also = f" and in {quality}" if by_quality else ""
+                why = (f"equal in cost ({cost_range_text(row, cost_key)} overlaps {pick_cost}){also}; the pick is "
+                       f"the simpler method")
+            else:
+                why = (f"equal in cost ({cost_range_text(row, cost_key)} overlaps {pick_cost}) but worse "
+                       f"{quality} ({_quality_text(row, quality)} vs {_quality_text(pick, quality)})")
+        else:
+            why = f"adequate but costs more ({cost_key} {cost_range_text(row, cost_key)} > {pick_cost})"
+        verdict.rejected.append((row, why))
     return verdict
+
+
+def _among_equal_cost(equal: list[dict], quality: str | None) -> tuple[dict, list[dict], bool]:
+    """(pick, rows equal to it in quality, whether quality was compared) among rows equal in cost (cheapest
+    first). Without a quality figure on every row, the simpler method decides alone."""
+    if len(equal) == 1:
+        return equal[0], [], False
+    if quality is None or any(value_of(r, quality) is None for r in equal):
+        return min(equal, key=lambda r: (complexity(r), equal.index(r))), [], False
+    spec = spec_of(quality)
+    sign = -1 if spec is None or spec.higher_is_better else 1
+    best = min(equal, key=lambda r: sign * value_of(r, quality))
+    best_range = quality_range(best, quality)
+    same = [r for r in equal if _overlap(quality_range(r, quality), best_range)]
+    pick = min(same, key=lambda r: (complexity(r), equal.index(r)))
+    return pick, [r for r in same if r is not pick], True
+
+
+def cost_range_text(row: dict, key: str) -> str:
+    """`$0.012000 [0.010000, 0.015000]`: the cost and its range over generation batches, or the lone value."""
+    found = cost_range(row, key)
+    if found is None:
+        return "-"
+    if found[0] < found[1]:
+        return f"${value_of(row, key):.6f} [{found[0]:.6f}, {found[1]:.6f}]"
+    return f"${found[0]:.6f} (no cost range recorded)"
+
+
+def _quality_text(row: dict, metric: str) -> str:
+    low, high = quality_range(row, metric)
+    return f"{value_of(row, metric):.3f} [{low:.3f}, {high:.3f}]"
 
 
 def _num(value: float | None) -> float:

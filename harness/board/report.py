@@ -18,8 +18,9 @@ from pathlib import Path
 from harness.board.boards import BoardReport
 from harness.board.compare import CONFIDENCE, score_keys, verdict_of
 from harness.board.pareto import png_bytes
+from harness.board.ranking import cost_range_text
 from harness.board.sources import Source
-from harness.board.text import cost_text, legend, row_label
+from harness.board.text import legend, row_label
 from harness.core.ledger import COMPLETED
 from harness.core.stats import paired_bootstrap
 from harness.metrics.keys import spec_of
@@ -99,7 +100,8 @@ def _section(index: int, report: BoardReport, cost_key: str, runs: dict, panel: 
         wanted = ", ".join(b.text() for b in report.bounds)
         if pick is not None:
             parts.append(f'<div class="verdict ok" id="pick-{index}">Cheapest adequate ({_e(wanted)}): '
-                         f"<b>{_e(row_label(pick))}</b> at {_e(cost_text(pick, cost_key))} ({_e(cost_key)})</div>")
+                         f"<b>{_e(row_label(pick))}</b> at {_e(cost_range_text(pick, cost_key))} ({_e(cost_key)})"
+                         f"{'. ' + _e(report.verdict.tie_note) if report.verdict.tie_note else ''}</div>")
         else:
             parts.append(f'<div class="verdict none" id="pick-{index}">No completed run meets every bound '
                          f"({_e(wanted)}).</div>")

@@ -11,8 +11,8 @@ from rich.table import Table
 
 from harness.board.boards import BoardReport
 from harness.board.compare import CONFIDENCE, Comparison, verdict_of
-from harness.board.ranking import value_of
-from harness.board.text import ci_of, cost_text, figure_text, heading, row_label
+from harness.board.ranking import cost_range_text, value_of
+from harness.board.text import ci_of, figure_text, heading, row_label
 from harness.core.ledger import COMPLETED
 from harness.core.stats import SAMPLE_MEAN_SUFFIX
 
@@ -156,8 +156,10 @@ def print_report(console: Console, report: BoardReport, cost_key: str, wide: boo
         wanted = ", ".join(b.text() for b in report.bounds)
         if verdict.pick:
             console.print(f"[bold green]cheapest adequate ({escape(report.board.title)}; {escape(wanted)}):"
-                          f"[/bold green] {escape(row_label(verdict.pick))} at {cost_text(verdict.pick, cost_key)} "
-                          f"({cost_key})", soft_wrap=True)
+                          f"[/bold green] {escape(row_label(verdict.pick))} at "
+                          f"{escape(cost_range_text(verdict.pick, cost_key))} ({cost_key})", soft_wrap=True)
+            if verdict.tie_note:
+                console.print(escape(f"  {verdict.tie_note}"), soft_wrap=True)
         else:
             console.print(f"[bold red]no completed run meets every bound ({escape(wanted)}) on "
                           f"{escape(report.board.title)}[/bold red]", soft_wrap=True)

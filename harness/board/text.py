@@ -4,7 +4,7 @@ the Pareto plot and the W&B table)."""
 from __future__ import annotations
 
 from harness.board.boards import BoardReport, judged, mismatched_samples
-from harness.board.ranking import value_of
+from harness.board.ranking import cost_range_text, value_of
 from harness.core.ledger import COMPLETED
 from harness.core.stats import SAMPLE_MEAN_SUFFIX
 from harness.metrics.keys import spec_of
@@ -135,7 +135,8 @@ def render_markdown(reports: list[BoardReport], cost_key: str, source) -> str:
         if report.verdict is not None:
             wanted = ", ".join(b.text() for b in report.bounds)
             lines.append(f"\n### Cheapest adequate ({wanted}; cheapest by {cost_key})\n")
-            lines.append(f"**{row_label(report.verdict.pick)}** at {cost_text(report.verdict.pick, cost_key)}"
+            lines.append(f"**{row_label(report.verdict.pick)}** at {cost_range_text(report.verdict.pick, cost_key)}"
+                         + (f"; {report.verdict.tie_note}" if report.verdict.tie_note else "")
                          if report.verdict.pick else "**None**: no completed run meets every bound.")
             lines.append("\nNot picked:\n")
             listed, more = report.listed_rejections()

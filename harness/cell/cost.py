@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
@@ -88,6 +88,13 @@ class CostReport:
     usd_per_1k_generations: float
     # Model FLOPs utilisation of training against the preset's peak (CUDA only: the CPU peak is a rough guess).
     mfu: float | None = None
+    # Each generation batch's wall seconds and answers, and the range of usd_per_1k_generations over the batches'
+    # own rates (fastest batch .. slowest batch; None under two batches). Load on a shared machine moves the rate
+    # from one batch and one run to the next; the pick treats costs whose ranges overlap as equal (board/ranking.py).
+    eval_batches: list[dict] = field(default_factory=list)
+    usd_per_1k_generations_low: float | None = None
+    usd_per_1k_generations_high: float | None = None
+    usd_per_1k_generations_median: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,6 +120,17 @@ def mfu(tokens_per_s: float, flops_per_token: float, peak_tflops: float) -> floa
     return tokens_per_s * flops_per_token / (peak_tflops * 1e12)
 
 
+def batch_rates(batches: list[dict], hardware: HardwareConfig) -> tuple[float, float, float] | None:
+    """(low, median, high) of $ per 1000 answers at each batch's own rate (seconds / answers); None under two
+    batches, where there is no spread to read."""
+    rates = sorted(usd(b["seconds"] / b["examples"] * 1000, hardware) for b in batches if b["examples"] > 0)
+    if len(rates) < 2:
+        return None
+    middle = len(rates) // 2
+    median = rates[middle] if len(rates) % 2 else (rates[middle - 1] + rates[middle]) / 2
+    return rates[0], median, rates[-1]
+
+
 def cost_report(
     hardware: HardwareConfig,
     *,
@@ -126,9 +144,13 @@ def cost_report(
     adapter_dir: Path | None,
     train_flops_per_token: float | None = None,
     prep_s: float = 0.0,
+    eval_batches: list[dict] | None = None,
 ) -> CostReport:
+    """`eval_batches`: [{seconds, examples}] per generation batch (harness/cell/predict.py), for the cost range."""
     total_s = load_s + prep_s + train_s + eval_s
     per_example = eval_s / eval_examples if eval_examples else 0.0
+    batches = [{"seconds": float(b["seconds"]), "examples": int(b["examples"])} for b in eval_batches or []]
+    low, median, high = batch_rates(batches, hardware) or (None, None, None)
     return CostReport(
         hardware=hardware.name,
         usd_per_hour=hardware.usd_per_hour,
@@ -155,6 +177,10 @@ def cost_report(
         mfu=mfu(train_tokens / train_s, train_flops_per_token, hardware.peak_tflops_bf16)
         if train_flops_per_token and train_s > 0 and peak.device == "cuda"
         else None,
+        eval_batches=batches,
+        usd_per_1k_generations_low=low,
+        usd_per_1k_generations_high=high,
+        usd_per_1k_generations_median=median,
     )
 
 

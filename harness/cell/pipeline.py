@@ -167,6 +167,8 @@ def produced_here(ctx: CellContext, base: BaseInUse, adapter: Adapter | None, re
                    - predicted.generate_s),
         peak_bytes=base.peak.read(), peak_device=base.peak.device,
         eval_batch_size=predicted.batch_size, eval_oom_retries=predicted.oom_retries,
+        eval_batches=[{"seconds": s, "examples": n}
+                      for s, n in zip(predicted.batch_latencies_s, predicted.batch_examples, strict=True)],
     )
     return Produced(
         run_id=ctx.record.run_id, predictions=predicted.predictions, generated_tokens=predicted.generated_tokens,

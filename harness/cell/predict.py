@@ -33,6 +33,8 @@ class PredictResult:
     # The batch size that generation ended with, and each out-of-memory retry that led there.
     batch_size: int = 0
     oom_retries: list[dict] = field(default_factory=list)
+    # How many answers each batch of batch_latencies_s produced: the cost interval's per-batch rates (cell/cost.py).
+    batch_examples: list[int] = field(default_factory=list)
 
     @property
     def tokens_per_s(self) -> float:
@@ -67,6 +69,7 @@ def generate(
     predictions: list[str] = [""] * len(texts)
     generated = [0] * len(texts)
     latencies: list[float] = []
+    batch_examples: list[int] = []
     batch_size, oom_retries = cfg.batch_size, []
     total_start = time.perf_counter()
     with progress_bar("predict", total=len(texts), unit="ex", enabled=progress) as advance:
@@ -81,6 +84,7 @@ def generate(
                 batch_size = _after_oom(exc, batch_size, oom_retries)
                 continue
             latencies.append(time.perf_counter() - batch_start)
+            batch_examples.append(len(batch))
             for index, tokens in zip(batch, new_tokens, strict=True):
                 answer = _until_eos(tokens, eos_ids)
                 generated[index] = len(answer) + (1 if len(answer) < len(tokens) else 0)
@@ -90,7 +94,7 @@ def generate(
             advance(len(batch), tok_s=f"{done_tokens / (time.perf_counter() - total_start):.1f}")
     generate_s = time.perf_counter() - total_start
     return PredictResult(predictions, generated, [len(e) for e in encoded], generate_s, latencies, batch_size,
-                         oom_retries)
+                         oom_retries, batch_examples=batch_examples)
 
 
 def _after_oom(exc: torch.OutOfMemoryError, batch_size: int, retries: list[dict]) -> int:

@@ -7,7 +7,7 @@ and `from_dict` reads them back.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,9 @@ class Timing:
     # The eval batch size generation ended with, and each out-of-memory retry that led there.
     eval_batch_size: int
     eval_oom_retries: list[dict]
+    # [{seconds, examples}] per generation batch, for the cost range (cell/cost.py); a stage stored before it was
+    # recorded reads back without one.
+    eval_batches: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,8 @@ class Produced:
 
 def _known(kind: type, meta: object, what: str) -> dict:
     names = [f.name for f in fields(kind)]
-    missing = [name for name in names if not isinstance(meta, dict) or name not in meta]
+    required = [f.name for f in fields(kind) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in required if not isinstance(meta, dict) or name not in meta]
     if missing:
         raise ValueError(f"{what} lacks {', '.join(missing)}")
-    return {name: meta[name] for name in names}
+    return {name: meta[name] for name in names if name in meta}

@@ -58,7 +58,7 @@ def cell_cost(ctx: CellContext, produced: Produced) -> dict:
         eval_s=timing.generate_s, eval_examples=len(ctx.eval_records),
         eval_generated_tokens=sum(produced.generated_tokens), peak=peak,
         adapter_dir=Path(produced.adapter_dir) if produced.adapter_dir else None,
-        train_flops_per_token=timing.train_flops_per_token, prep_s=timing.prep_s,
+        train_flops_per_token=timing.train_flops_per_token, prep_s=timing.prep_s, eval_batches=timing.eval_batches,
     ).to_dict()
     cost.update(asdict(produced.model), eval_batch_size=timing.eval_batch_size, eval_oom_retries=timing.eval_oom_retries)
     return cost
