@@ -42,7 +42,7 @@ def check_objective(cfg: RunConfig) -> None:
     for every cell, as if each had failed."""
     if not cfg.objective:
         return
-    produced = {key for name in cfg.data.metrics if name in METRICS for key in METRICS[name].keys}
+    produced = {key for name in cfg.data.metrics if name in METRICS for key in METRICS.get(name).keys}
     if "ragas" in cfg.data.metrics:
         produced |= set(cfg.judge.ragas_metrics)
     if cfg.method.retrieval:

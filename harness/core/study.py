@@ -20,6 +20,8 @@ PRUNERS = {
                                                        "min_early_stopping_rate", "bootstrap_count")),
     "hyperband": ("HyperbandPruner", ("min_resource", "max_resource", "reduction_factor", "bootstrap_count")),
     "median": ("MedianPruner", ("n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials")),
+    # Stop a trial whose value is outside [lower, upper] at a report: a floor any run must clear early on.
+    "threshold": ("ThresholdPruner", ("lower", "upper", "n_warmup_steps", "interval_steps")),
     "none": ("NopPruner", ()),
 }
 
