@@ -9,6 +9,7 @@ from harness.board.options import BoardOptions
 from harness.board.pareto import write_pareto
 from harness.board.ranking import LeaderboardError
 from harness.board.report import write_report
+from harness.board.studies import study_fronts
 from harness.board.text import render_markdown
 
 
@@ -27,7 +28,7 @@ def write_figures(reports: list[BoardReport], options: BoardOptions) -> list[Pat
     """The Pareto plot and the HTML page beside the markdown report (options.figure_paths)."""
     png_path, html_path = options.figure_paths
     try:
-        png = write_pareto(reports, options.cost, png_path)
+        png = write_pareto(reports, options.cost, png_path, study_fronts(options.source.ledger_path))
         html = write_report(reports, options.cost, options.source, html_path)
     except OSError as exc:
         raise LeaderboardError(f"cannot write the plot or the report into {options.out.parent} "
