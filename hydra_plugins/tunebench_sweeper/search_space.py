@@ -70,7 +70,8 @@ def distribution(override: Override) -> BaseDistribution | None:
             # Hydra's range excludes its stop, Optuna's includes its high: the last value is the one before stop.
             last = value.start + value.step * (int((value.stop - value.start) / value.step - 1e-9))
             return FloatDistribution(value.start, last, step=value.step)
-        return IntDistribution(int(value.start), int(value.stop) - 1, step=int(value.step))
+        start, stop, step = int(value.start), int(value.stop), int(value.step)
+        return IntDistribution(start, start + step * ((stop - start - 1) // step), step=step)
     if override.is_interval_sweep():
         assert isinstance(value, IntervalSweep)
         log = "log" in value.tags
