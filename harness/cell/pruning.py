@@ -12,11 +12,11 @@ import time
 from transformers import TrainerCallback
 
 from harness.cell.predict import generate
-from harness.core.config import RunConfig
+from harness.core.config import ConfigError, RunConfig
 from harness.core.data import Dataset, prompt_messages
 from harness.core.ledger import JUDGED_METRICS
 from harness.core.study import cell_trial
-from harness.metrics import score_all
+from harness.metrics import METRICS, score_all
 
 log = logging.getLogger("harness")
 
@@ -24,9 +24,10 @@ log = logging.getLogger("harness")
 class CellPruned(Exception):
     """Training stopped by the search's pruner: not a failure, and not a result."""
 
-    def __init__(self, step: int, value: float, curve: list[tuple[int, float]]) -> None:
-        super().__init__(f"pruned at step {step} (validation {value:.4f}): its search judged it not worth finishing")
-        self.step, self.value, self.curve = step, value, curve
+    def __init__(self, step: int, value: float, report: dict) -> None:
+        super().__init__(f"pruned at step {step} (validation {report['metric']} {value:.4f}): its search judged it "
+                         "not worth finishing")
+        self.step, self.value, self.report = step, value, report
 
 
 class TrainingWatch(TrainerCallback):
@@ -41,18 +42,24 @@ class TrainingWatch(TrainerCallback):
         self.eval_s = 0.0
         t = cfg.trial
         self.trial = cell_trial(t.study, t.storage, t.number) if t.study is not None else None
+        # Outside a search without objective=..., the first figure the data's first metric produces.
+        self.names = [n for n in cfg.data.metrics if n not in JUDGED_METRICS]
+        if not cfg.objective and not self.names:
+            raise ConfigError("qlora.eval_steps: the data's metrics are all judged; name the figure to watch, e.g. "
+                              "objective=faithfulness")
+        self.metric = cfg.objective or next(iter(METRICS.get(self.names[0]).keys))
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.cfg.qlora.eval_steps or model is None:
             return
         value = self.evaluate(model)
         self.curve.append((state.global_step, value))
-        log.info("step %d: validation %s %.4f", state.global_step, self.cfg.objective, value)
+        log.info("step %d: validation %s %.4f", state.global_step, self.metric, value)
         if self.trial is None:
             return
         self.trial.report(value, state.global_step)
         if self.trial.should_prune():
-            raise CellPruned(state.global_step, value, list(self.curve))
+            raise CellPruned(state.global_step, value, self.report())
 
     def evaluate(self, model) -> float:
         """The objective metric on the validation slice, answered greedily as evaluation answers."""
@@ -66,14 +73,13 @@ class TrainingWatch(TrainerCallback):
                 predicted = generate(model, self.tokenizer, self.conversations, self.cfg.eval, progress=False)
         finally:
             model.train(was_training)
-        names = [n for n in self.cfg.data.metrics if n not in JUDGED_METRICS]
-        values = {k: v for result in score_all(names, predicted.predictions, self.references, self.dataset).values()
-                  for k, v in result.values.items()}
+        values = {k: v for result in score_all(self.names, predicted.predictions, self.references,
+                                               self.dataset).values() for k, v in result.values.items()}
         self.eval_s += time.perf_counter() - start
-        return float(values[self.cfg.objective])
+        return float(values[self.metric])
 
     def report(self) -> dict:
-        return {"curve": [list(point) for point in self.curve], "eval_s": round(self.eval_s, 3),
+        return {"metric": self.metric, "curve": [list(point) for point in self.curve], "eval_s": round(self.eval_s, 3),
                 "trial": self.cfg.trial.number}
 
 

@@ -163,8 +163,7 @@ def _run_claimed(cfg: RunConfig, ledger: Ledger, cell: KeyedCell, bases: BaseKee
         # What it cost counts: a search is judged by the compute its pruned trials spent too.
         spent = time.perf_counter() - started
         record.status, record.error = PRUNED, str(exc)
-        record.train = {"pruned_at_step": exc.step, "intermediate": {"curve": [list(p) for p in exc.curve],
-                                                                      "trial": cfg.trial.number}}
+        record.train = {"pruned_at_step": exc.step, "intermediate": exc.report}
         if cell.dataset.validation:
             record.train["validation"] = validation_report(cell.dataset, cfg.qlora.seed)
         record.cost = {"total_s": round(spent, 3), "usd_total": usd(spent, cfg.hardware)}

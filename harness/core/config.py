@@ -230,7 +230,8 @@ class QLoraConfig:
     # Training checkpoints a preempted cell resumes from (harness/cell/checkpoints.py): None, every 10 minutes
     # of training (measured); N, every N optimizer steps; 0, none. Not part of the run key: results are the same.
     save_steps: int | None = None
-    # Evaluate the objective metric every N optimizer steps on a validation slice of the train split, and report it
+    # Evaluate the objective metric (objective=..., which hydra/sweeper=tunebench sets; else the data's first metric)
+    # every N optimizer steps on a validation slice of the train split, and report it
     # to the cell's search trial, which may stop it (harness/cell/pruning.py). None: no evaluation during training.
     # Not part of the run key: it watches training, it does not change it (validation_examples does).
     eval_steps: int | None = None
@@ -522,9 +523,6 @@ class RunConfig:
         _require(self.crash_at in (None, "load", "train", "predict", "score"), "crash_at",
                  f"must be one of load, train, predict, score or null (got {self.crash_at!r})")
         _require(bool(str(self.results_dir).strip()), "results_dir", "must name a folder")
-        if isinstance(self.qlora, QLoraConfig) and self.qlora.eval_steps is not None:
-            _require(bool(self.objective), "objective", f"qlora.eval_steps={self.qlora.eval_steps} evaluates a metric "
-                     "during training: name it, e.g. objective=accuracy (hydra/sweeper=tunebench sets it)")
         # "~/x" means the home folder, as in a shell (never a literal "~" folder).
         self.results_dir = os.path.expanduser(self.results_dir)
         if isinstance(self.model, ModelConfig) and isinstance(self.eval, EvalConfig):

@@ -49,8 +49,8 @@ STUDIES_DIR = "studies"
 
 @dataclass
 class PrunerConf:
-    # successive_halving (default), hyperband, median, threshold, none. Successive halving (asynchronous: ASHA) because a
-    # trial is judged the moment it reaches a rung, never waiting for a batch (parallel joblib or Slurm trials),
+    # successive_halving (default), hyperband, median, threshold, none. Successive halving (asynchronous:
+    # ASHA) because a trial is judged the moment it reaches a rung, never waiting for a batch (parallel joblib or Slurm trials),
     # and because with the tens of trials a GPU budget allows, Hyperband's brackets would split them into
     # groups too small to compare; the median rule needs startup trials that run to the end before it prunes.
     name: str = "successive_halving"
@@ -248,12 +248,20 @@ def _sampler(conf: TunebenchSweeperConf, space: SearchSpace, multi: bool):
     if name not in SAMPLERS:
         raise ConfigError(f"hydra.sweeper.sampler={name}: unknown; known: {', '.join(SAMPLERS)}")
     if name == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=conf.seed)
+        return _Grid(space.grid(), seed=conf.seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=conf.seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=conf.seed)
     return optuna.samplers.TPESampler(seed=conf.seed, multivariate=True)
+
+
+class _Grid(optuna.samplers.GridSampler):
+    """Optuna's grid sampler stops the study once every point is asked, with `Study.stop()`, which raises outside
+    `study.optimize`; the sweeper counts trials itself (and caps n_trials at the grid's size)."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
 
 
 def _trial_budget(conf: TunebenchSweeperConf, space: SearchSpace) -> int:
