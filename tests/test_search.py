@@ -115,7 +115,8 @@ def test_failed_trial_is_nan_and_the_study_goes_on_then_values_come_from_the_led
     lines = len(Ledger(results / "runs.jsonl").records())
 
     # Another study over the cell the first completed: told its values from the ledger (quality and cost), no run.
-    second = run_harness("-m", "hydra/sweeper=tunebench", *TINY, "fail_at=null", "qlora.r=choice(16)", "sweep_id=two-obj",
+    second = run_harness("-m", "hydra/sweeper=tunebench", *TINY, "fail_at=null", "qlora.r=choice(16)",
+                         "sweep_id=two-obj",
                          "hydra.sweeper.objective=[accuracy,usd_per_1k_generations]", "hydra.sweeper.n_trials=1",
                          results_dir=results)
     assert second.returncode == 0, second.stderr[-3000:]

@@ -50,9 +50,9 @@ STUDIES_DIR = "studies"
 @dataclass
 class PrunerConf:
     # successive_halving (default), hyperband, median, threshold, none. Successive halving (asynchronous:
-    # ASHA) because a trial is judged the moment it reaches a rung, never waiting for a batch (parallel joblib or Slurm trials),
-    # and because with the tens of trials a GPU budget allows, Hyperband's brackets would split them into
-    # groups too small to compare; the median rule needs startup trials that run to the end before it prunes.
+    # ASHA) because a trial is judged the moment it reaches a rung, never waiting for a batch (parallel joblib
+    # or Slurm trials), and because with the tens of trials a GPU budget allows, Hyperband's brackets would
+    # split them into groups too small to compare; the median rule lets its startup trials run to the end.
     name: str = "successive_halving"
     # Settings of the chosen Optuna pruner (null: Optuna's default), passed as they are.
     min_resource: Any = None
