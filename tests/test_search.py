@@ -97,6 +97,7 @@ def _study(storage: str, name: str):
     return optuna.load_study(study_name=name, storage=open_storage(storage))
 
 
+@pytest.mark.slow
 def test_failed_trial_is_nan_and_the_study_goes_on_then_values_come_from_the_ledger(run_harness, tmp_path):
     results = tmp_path / "results"
     # One value of the searched key fails its cell; the grid runs both.
@@ -136,6 +137,7 @@ def test_failed_trial_is_nan_and_the_study_goes_on_then_values_come_from_the_led
     assert len(Ledger(results / "runs.jsonl").records()) == lines
 
 
+@pytest.mark.slow
 def test_cells_are_pruned_through_the_storage_on_joblib_workers(run_harness, tmp_path):
     results = tmp_path / "results"
     journal = tmp_path / "shared" / "study.journal"
