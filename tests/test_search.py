@@ -176,3 +176,16 @@ def test_a_bad_search_is_one_line_before_anything_runs(run_harness, tmp_path):
     assert proc.returncode == 2
     assert "first objective must be a quality metric" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "r" / "runs.jsonl").exists()
+
+
+def test_study_fronts_are_read_beside_the_ledger(tmp_path, caplog):
+    from harness.board.studies import study_fronts
+
+    ledger = tmp_path / "runs.jsonl"
+    assert study_fronts(ledger) == {} and study_fronts(None) == {}
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "s1.json").write_text(json.dumps(
+        {"study": "s1", "front": [{"trial": 3, "run_key": "k3", "values": [0.5, 0.01], "params": {}}]}))
+    (tmp_path / "studies" / "broken.json").write_text("{not json")
+    assert study_fronts(ledger) == {"k3": "s1"}
+    assert "broken.json: not a study file" in caplog.text
