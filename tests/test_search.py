@@ -189,3 +189,32 @@ def test_study_fronts_are_read_beside_the_ledger(tmp_path, caplog):
     (tmp_path / "studies" / "broken.json").write_text("{not json")
     assert study_fronts(ledger) == {"k3": "s1"}
     assert "broken.json: not a study file" in caplog.text
+
+
+def test_a_search_config_sets_the_sweeper_and_its_space():
+    from conftest import CONF
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+search=lora", "sweep_id=x"], return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_ == "hydra_plugins.tunebench_sweeper.sweeper.TunebenchSweeper"
+    space = parse_search_space([f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()])
+    assert space.grid() == {"qlora.r": [4, 16, 64], "qlora.lr": [1e-4, 3e-4, 1e-3, 3e-3]}
+    assert cfg.qlora.eval_steps == 5 and cfg.qlora.validation_examples == 24
+
+
+def test_trials_an_interrupted_run_left_running_are_asked_again():
+    from hydra_plugins.tunebench_sweeper.sweeper import _counted, _requeue_interrupted
+
+    study = optuna.create_study(direction="maximize")
+    done = study.ask()
+    done.suggest_categorical("qlora.r", [4, 16])
+    study.tell(done, 0.5)
+    left = study.ask()
+    r = left.suggest_categorical("qlora.r", [4, 16])
+    assert _requeue_interrupted(study) == 1
+    assert _counted(study) == 1  # the interrupted trial does not count toward n_trials
+    assert study.trials[left.number].state == optuna.trial.TrialState.FAIL
+    assert study.trials[left.number].user_attrs["interrupted"] is True
+    again = study.ask()
+    assert again.suggest_categorical("qlora.r", [4, 16]) == r
