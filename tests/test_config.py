@@ -11,8 +11,10 @@ from harness.core.config import ConfigError, RunConfig, resolve_data_dir, to_run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
-# `tuning` holds per-model presets selected by the model choice, not a section of RunConfig.
-OPTIONS = [(g, yaml.stem) for g in GROUPS if g != "tuning" for yaml in sorted((CONF / g).glob("*.yaml"))]
+# `tuning` holds per-model presets selected by the model choice, `search` searches added with +search=NAME
+# (tests/test_search.py): neither is a section of RunConfig.
+OPTIONS = [(g, yaml.stem) for g in GROUPS if g not in ("tuning", "search")
+           for yaml in sorted((CONF / g).glob("*.yaml"))]
 # Options that need the user's own values (an endpoint, a model name) before they validate.
 USER_SUPPLIED = {("judge", "openai"): ["judge.model=served-model", "judge.base_url=http://localhost:8000/v1"]}
 

@@ -9,6 +9,7 @@ from harness.board.options import BoardOptions
 from harness.board.pareto import plot_and_panels
 from harness.board.ranking import LeaderboardError
 from harness.board.report import write_report
+from harness.board.studies import study_fronts
 from harness.board.text import render_markdown
 
 
@@ -27,7 +28,7 @@ def write_figures(reports: list[BoardReport], options: BoardOptions) -> list[Pat
     """The Pareto plot and the HTML page beside the markdown report (options.figure_paths)."""
     png_path, html_path = options.figure_paths
     try:
-        whole, panels = plot_and_panels(reports, options.cost)
+        whole, panels = plot_and_panels(reports, options.cost, study_fronts(options.source.ledger_path))
         png_path.parent.mkdir(parents=True, exist_ok=True)
         png_path.write_bytes(whole)
         html = write_report(reports, options.cost, options.source, html_path, panels)

@@ -83,7 +83,7 @@ def pareto_front(pts: list[Point], higher_is_better: bool) -> list[Point]:
     return front
 
 
-def draw_board(ax, report, cost_key: str) -> None:
+def draw_board(ax, report, cost_key: str, front: dict[str, str] | None = None) -> None:
     from matplotlib.ticker import (  # deferred, heavy: only drawing the Pareto plot imports it
         FuncFormatter,
         LogLocator,
@@ -139,6 +139,10 @@ def draw_board(ax, report, cost_key: str) -> None:
         ax.plot([p.cost for p in front], [p.value for p in front], "-o", color="#2ca02c", linewidth=1.5,
                 markersize=13, markerfacecolor="none", markeredgewidth=1.5, zorder=2,
                 label="Pareto front (nothing cheaper is better)")
+    searched = [p for p in pts if p.row.get("run_key") in (front or {})]
+    if searched:  # the search's own front (harness/board/studies.py): what its objectives found, on this board
+        ax.plot([p.cost for p in searched], [p.value for p in searched], "D", color="#9467bd", markersize=15,
+                markerfacecolor="none", markeredgewidth=1.5, zorder=2, label="search study's front (Optuna)")
     for bound in report.bounds:
         if bound.key == metric:
             ax.axhline(bound.value, color="#d62728", linestyle="--", linewidth=1, label=bound.text())
@@ -171,7 +175,7 @@ def draw_board(ax, report, cost_key: str) -> None:
         ax.legend(fontsize=7, loc="best" if len(pts) <= LABELLED else "lower right")
 
 
-def figure(reports: list, cost_key: str):
+def figure(reports: list, cost_key: str, front: dict[str, str] | None = None):
     import matplotlib  # deferred, heavy: only drawing the Pareto plot imports it
 
     matplotlib.use("Agg")  # files only: no display, no GUI toolkit
@@ -182,24 +186,24 @@ def figure(reports: list, cost_key: str):
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(PANEL_W * cols, PANEL_H * rows), dpi=DPI, squeeze=False)
     for ax, report in zip(axes.flat, reports, strict=False):
-        draw_board(ax, report, cost_key)
+        draw_board(ax, report, cost_key, front)
     for ax in list(axes.flat)[len(reports):]:
         ax.set_visible(False)
     fig.tight_layout()
     return fig
 
 
-def png_bytes(reports: list, cost_key: str) -> bytes:
+def png_bytes(reports: list, cost_key: str, front: dict[str, str] | None = None) -> bytes:
     import matplotlib.pyplot as plt  # deferred, heavy: only drawing the Pareto plot imports it
 
-    fig = figure(reports, cost_key)
+    fig = figure(reports, cost_key, front)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return buffer.getvalue()
 
 
-def plot_and_panels(reports: list, cost_key: str) -> tuple[bytes, list[bytes]]:
+def plot_and_panels(reports: list, cost_key: str, front: dict[str, str] | None = None) -> tuple[bytes, list[bytes]]:
     """The plot of every board and each board's own panel cut from it (PNG bytes): one drawing for both, where a
     drawing per board costs a second each on a year of sweeps."""
     import matplotlib.image  # deferred, heavy: only drawing the Pareto plot imports it
@@ -210,7 +214,7 @@ def plot_and_panels(reports: list, cost_key: str) -> tuple[bytes, list[bytes]]:
         matplotlib.image.imsave(buffer, np.ascontiguousarray(pixels), format="png")
         return buffer.getvalue()
 
-    fig = figure(reports, cost_key)
+    fig = figure(reports, cost_key, front)
     try:
         fig.canvas.draw()
         pixels = np.asarray(fig.canvas.buffer_rgba())
@@ -227,7 +231,7 @@ def plot_and_panels(reports: list, cost_key: str) -> tuple[bytes, list[bytes]]:
         plt.close(fig)
 
 
-def write_pareto(reports: list, cost_key: str, path: Path) -> Path:
+def write_pareto(reports: list, cost_key: str, path: Path, front: dict[str, str] | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png_bytes(reports, cost_key))
+    path.write_bytes(png_bytes(reports, cost_key, front))
     return path

@@ -20,7 +20,7 @@ from statistics import fmean
 
 import orjson
 
-from harness.core.ledger import COMPLETED
+from harness.core.ledger import COMPLETED, PRUNED
 from harness.core.stats import SAMPLE_MEAN_SUFFIX
 from harness.metrics.keys import KeySpec, spec_of
 
@@ -353,6 +353,10 @@ def pick_cheapest(rows: list[dict], bounds: list[Bound] | dict[str, float], cost
         bounds = parse_bounds([f"{k}={v}" for k, v in bounds.items()], [])
     adequate, verdict = [], Verdict(pick=None)
     for row in rows:
+        if row.get("status") == PRUNED:  # stopped early by its search: never a result, whatever its curve shows
+            step = (row.get("train") or {}).get("pruned_at_step")
+            verdict.rejected.append((row, f"pruned by its search at training step {step}"))
+            continue
         if row.get("status") != COMPLETED:
             verdict.rejected.append((row, f"{row.get('status')}: {row.get('error_type') or 'see ledger'}"))
             continue

@@ -20,6 +20,7 @@ from harness.board.compare import CONFIDENCE, score_keys, verdict_of
 from harness.board.pareto import png_bytes
 from harness.board.ranking import cost_range_text
 from harness.board.sources import Source
+from harness.board.studies import study_fronts
 from harness.board.text import legend, row_label
 from harness.core.ledger import COMPLETED
 from harness.core.stats import paired_bootstrap
@@ -45,10 +46,11 @@ def render(reports: list[BoardReport], cost_key: str, source: Source, panels: li
     """The page of `reports` read from `source` (which also yields each run's predictions); "cheapest" is lowest
     `cost_key`."""
     data, sections = [], []
+    front = study_fronts(source.ledger_path)
     for index, report in enumerate(reports):
         runs = _runs(report, source)
         data.append({"runs": runs, "pairs": _pairs(report, runs), "order": list(runs)})
-        sections.append(_section(index, report, cost_key, runs, panels[index] if panels else None))
+        sections.append(_section(index, report, cost_key, runs, panels[index] if panels else None, front))
     nav = "".join(f'<li><a href="#board-{i}">{_e(r.board.title)}</a></li>' for i, r in enumerate(reports))
     payload = json.dumps(data, ensure_ascii=False, allow_nan=False, default=str).replace("</", "<\\/")
     generated = datetime.now(UTC).isoformat(timespec="seconds")
@@ -82,7 +84,8 @@ def _sort_value(cell: str, column: str) -> str:
     return match.group(0) if match else cell.lower()
 
 
-def _section(index: int, report: BoardReport, cost_key: str, runs: dict, panel: bytes | None = None) -> str:
+def _section(index: int, report: BoardReport, cost_key: str, runs: dict, panel: bytes | None = None,
+             front: dict[str, str] | None = None) -> str:
     pick = report.verdict.pick if report.verdict is not None else None
     head = "".join(f'<th data-col="{i}" title="click to sort">{_e(name)}</th>' for i, name in enumerate(report.header))
     body = []
@@ -90,7 +93,10 @@ def _section(index: int, report: BoardReport, cost_key: str, runs: dict, panel: 
         picked = row is pick
         tds = "".join(f'<td data-sort="{_e(_sort_value(c, name))}">{_e(c)}</td>'
                       for c, name in zip(cells, report.header, strict=True))
-        body.append(f'<tr data-run="{_e(row.get("run_key"))}" class="{"pick" if picked else row.get("status")}">'
+        study = (front or {}).get(row.get("run_key"))
+        classes = ("pick" if picked else str(row.get("status"))) + (" front" if study else "")
+        title = f' title="on the front of search study {_e(study)}"' if study else ""
+        body.append(f'<tr data-run="{_e(row.get("run_key"))}" class="{classes}"{title}>'
                     f"{tds}</tr>")
     parts = [f'<section class="board" id="board-{index}"><h2>{_e(report.board.title)}</h2>',
              f"<p>Ranked by <code>{_e(report.sort_by)}</code>. {_e(legend(report.metrics)).replace('`', '')}.</p>"]
@@ -117,7 +123,7 @@ def _section(index: int, report: BoardReport, cost_key: str, runs: dict, panel: 
         reasons += f"<li>and {more} more rows below the table</li>" if more else ""
         parts.append(f"<h3>Why the others were not picked</h3><ul class=\"reasons\">{reasons}</ul>")
     if any(row.get("status") == COMPLETED for row in report.rows):
-        png = base64.b64encode(panel or png_bytes([report], cost_key)).decode()
+        png = base64.b64encode(panel or png_bytes([report], cost_key, front)).decode()
         parts.append(f'<h3>Quality against cost</h3><img class="pareto" alt="Pareto plot of '
                      f'{_e(report.board.title)}" src="data:image/png;base64,{png}">')
     else:  # a board of failures only (they have no eval set): nothing to place, and a plot costs a second
@@ -240,7 +246,8 @@ h3{font-size:15px;margin:18px 0 6px}.meta,.note{color:#556}code{background:#f2f4
 th,td{border:1px solid #dde3ec;padding:3px 7px;text-align:right;vertical-align:top}
 th{background:#f2f4f8;cursor:pointer;user-select:none;white-space:nowrap}th.asc:after{content:" ▲"}th.desc:after{content:" ▼"}
 td:nth-child(2),td:nth-child(3),td.text{text-align:left}tr.pick{background:#fff4dc;font-weight:600}
-tr.failed,tr.skipped{color:#a33}.verdict{padding:8px 12px;border-radius:6px;margin:8px 0}
+tr.failed,tr.skipped{color:#a33}tr.pruned{color:#999}tr.front td:first-child::after{content:" \\25C6";color:#9467bd}
+.verdict{padding:8px 12px;border-radius:6px;margin:8px 0}
 .verdict.ok{background:#e7f6e9;border:1px solid #9fd3a7}.verdict.none{background:#fbeaea;border:1px solid #e3aaaa}
 .reasons li{margin:2px 0}img.pareto{max-width:100%;border:1px solid #dde3ec}
 details.run{margin:4px 0}details summary{cursor:pointer}.examples td.text{max-width:420px;white-space:pre-wrap}

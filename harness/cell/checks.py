@@ -15,6 +15,7 @@ from harness.core.config import Accelerator, ConfigError, EvalConfig, QLoraConfi
 from harness.core.data import Dataset, check_dataset_for_run, load_dataset, prompt_messages
 from harness.core.embedding import resolve_model_path
 from harness.core.ledger import JUDGED_METRICS
+from harness.core.validation import hold_out_validation
 from harness.metrics import METRICS
 
 
@@ -29,6 +30,8 @@ def check_before_load(cfg: RunConfig) -> Dataset:
     dataset = load_dataset(cfg.data)
     check_dataset_for_run(dataset, cfg.data, cfg.method.retrieval, cfg.method.name)
     check_sizes_against_data(cfg, dataset)
+    if cfg.method.trainer:
+        dataset = hold_out_validation(dataset, cfg.qlora.validation_examples, cfg.qlora.seed)
     if cfg.plan == "false":  # a plan for GPU cells is made where they are submitted from, e.g. a login node
         check_accelerator(cfg)
     return dataset
@@ -39,7 +42,7 @@ def check_objective(cfg: RunConfig) -> None:
     for every cell, as if each had failed."""
     if not cfg.objective:
         return
-    produced = {key for name in cfg.data.metrics if name in METRICS for key in METRICS[name].keys}
+    produced = {key for name in cfg.data.metrics if name in METRICS for key in METRICS.get(name).keys}
     if "ragas" in cfg.data.metrics:
         produced |= set(cfg.judge.ragas_metrics)
     if cfg.method.retrieval:

@@ -24,12 +24,14 @@ from harness.cell.cost import PeakMemory, train_flops_per_token
 from harness.cell.models import LoadedModel, merged_copy_possible, merged_eval_model, select_device
 from harness.cell.predict import PredictResult, generate, release_accelerator_memory, render_prompts
 from harness.cell.produced import LoadedAs, Produced, Timing
+from harness.cell.pruning import training_watch
 from harness.cell.rag import Retrieved, retrieve_contexts
 from harness.cell.scoring import cell_cost, score
 from harness.cell.train import TrainContext, TrainResult, get_trainer
 from harness.core.data import prompt_fingerprint, prompt_messages
 from harness.core.progress import progress_bar
 from harness.core.stages import ADAPTER, BASE, PREDICTIONS
+from harness.core.validation import validation_report
 
 log = logging.getLogger("harness")
 
@@ -122,9 +124,15 @@ def train(ctx: CellContext, base: BaseInUse, retrieved: Retrieved | None) -> Ada
         log.info("adapter re-used from run %s (stage %s): nothing is trained", stored["run_id"], ctx.adapter_key)
     else:
         contexts = retrieved.contexts if retrieved is not None else None
+        watch = training_watch(ctx.cfg, base.loaded.tokenizer, ctx.dataset, contexts)
         trained = get_trainer(ctx.cfg.method.trainer)(TrainContext(ctx.cfg, base.loaded, ctx.dataset, ctx.run_dir,
-                                                                    contexts, checkpoints=checkpoint_area(ctx.run_dir)))
+                                                                    contexts, checkpoints=checkpoint_area(ctx.run_dir),
+                                                                    watch=watch))
         train_record = _train_record(ctx, trained)
+        if ctx.dataset.validation:
+            train_record["validation"] = validation_report(ctx.dataset, ctx.cfg.qlora.seed)
+        if watch is not None:
+            train_record["intermediate"] = watch.report()
         if ctx.reuse:  # force=true and injected failures store nothing
             trained.adapter_dir = _save_adapter_stage(ctx, trained, train_record)
         ctx.record.stages[ADAPTER]["ran"] = True

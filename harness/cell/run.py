@@ -4,6 +4,7 @@ its record to the ledger → show it to the tracker. A failure becomes a `failed
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 import uuid
 from functools import partial
@@ -12,12 +13,16 @@ from typing import NamedTuple
 
 import harness
 from harness.cell.base_keeper import BaseKeeper
+from harness.cell.checkpoints import checkpoint_area
+from harness.cell.checkpoints import discard as discard_checkpoints
 from harness.cell.checks import check_before_load, dataset_lengths, tokenizer_before_weights
 from harness.cell.context import CellContext
+from harness.cell.cost import usd
 from harness.cell.pipeline import run_pipeline
 from harness.cell.predict import release_accelerator_memory
 from harness.cell.preflight import MemoryEstimate, PreflightRefusal, preflight
 from harness.cell.provenance import git_sha, library_versions, now
+from harness.cell.pruning import CellPruned
 from harness.cell.tracking import Tracker, make_tracker
 from harness.cell.truncation import PAIR_TRAINERS, check_truncation
 from harness.core.claims import Holder
@@ -30,6 +35,7 @@ from harness.core.ledger import (
     DETERMINISTIC,
     FAILED,
     INTERRUPTED,
+    PRUNED,
     SKIPPED,
     TRANSIENT,
     Ledger,
@@ -39,6 +45,7 @@ from harness.core.ledger import (
 )
 from harness.core.outcome import DONE_BEFORE, NOT_RETRIED, RUNNING_ELSEWHERE, Outcome
 from harness.core.redact import redact, redact_text
+from harness.core.validation import validation_report
 from harness.metrics.judge import Judge
 
 log = logging.getLogger("harness")
@@ -147,10 +154,21 @@ def _run_claimed(cfg: RunConfig, ledger: Ledger, cell: KeyedCell, bases: BaseKee
     _start_tracker(tracker, cfg, record)
     log.info("%s: starting", label)
     rows: list[dict] = []
+    started = time.perf_counter()
     try:
         rows = run_pipeline(CellContext(cfg, cell.dataset, record, cell.config, bases, judge))
         record.status = COMPLETED
         log.info("%s: completed %s", label, _summary(record))
+    except CellPruned as exc:
+        # What it cost counts: a search is judged by the compute its pruned trials spent too.
+        spent = time.perf_counter() - started
+        record.status, record.error = PRUNED, str(exc)
+        record.train = {"pruned_at_step": exc.step, "intermediate": exc.report}
+        if cell.dataset.validation:
+            record.train["validation"] = validation_report(cell.dataset, cfg.qlora.seed)
+        record.cost = {"total_s": round(spent, 3), "usd_total": usd(spent, cfg.hardware)}
+        discard_checkpoints(checkpoint_area(Path(cfg.results_dir) / "runs" / record.run_key))
+        log.info("%s: %s", label, exc)
     except Exception as exc:  # a cell's failure must not take the sweep down
         record.error = redact_text(f"{exc}\n{traceback.format_exc()}")
         record.error_type = type(exc).__name__

@@ -38,6 +38,8 @@ class TrainContext:
     contexts: dict[str, str] | None = None
     # Where training checkpoints go and are resumed from (harness/cell/checkpoints.py); None: no checkpoints.
     checkpoints: Path | None = None
+    # Intermediate evaluations and pruning (harness/cell/pruning.py); None: training runs unwatched.
+    watch: TrainerCallback | None = None
 
 
 @dataclass
@@ -172,6 +174,8 @@ def build_sft_trainer(ctx: TrainContext, train_dataset, args, model=None):
     )
     # Our progress bar replaces the printer that dumps every log dict to stdout when tqdm is off.
     trainer.remove_callback(PrinterCallback)
+    if ctx.watch is not None:
+        trainer.add_callback(ctx.watch)
     if len(trainer.train_dataset) == 0:
         raise ConfigError(
             f"qlora.max_length={ctx.cfg.qlora.max_length}: every training example lost its answer to truncation; "

@@ -230,8 +230,23 @@ class QLoraConfig:
     # Training checkpoints a preempted cell resumes from (harness/cell/checkpoints.py): None, every 10 minutes
     # of training (measured); N, every N optimizer steps; 0, none. Not part of the run key: results are the same.
     save_steps: int | None = None
+    # Evaluate the objective metric (objective=..., which hydra/sweeper=tunebench sets; else the data's first metric)
+    # every N optimizer steps on a validation slice of the train split, and report it
+    # to the cell's search trial, which may stop it (harness/cell/pruning.py). None: no evaluation during training.
+    # Not part of the run key: it watches training, it does not change it (validation_examples does).
+    eval_steps: int | None = None
+    # Train examples held out as that validation slice (seeded, stratified by label for classification; never
+    # from the eval split). 0: none held out.
+    validation_examples: int = 0
 
     def __post_init__(self) -> None:
+        if self.eval_steps is not None:
+            _require(self.eval_steps > 0, "qlora.eval_steps", f"must be > 0 or null (got {self.eval_steps})")
+            _require(self.validation_examples > 0, "qlora.validation_examples",
+                     f"qlora.eval_steps={self.eval_steps} evaluates on held-out train examples: set how many, e.g. "
+                     "qlora.validation_examples=32")
+        _require(self.validation_examples >= 0, "qlora.validation_examples",
+                 f"must be >= 0 (got {self.validation_examples})")
         for key in ("r", "alpha", "batch_size", "grad_accum", "max_length", "logging_steps"):
             value = getattr(self, key)
             _require(value > 0, f"qlora.{key}", f"must be > 0 (got {value})")
@@ -440,6 +455,22 @@ class JudgeConfig:
 
 
 @dataclass
+class TrialConfig:
+    """Which search trial this cell is (set by hydra/sweeper=tunebench for each trial, not by hand): the cell
+    reaches its study through the storage, so a trial on another process or node can be pruned."""
+
+    study: str | None = None
+    # A SQLAlchemy URL (sqlite:///..., postgresql://...) or journal:PATH (Optuna's journal file).
+    storage: str | None = None
+    number: int | None = None
+
+    def __post_init__(self) -> None:
+        given = [self.study is not None, self.storage is not None, self.number is not None]
+        _require(all(given) or not any(given), "trial",
+                 "trial.study, trial.storage and trial.number come together (hydra/sweeper=tunebench sets them)")
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = MISSING
     method: MethodConfig = MISSING
@@ -477,6 +508,8 @@ class RunConfig:
     plan: str = "false"
     # The metric the task function returns (NaN when the cell did not complete), for optimising sweepers.
     objective: str | None = None
+    # The search trial this cell is, under hydra/sweeper=tunebench (not part of the run key).
+    trial: TrialConfig = field(default_factory=TrialConfig)
 
     def __post_init__(self) -> None:
         self.plan = {"true": "table", "on": "table"}.get(str(self.plan).lower(), str(self.plan).lower())

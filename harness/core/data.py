@@ -47,6 +47,9 @@ class Dataset:
     labels: list[str] | None = None
     # Things a user should hear about that do not stop the run (labels no example has): one line each.
     warnings: list[str] = field(default_factory=list)
+    # Train examples held out to watch training (qlora.validation_examples; harness/core/validation.py): they are
+    # no longer in `train`.
+    validation: list[QARecord] = field(default_factory=list)
 
 
 _QA_FIELDS = {"id": str, "question": str, "answer": str}

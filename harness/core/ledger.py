@@ -26,7 +26,10 @@ SCHEMA_VERSION = 1
 COMPLETED, FAILED, SKIPPED = "completed", "failed", "skipped"
 # Stopped by a signal (Ctrl-C, Slurm's SIGTERM before preemption): not a result, re-run by the next sweep.
 INTERRUPTED = "interrupted"
-STATUSES = (COMPLETED, FAILED, SKIPPED, INTERRUPTED)
+# Stopped by its search's pruner after an intermediate evaluation (harness/cell/pruning.py): a deliberate end, not
+# a result and not a failure; the record keeps its intermediate curve.
+PRUNED = "pruned"
+STATUSES = (COMPLETED, FAILED, SKIPPED, INTERRUPTED, PRUNED)
 # `failure_kind` of a failed record: a transient failure (out of memory, connection, timeout) may pass on a
 # re-run and is retried by the next sweep; a deterministic one is not, unless retry_failed=true.
 TRANSIENT, DETERMINISTIC = "transient", "deterministic"
@@ -218,7 +221,9 @@ class Ledger:
 
 # Keys that change where or how results are shown, not what a cell computes: left out of the run key.
 NON_SEMANTIC_KEYS = ("tracker", "results_dir", "cache_dir", "force", "progress", "sweep_id", "preflight",
-                     "retry_failed", "plan", "objective", "keep_base_loaded", "crash_at")
+                     "retry_failed", "plan", "objective", "keep_base_loaded", "crash_at", "trial")
+# qlora settings that watch or checkpoint training, never change what it learns.
+QLORA_WATCH_KEYS = ("save_steps", "eval_steps")
 # data.* settings that permit a cell to run, never change what it computes.
 DATA_PERMISSION_KEYS = ("allow_overlap", "allow_truncation")
 # Metrics scored by an LLM judge rather than by the registry's score(predictions, references).
@@ -233,8 +238,10 @@ def semantic_config(config: dict) -> dict:
     key_config = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
     if key_config.get("data"):  # permissions to score or train, not what is scored or trained
         key_config["data"] = {k: v for k, v in key_config["data"].items() if k not in DATA_PERMISSION_KEYS}
-    if "save_steps" in (key_config.get("qlora") or {}):  # how often training is checkpointed, not what it learns
-        key_config["qlora"] = {k: v for k, v in key_config["qlora"].items() if k != "save_steps"}
+    if key_config.get("qlora"):  # how often training is checkpointed or evaluated, not what it learns
+        key_config["qlora"] = {k: v for k, v in key_config["qlora"].items() if k not in QLORA_WATCH_KEYS}
+        if not key_config["qlora"].get("validation_examples"):  # none held out: keys made before it existed hold
+            key_config["qlora"].pop("validation_examples", None)
     metrics = (key_config.get("data") or {}).get("metrics") or []
     if "judge" in key_config:
         if any(name in JUDGED_METRICS for name in metrics):
