@@ -33,7 +33,7 @@ from harness.metrics.keys import cost_figures
 log = logging.getLogger("harness.board.ledger_index")
 
 # Bump when what a slim record holds changes: an index of another format is rebuilt.
-FORMAT = 1
+FORMAT = 2
 SUFFIX = ".board-index"
 # Bytes before the covered end whose hash tells an append (they are unchanged) from an edit.
 TAIL_BYTES = 4096
@@ -45,7 +45,8 @@ ERROR_CHARS = 500
 TRAIN_FIELDS = ("steps", "examples", "train_s", "final_loss")
 # Config sections no board shows (terminal.py's NOT_SETTINGS); the configuration fingerprint covers them.
 HIDDEN_SECTIONS = tuple(prefix[:-1] for prefix in NOT_SETTINGS if prefix.endswith("."))
-COST_FIELDS = frozenset(cost_figures())
+# Each cost figure with its range over generation batches (harness/cell/cost.py: <figure>_low/_median/_high).
+COST_FIELDS = frozenset(f"{name}{part}" for name in cost_figures() for part in ("", "_low", "_median", "_high"))
 
 
 def index_path(ledger: Path) -> Path:
