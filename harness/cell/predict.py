@@ -33,6 +33,9 @@ class PredictResult:
     # The batch size that generation ended with, and each out-of-memory retry that led there.
     batch_size: int = 0
     oom_retries: list[dict] = field(default_factory=list)
+    # eval.scoring=choices: every label's summed log-probability per example (harness/cell/choices.py); None when
+    # the answers were generated.
+    label_logliks: list[list[float]] | None = None
 
     @property
     def tokens_per_s(self) -> float:

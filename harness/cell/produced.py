@@ -7,7 +7,7 @@ and `from_dict` reads them back.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,10 @@ class Produced:
     adapter_dir: str | None
     model: LoadedAs
     timing: Timing
+    # eval.scoring=choices: the labels scored and each example's summed log-probability of each (None: generated).
+    # Stages stored before choice scoring existed lack them, and were generated.
+    labels: list[str] | None = None
+    label_logliks: list[list[float]] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,8 +68,8 @@ class Produced:
 
 
 def _known(kind: type, meta: object, what: str) -> dict:
-    names = [f.name for f in fields(kind)]
-    missing = [name for name in names if not isinstance(meta, dict) or name not in meta]
+    required = [f.name for f in fields(kind) if f.default is MISSING]
+    missing = [name for name in required if not isinstance(meta, dict) or name not in meta]
     if missing:
         raise ValueError(f"{what} lacks {', '.join(missing)}")
-    return {name: meta[name] for name in names}
+    return {f.name: meta[f.name] for f in fields(kind) if f.name in meta}

@@ -189,6 +189,9 @@ NON_SEMANTIC_KEYS = ("tracker", "results_dir", "cache_dir", "force", "progress",
                      "retry_failed", "plan", "objective", "keep_base_loaded", "crash_at")
 # data.* settings that permit a cell to run, never change what it computes.
 DATA_PERMISSION_KEYS = ("allow_overlap", "allow_truncation")
+# eval.* settings added after results existed, with the value every earlier cell ran at: at that value they stay out
+# of the run and predictions keys, so earlier results keep their keys; any other value enters both.
+EVAL_ADDED_DEFAULTS = {"scoring": "generate", "fewshot": 0}
 # Metrics scored by an LLM judge rather than by the registry's score(predictions, references).
 JUDGED_METRICS = ("ragas",)
 # How the judge is reached, not what it answers: changing them re-uses a cell's result.
@@ -201,6 +204,9 @@ def semantic_config(config: dict) -> dict:
     key_config = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
     if key_config.get("data"):  # permissions to score or train, not what is scored or trained
         key_config["data"] = {k: v for k, v in key_config["data"].items() if k not in DATA_PERMISSION_KEYS}
+    if key_config.get("eval"):  # settings added later, left out at the behaviour every earlier key was made with
+        key_config["eval"] = {k: v for k, v in key_config["eval"].items()
+                              if k not in EVAL_ADDED_DEFAULTS or v != EVAL_ADDED_DEFAULTS[k]}
     if "save_steps" in (key_config.get("qlora") or {}):  # how often training is checkpointed, not what it learns
         key_config["qlora"] = {k: v for k, v in key_config["qlora"].items() if k != "save_steps"}
     metrics = (key_config.get("data") or {}).get("metrics") or []
