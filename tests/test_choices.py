@@ -195,7 +195,10 @@ def test_scoring_and_fewshot_enter_the_keys_and_defaults_keep_earlier_ones(compo
         return run_key(config, hashes, "v"), predictions_key(config, hashes, "v", None), config
 
     plain, choices, fewshot = keys(), keys("eval.scoring=choices"), keys("eval.fewshot=4")
-    assert "scoring" not in plain[2]["eval"] and "fewshot" not in plain[2]["eval"]  # as before these existed
+    # At their defaults they hash as if they did not exist: earlier results keep their keys.
+    before = {**plain[2], "eval": {k: v for k, v in plain[2]["eval"].items() if k not in ("scoring", "fewshot")}}
+    hashes = load_dataset(to_run_config(compose_cfg("data=shop_catalog")).data).file_hashes
+    assert (run_key(before, hashes, "v"), predictions_key(before, hashes, "v", None)) == plain[:2]
     assert len({plain[0], choices[0], fewshot[0]}) == 3 and len({plain[1], choices[1], fewshot[1]}) == 3
     assert keys("eval.fewshot=4", "qlora.seed=1")[1] != fewshot[1]  # the seed draws the shots
 
@@ -211,7 +214,7 @@ def test_choices_on_an_open_ended_task_and_calibration_under_generate_are_refuse
         check_before_load(to_run_config(compose_cfg("data=shop_catalog", "data.metrics=[accuracy,calibration]")))
 
 
-def test_choice_scored_cell_records_probabilities_calibration_and_shots(run_harness, tmp_path):
+def test_choice_scored_cell_records_probabilities_calibration_and_shots(run_harness, tmp_path, capsys):
     results = tmp_path / "results"
     common = ("model=tiny_random", "data=shop_catalog", "eval.num_examples=10", "tracker=none", "progress=false",
               f"cache_dir={tmp_path / 'cache'}")
@@ -221,7 +224,7 @@ def test_choice_scored_cell_records_probabilities_calibration_and_shots(run_harn
     rows = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
     for row in rows:
-        scoring = row["config"]["eval"].get("scoring", "generate")  # at its default it stays out of the key
+        scoring = row["config"]["eval"]["scoring"]
         assert row["prompt"]["scoring"] == scoring and len(row["prompt"]["fewshot_ids"]) == 3
         train_ids = {json.loads(x)["id"] for x in open(Path(row["config"]["data"]["dir"].replace(
             "samples:", str(Path(__file__).parent.parent / "harness" / "samples") + "/")) / "train.jsonl")}
@@ -238,3 +241,20 @@ def test_choice_scored_cell_records_probabilities_calibration_and_shots(run_harn
             assert "brier" not in row["metrics"] and "label_probs" not in predictions[0]
     assert len({r["stages"]["predictions"]["key"] for r in rows}) == 4
     assert all(r["prompt"]["fewshot_ids"] == rows[0]["prompt"]["fewshot_ids"] for r in rows)  # same seed, same shots
+
+    # One board holds all four (same eval set), each row saying how it was scored; a comparison across scoring
+    # modes runs paired per example and says what it compares.
+    from harness.leaderboard import main as leaderboard
+
+    assert leaderboard(["--ledger", str(results / "runs.jsonl"), "--data", "shop_catalog", "--no-report",
+                        "--out", str(tmp_path / "board.md")]) == 0
+    board = (tmp_path / "board.md").read_text()
+    assert board.count("## ") == 1 and "| scoring |" in board
+    assert board.count("| choices 3-shot |") == 2 and board.count("| generate 3-shot |") == 2
+    by_scoring = {(r["method"], r["config"]["eval"]["scoring"]): r["run_key"] for r in rows}
+    capsys.readouterr()
+    assert leaderboard(["--ledger", str(results / "runs.jsonl"), "--compare", by_scoring["base", "generate"],
+                        by_scoring["base", "choices"], "--metric", "accuracy"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "across scoring modes: A is scored by generate 3-shot, B by choices 3-shot" in out
+    assert "accuracy" in out and "n" in out

@@ -98,10 +98,26 @@ def append_line(path: Path, text: str) -> None:
         os.close(fd)
 
 
+# eval.* settings added after results existed, with the value every earlier cell ran at: at that value they stay out
+# of the run and predictions keys (see without_added_defaults), so earlier results keep their keys.
+EVAL_ADDED_DEFAULTS = {"scoring": "generate", "fewshot": 0}
+
+
+def without_added_defaults(config: dict) -> dict:
+    """`config` without the eval.* settings added after results existed, where they hold the value every earlier
+    cell ran at (EVAL_ADDED_DEFAULTS): hashed so, earlier results keep their keys; any other value changes them."""
+    evaluation = config.get("eval")
+    if not isinstance(evaluation, dict):
+        return config
+    kept = {k: v for k, v in evaluation.items() if k not in EVAL_ADDED_DEFAULTS or v != EVAL_ADDED_DEFAULTS[k]}
+    return {**config, "eval": kept}
+
+
 def run_key(config: dict, data_hashes: dict[str, str], code_version: str) -> str:
     """Same config, same data bytes and same harness version → same key → the cell is not run again."""
     payload = json.dumps(
-        {"config": config, "data": data_hashes, "code": code_version}, sort_keys=True, separators=(",", ":")
+        {"config": without_added_defaults(config), "data": data_hashes, "code": code_version}, sort_keys=True,
+        separators=(",", ":")
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -189,9 +205,6 @@ NON_SEMANTIC_KEYS = ("tracker", "results_dir", "cache_dir", "force", "progress",
                      "retry_failed", "plan", "objective", "keep_base_loaded", "crash_at")
 # data.* settings that permit a cell to run, never change what it computes.
 DATA_PERMISSION_KEYS = ("allow_overlap", "allow_truncation")
-# eval.* settings added after results existed, with the value every earlier cell ran at: at that value they stay out
-# of the run and predictions keys, so earlier results keep their keys; any other value enters both.
-EVAL_ADDED_DEFAULTS = {"scoring": "generate", "fewshot": 0}
 # Metrics scored by an LLM judge rather than by the registry's score(predictions, references).
 JUDGED_METRICS = ("ragas",)
 # How the judge is reached, not what it answers: changing them re-uses a cell's result.
@@ -204,9 +217,6 @@ def semantic_config(config: dict) -> dict:
     key_config = {k: v for k, v in config.items() if k not in NON_SEMANTIC_KEYS}
     if key_config.get("data"):  # permissions to score or train, not what is scored or trained
         key_config["data"] = {k: v for k, v in key_config["data"].items() if k not in DATA_PERMISSION_KEYS}
-    if key_config.get("eval"):  # settings added later, left out at the behaviour every earlier key was made with
-        key_config["eval"] = {k: v for k, v in key_config["eval"].items()
-                              if k not in EVAL_ADDED_DEFAULTS or v != EVAL_ADDED_DEFAULTS[k]}
     if "save_steps" in (key_config.get("qlora") or {}):  # how often training is checkpointed, not what it learns
         key_config["qlora"] = {k: v for k, v in key_config["qlora"].items() if k != "save_steps"}
     metrics = (key_config.get("data") or {}).get("metrics") or []

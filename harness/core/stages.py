@@ -24,6 +24,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+from harness.core.ledger import without_added_defaults
+
 ADAPTER, PREDICTIONS = "adapter", "predictions"
 # Not stored: a base model loaded once per process and kept for the next cell (harness/cell/base_keeper.py).
 BASE = "base"
@@ -76,7 +78,7 @@ def predictions_key(config: dict, data_hashes: dict[str, str], version: str, ada
         "weights_seed": (config.get("qlora") or {}).get("seed")
         if str((config.get("model") or {}).get("source")) == "tiny_random" else None,
         "hardware": _without(config.get("hardware"), HARDWARE_COST_ONLY),
-        "eval": _without(config.get("eval"), EVAL_SPEED_ONLY),
+        "eval": _without(without_added_defaults(config).get("eval"), EVAL_SPEED_ONLY),
         "prompt": {k: data.get(k) for k in DATA_PROMPT},
         "retrieval": config.get("retrieval") if retrieves else None,
         "data": {name: digest for name, digest in data_hashes.items()
