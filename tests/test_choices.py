@@ -258,3 +258,25 @@ def test_choice_scored_cell_records_probabilities_calibration_and_shots(run_harn
     out = " ".join(capsys.readouterr().out.split())
     assert "across scoring modes: A is scored by generate 3-shot, B by choices 3-shot" in out
     assert "accuracy" in out and "n" in out
+
+
+@pytest.mark.parametrize("hardware", ["cpu", "cpu_qlora"])
+def test_every_method_scores_choices_few_shot(run_harness, tmp_path, hardware):
+    """base, the RAG methods and both trainers, fp32 and through the 4-bit path (hardware=cpu_qlora): an adapter
+    is evaluated few-shot and by choice scoring like the base."""
+    methods = ("base", "causal", "instruct", "base_rag", "causal_rag", "instruct_rag")
+    results = tmp_path / "results"
+    proc = run_harness("-m", "model=tiny_random", f"method={','.join(methods)}", f"hardware={hardware}",
+                       "data=shop_catalog", "eval.scoring=choices", "eval.fewshot=2", "eval.num_examples=4",
+                       "qlora.max_steps=1", "qlora.max_length=320", "data.max_train_examples=24", "tracker=none",
+                       "progress=false",
+                       f"cache_dir={tmp_path / 'cache'}", results_dir=results, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    rows = {r["method"]: r for r in map(json.loads, (results / "runs.jsonl").read_text().splitlines())}
+    assert set(rows) == set(methods) and {r["status"] for r in rows.values()} == {"completed"}
+    for method, row in rows.items():
+        assert row["cost"]["quantized_4bit"] is (hardware == "cpu_qlora")
+        assert {"accuracy", "brier", "ece", "accuracy_norm"} <= set(row["metrics"])
+        assert row["prompt"]["scoring"] == "choices" and len(row["prompt"]["fewshot_ids"]) == 2
+        assert row["prompt"]["first_eval_prompt"].count("<|im_start|>assistant") == 3  # 2 shots + the question
+        assert bool(row["train"]) is (method not in ("base", "base_rag"))
