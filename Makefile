@@ -53,7 +53,7 @@ test-all: setup-all
 setup-all: $(ALL_STAMP) browser
 
 $(ALL_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev,judge,cluster,search,gemma3]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,judge,cluster,search,gemma3,oracle]"
 	touch $(ALL_STAMP)
 
 # Debian's chromium for the report's browser test (tests/test_report.py), installed with apt-get when absent.

@@ -12,6 +12,23 @@ from harness.core.ledger import COMPLETED
 MAX_LISTED = 6
 
 
+def scoring_of(row: dict) -> tuple[str, int]:
+    """How a row's answers were obtained: (eval.scoring, eval.fewshot); records from before either existed were
+    generated zero-shot."""
+    evaluation = (row.get("config") or {}).get("eval") or {}
+    scoring = (row.get("prompt") or {}).get("scoring") or evaluation.get("scoring") or "generate"
+    return str(scoring), int(evaluation.get("fewshot") or 0)
+
+
+def scoring_text(row: dict) -> str:
+    """`generate`, `choices`, `choices 8-shot`: what a board's scoring column shows. The TF-IDF baseline row,
+    which asks no model, shows `-`."""
+    if (row.get("config") or {}).get("eval") is None and not row.get("prompt"):
+        return "-"
+    scoring, shots = scoring_of(row)
+    return scoring + (f" {shots}-shot" if shots else "")
+
+
 def known_metrics(rows: list[dict]) -> list[str]:
     names: dict[str, None] = {}
     for row in rows:

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.board.boards import scoring_of, scoring_text
 from harness.board.ranking import LeaderboardError, configuration_id, seed_of
 from harness.core.ledger import COMPLETED, Ledger
 from harness.core.stats import SAMPLE_MEAN_SUFFIX, ci_name, paired_bootstrap, verdict
@@ -36,6 +37,9 @@ class Comparison:
     seeds_a: list = field(default_factory=list)
     seeds_b: list = field(default_factory=list)
     shared_seeds: bool = True
+    # Set when A and B obtained their answers differently (eval.scoring, eval.fewshot): the pairs are the same
+    # examples and references, but a difference measures the scoring as much as the model.
+    scoring_note: str = ""
 
 
 def resolve_run(records: list[dict], prefix: str, ledger: Path) -> dict:
@@ -204,7 +208,16 @@ def compare(ledger: Path, key_a: str, key_b: str, metric: str | None = None, n_r
     if not results and not skipped:
         raise LeaderboardError("the two runs share no per-sample metric scores")
     return Comparison(a=a, b=b, results=results, skipped=skipped, seeds_a=seeds_a, seeds_b=seeds_b,
-                      shared_seeds=bool(shared))
+                      shared_seeds=bool(shared), scoring_note=scoring_note(a, b))
+
+
+def scoring_note(a: dict, b: dict) -> str:
+    """What a comparison across scoring modes (or shot counts) says about itself; "" when both scored alike."""
+    if scoring_of(a) == scoring_of(b):
+        return ""
+    return (f"across scoring modes: A is scored by {scoring_text(a)}, B by {scoring_text(b)}; same examples and "
+            "references, paired per example, but a difference measures how answers were obtained as much as "
+            "the model (choices ranks the labels by log-likelihood, generate parses free text)")
 
 
 def verdict_of(result: dict) -> str:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.board.boards import BoardReport
+from harness.board.boards import BoardReport, scoring_text
 from harness.board.compare import CONFIDENCE, Comparison, verdict_of
 from harness.board.ranking import cost_range_text, value_of
 from harness.board.text import ci_of, figure_text, heading, row_label
@@ -20,7 +20,9 @@ TERMINAL_WIDTH = 100
 
 
 # Config paths that are not hyperparameters of a row (shown elsewhere, or the same within a board by definition).
-NOT_SETTINGS = ("model.", "method.", "data.", "hardware.", "judge.", "tracker.", "qlora.seed", "seed", "fail_at")
+# eval.scoring and eval.fewshot have a column of their own (records before them lack the keys).
+NOT_SETTINGS = ("model.", "method.", "data.", "hardware.", "judge.", "tracker.", "qlora.seed", "seed", "fail_at",
+                "eval.scoring", "eval.fewshot")
 
 
 # Short headings of the cost keys (the column must stay narrow).
@@ -90,7 +92,7 @@ def compact_table(report: BoardReport, cost_key: str) -> tuple[list[str], list[l
     names = _short_names(settings)
     joined = len(settings) > MAX_SETTING_COLUMNS
     bound_keys = [b.key for b in report.bounds if b.key not in (report.sort_by, cost_key)]
-    header = ["#", "model", "method", *(["settings"] if joined else [names[k] for k in settings]),
+    header = ["#", "model", "method", "scoring", *(["settings"] if joined else [names[k] for k in settings]),
               f"{heading(report.sort_by)} 95% CI / seeds", *map(heading, dict.fromkeys(bound_keys)),
               COST_HEADINGS.get(cost_key, heading(cost_key)), "status"]
     body = []
@@ -99,7 +101,7 @@ def compact_table(report: BoardReport, cost_key: str) -> tuple[list[str], list[l
         values = [_setting_text(flat.get(k)) for k in settings]
         setting_cells = [" ".join(f"{names[k]}={v}" for k, v in zip(settings, values, strict=True))] if joined \
             else values
-        body.append([str(index), str(row.get("model")), str(row.get("method")), *setting_cells,
+        body.append([str(index), str(row.get("model")), str(row.get("method")), scoring_text(row), *setting_cells,
                      _sort_cell(row, report.sort_by),
                      *[figure_text(row, k, 3) for k in dict.fromkeys(bound_keys)],
                      _short_cost(value_of(row, cost_key)), str(row.get("status"))])
@@ -137,7 +139,7 @@ def print_report(console: Console, report: BoardReport, cost_key: str, wide: boo
     widths = [max(cells_width[i], *map(len, headings[i])) for i in range(len(header))]
     fits = sum(widths) + len(widths) - 1 <= TERMINAL_WIDTH
     for index, name in enumerate(header):
-        left = name in ("model", "method", "status", "run keys", "settings")
+        left = name in ("model", "method", "scoring", "status", "run keys", "settings")
         if wide:
             table.add_column(name, justify="left" if left else "right")
             continue
@@ -182,6 +184,8 @@ def _seeds_text(seeds: list) -> str:
 def print_comparison(console: Console, comparison: Comparison) -> None:
     console.print(escape(f"A: {row_label(comparison.a)}; seeds used: {_seeds_text(comparison.seeds_a)}"))
     console.print(escape(f"B: {row_label(comparison.b)}; seeds used: {_seeds_text(comparison.seeds_b)}"))
+    if comparison.scoring_note:
+        console.print(escape(comparison.scoring_note))
     if not comparison.shared_seeds:
         console.print("the two configurations share no seed: each side's scores are averaged over its own seeds")
     seeded = any("per_seed_diffs" in r for r in comparison.results.values())

@@ -3,7 +3,7 @@ the Pareto plot and the W&B table)."""
 
 from __future__ import annotations
 
-from harness.board.boards import BoardReport, judged, mismatched_samples
+from harness.board.boards import BoardReport, judged, mismatched_samples, scoring_of, scoring_text
 from harness.board.ranking import cost_range_text, value_of
 from harness.core.ledger import COMPLETED
 from harness.core.stats import SAMPLE_MEAN_SUFFIX
@@ -16,7 +16,8 @@ def row_label(row: dict) -> str:
     seeds = row.get("seeds") or []
     runs = row.get("runs") or [row.get("run_key")]
     seeded = f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""
-    return f"{row.get('model')}/{row.get('method')}{tuned}{seeded} [{', '.join(map(str, runs))}]"
+    scored = f" ({scoring_text(row)})" if scoring_of(row) != ("generate", 0) and scoring_text(row) != "-" else ""
+    return f"{row.get('model')}/{row.get('method')}{scored}{tuned}{seeded} [{', '.join(map(str, runs))}]"
 
 
 def ci_of(row: dict, metric: str) -> tuple[str, dict] | None:
@@ -80,7 +81,7 @@ def table_rows(rows: list[dict], metrics: list[str], cost_key: str,
     of the first `limit` rows only (the samples check still sees them all)."""
     odd = {name: {r.get("run_key") for r in mismatched_samples(rows, name)} for name in metrics}
     interval_header = [f"{ci_metric} 95% CI / seed spread"] if ci_metric else []
-    header = ["#", "model", "method", "r", "seeds", "status", *map(heading, metrics), *interval_header,
+    header = ["#", "model", "method", "scoring", "r", "seeds", "status", *map(heading, metrics), *interval_header,
               heading(cost_key), "$ run ↓", "train s ↓", "eval tok/s ↑", "peak GB ↓", "run keys"]
     body = []
     for index, row in enumerate(rows[:limit], start=1):
@@ -90,6 +91,7 @@ def table_rows(rows: list[dict], metrics: list[str], cost_key: str,
             str(index),
             str(row.get("model")),
             str(row.get("method")),
+            scoring_text(row),
             str(qlora.get("r", "")) if trained and isinstance(qlora, dict) else "-",
             _seeds_cell(row),
             str(row.get("status")),

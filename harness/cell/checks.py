@@ -12,17 +12,19 @@ from harness.cell.preflight import SequenceLengths, module_dims
 from harness.cell.rag import chunk_corpus, render_context
 from harness.cell.truncation import PAIR_TRAINERS, check_truncation
 from harness.core.config import Accelerator, ConfigError, EvalConfig, QLoraConfig, RetrievalConfig, RunConfig
-from harness.core.data import Dataset, check_dataset_for_run, load_dataset, prompt_messages
+from harness.core.data import Dataset, check_dataset_for_run, fewshot_examples, load_dataset, prompt_messages
 from harness.core.embedding import resolve_model_path
 from harness.core.ledger import JUDGED_METRICS
 from harness.core.validation import hold_out_validation
-from harness.metrics import METRICS
+from harness.metrics import METRICS, needs_label_scores
+from harness.metrics.calibration import CHOICE_METRICS
 
 
 def check_before_load(cfg: RunConfig) -> Dataset:
     """Every user mistake that can be found without a model: metric names, the dataset and what the method
     needs from it, the accelerator the hardware preset promises. The entry point runs it before Hydra starts."""
     check_metric_names(cfg)
+    check_scoring_metrics(cfg)
     check_objective(cfg)
     check_lora_targets(cfg)
     if cfg.method.retrieval and cfg.retrieval.embedding_model:
@@ -37,12 +39,23 @@ def check_before_load(cfg: RunConfig) -> Dataset:
     return dataset
 
 
+def check_scoring_metrics(cfg: RunConfig) -> None:
+    """Metrics of label probabilities (accuracy_norm, calibration) exist only under eval.scoring=choices, which
+    scores them whether data.metrics lists them or not."""
+    needing = [name for name in cfg.data.metrics if name in METRICS and needs_label_scores(name)]
+    if needing and cfg.eval.scoring != "choices":
+        raise ConfigError(f"data.metrics: {', '.join(needing)} read label probabilities, which only "
+                          f"eval.scoring=choices produces (it scores them without being listed); remove them, or set "
+                          "eval.scoring=choices")
+
+
 def check_objective(cfg: RunConfig) -> None:
     """objective names a figure this cell's metrics produce: another name would hand an optimising sweeper NaN
     for every cell, as if each had failed."""
     if not cfg.objective:
         return
-    produced = {key for name in cfg.data.metrics if name in METRICS for key in METRICS.get(name).keys}
+    names = [*cfg.data.metrics, *(CHOICE_METRICS if cfg.eval.scoring == "choices" else ())]
+    produced = {key for name in names if name in METRICS for key in METRICS.get(name).keys}
     if "ragas" in cfg.data.metrics:
         produced |= set(cfg.judge.ragas_metrics)
     if cfg.method.retrieval:
@@ -101,6 +114,7 @@ def check_sizes_against_data(cfg: RunConfig, dataset: Dataset) -> None:
                               f"{chunks} or less")
     if cfg.method.trainer in PAIR_TRAINERS:
         check_training_sizes(cfg, len(dataset.train))
+    fewshot_examples(dataset.train, dataset.eval, cfg.eval.fewshot, cfg.qlora.seed, dataset.labels)  # refuses a K the train split cannot show
 
 
 def check_training_sizes(cfg: RunConfig, n_train: int) -> None:
@@ -162,8 +176,9 @@ def dataset_lengths(cfg: RunConfig, dataset, tokenizer=None) -> SequenceLengths 
     context_tokens = context_token_bound(cfg, dataset, tokenizer) if cfg.method.retrieval else 0
     context = "" if cfg.method.retrieval else None
     eval_records = dataset.eval[: cfg.eval.num_examples] if cfg.eval.num_examples else dataset.eval
+    shots = fewshot_examples(dataset.train, dataset.eval, cfg.eval.fewshot, cfg.qlora.seed, dataset.labels)
     eval_prompt = context_tokens + max(
-        (count(prompt_messages(r, cfg.data, cfg.model, context, dataset.labels), True) for r in eval_records),
+        (count(prompt_messages(r, cfg.data, cfg.model, context, dataset.labels, shots), True) for r in eval_records),
         default=0)
     if not cfg.method.trainer:
         train = 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import harness
 from harness.cell.base_keeper import BaseKeeper
 from harness.core.config import RunConfig
-from harness.core.data import Dataset, QARecord
+from harness.core.data import Dataset, QARecord, fewshot_examples
 from harness.core.ledger import RunRecord
 from harness.core.stages import StageStore, adapter_key, predictions_key
 from harness.metrics.judge import Judge
@@ -53,6 +53,8 @@ class CellContext:
     judge: Judge | None = None
     run_dir: Path = field(init=False)
     eval_records: list[QARecord] = field(init=False)
+    # eval.fewshot: the train examples every eval prompt shows first ([] zero-shot).
+    shots: list[QARecord] = field(init=False)
     store: StageStore = field(init=False)
     adapter_key: str | None = field(init=False)  # None: the method trains nothing
     predictions_key: str = field(init=False)
@@ -64,6 +66,8 @@ class CellContext:
         self.run_dir = Path(cfg.results_dir) / "runs" / self.record.run_key
         self.run_dir.mkdir(parents=True, exist_ok=True)  # training writes there, then the per-example rows
         self.eval_records = self.dataset.eval[: cfg.eval.num_examples] if cfg.eval.num_examples else self.dataset.eval
+        self.shots = fewshot_examples(self.dataset.train, self.dataset.eval, cfg.eval.fewshot, cfg.qlora.seed,
+                                      self.dataset.labels)
         self.store = StageStore(Path(cfg.results_dir))
         self.adapter_key = adapter_key(key_config, hashes, harness.__version__)
         self.predictions_key = predictions_key(key_config, hashes, harness.__version__, self.adapter_key)

@@ -19,6 +19,7 @@ import torch
 
 from harness.cell.checkpoints import checkpoint_area
 from harness.cell.checkpoints import discard as discard_checkpoints
+from harness.cell.choices import score_choices
 from harness.cell.context import CellContext
 from harness.cell.cost import PeakMemory, train_flops_per_token
 from harness.cell.models import LoadedModel, merged_copy_possible, merged_eval_model, select_device
@@ -146,8 +147,12 @@ def train(ctx: CellContext, base: BaseInUse, retrieved: Retrieved | None) -> Ada
 
 
 def predict(ctx: CellContext, base: BaseInUse, retrieved: Retrieved | None) -> PredictResult:
-    return generate(base.model, base.loaded.tokenizer, _conversations(ctx, retrieved, ctx.eval_records), ctx.cfg.eval,
-                    progress=ctx.cfg.progress)
+    """Generated answers, or (eval.scoring=choices) the most likely label with every label's log-likelihood."""
+    conversations = _conversations(ctx, retrieved, ctx.eval_records)
+    if ctx.cfg.eval.scoring == "choices":
+        return score_choices(base.model, base.loaded.tokenizer, conversations, ctx.dataset.labels, ctx.cfg.eval,
+                             progress=ctx.cfg.progress)
+    return generate(base.model, base.loaded.tokenizer, conversations, ctx.cfg.eval, progress=ctx.cfg.progress)
 
 
 def give_back(ctx: CellContext, base: BaseInUse) -> None:
@@ -166,6 +171,9 @@ def produced_here(ctx: CellContext, base: BaseInUse, adapter: Adapter | None, re
         "template_sha256": prompt_fingerprint(ctx.cfg.data, ctx.cfg.method.retrieval, ctx.dataset.labels),
         "first_eval_id": first.id,
         "first_eval_prompt": render_prompts(loaded.tokenizer, _conversations(ctx, retrieved, [first]))[0],
+        # How answers were obtained (eval.scoring) and which train examples every prompt showed (eval.fewshot).
+        "scoring": ctx.cfg.eval.scoring,
+        "fewshot_ids": [shot.id for shot in ctx.shots],
     }
     timing = Timing(
         load_s=loaded.load_s, train_s=train.get("train_s", 0.0) if adapter else 0.0,
@@ -184,6 +192,8 @@ def produced_here(ctx: CellContext, base: BaseInUse, adapter: Adapter | None, re
         chunks=retrieved.chunks if retrieved is not None else None, prompt=prompt,
         adapter_dir=str(adapter.folder) if adapter else None,
         model=LoadedAs(loaded.device, loaded.dtype, loaded.quantized_4bit), timing=timing,
+        labels=list(ctx.dataset.labels) if predicted.label_logliks is not None else None,
+        label_logliks=predicted.label_logliks,
     )
 
 
@@ -195,7 +205,7 @@ def store_predictions(ctx: CellContext, produced: Produced) -> None:
 def _conversations(ctx: CellContext, retrieved: Retrieved | None, records) -> list[list[dict]]:
     contexts = retrieved.contexts if retrieved is not None else None
     return [prompt_messages(r, ctx.cfg.data, ctx.cfg.model, contexts[r.id] if contexts is not None else None,
-                            ctx.dataset.labels) for r in records]
+                            ctx.dataset.labels, ctx.shots) for r in records]
 
 
 def _train_record(ctx: CellContext, trained: TrainResult) -> dict:

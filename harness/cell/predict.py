@@ -35,6 +35,9 @@ class PredictResult:
     oom_retries: list[dict] = field(default_factory=list)
     # How many answers each batch of batch_latencies_s produced: the cost interval's per-batch rates (cell/cost.py).
     batch_examples: list[int] = field(default_factory=list)
+    # eval.scoring=choices: every label's summed log-probability per example (harness/cell/choices.py); None when
+    # the answers were generated.
+    label_logliks: list[list[float]] | None = None
 
     @property
     def tokens_per_s(self) -> float:

@@ -53,6 +53,10 @@ class Produced:
     adapter_dir: str | None
     model: LoadedAs
     timing: Timing
+    # eval.scoring=choices: the labels scored and each example's summed log-probability of each (None: generated).
+    # Stages stored before choice scoring existed lack them, and were generated.
+    labels: list[str] | None = None
+    label_logliks: list[list[float]] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

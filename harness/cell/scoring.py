@@ -16,7 +16,8 @@ from harness.core.ledger import JUDGED_METRICS
 from harness.core.progress import progress_bar
 from harness.core.redact import redact
 from harness.core.stats import metric_cis
-from harness.metrics import MetricResult, score_all
+from harness.metrics import LabelScores, MetricResult, score_all
+from harness.metrics.calibration import CHOICE_METRICS
 from harness.metrics.ragas import JudgedSample, JudgedScores, applicable_metrics, score_ragas
 
 log = logging.getLogger("harness")
@@ -28,10 +29,14 @@ def score(ctx: CellContext, produced: Produced) -> list[dict]:
     cfg, record = ctx.cfg, ctx.record
     references = [r.answer for r in ctx.eval_records]
     plain = [name for name in cfg.data.metrics if name not in JUDGED_METRICS]
+    label_scores = None
+    if produced.label_logliks is not None:  # choice scoring: its label probabilities are scored too
+        label_scores = LabelScores(produced.labels, produced.label_logliks)
+        plain += [name for name in CHOICE_METRICS if name not in plain]
     with progress_bar("score", total=len(plain), unit="metric", enabled=cfg.progress) as advance:
         scores = {}
         for name in plain:
-            scores.update(score_all([name], produced.predictions, references, ctx.dataset))
+            scores.update(score_all([name], produced.predictions, references, ctx.dataset, label_scores))
             advance(1)
     record.train, record.retrieval, record.prompt = produced.train, produced.retrieval, produced.prompt
     record.metrics = {k: v for result in scores.values() for k, v in result.values.items()}
@@ -41,7 +46,7 @@ def score(ctx: CellContext, produced: Produced) -> list[dict]:
     record.eval_set = eval_set_hash(ctx.eval_records)
     record.metrics_ci = metric_cis(scores, cfg.qlora.seed)
     judged = judge_ragas(ctx, produced) if "ragas" in cfg.data.metrics else None
-    rows = _rows(ctx, produced, scores, judged)
+    rows = _rows(ctx, produced, scores, judged, label_scores)
     record.predictions_file = str(write_predictions(ctx.run_dir, record.run_id, rows))
     record.adapter_dir = produced.adapter_dir or None
     return rows
@@ -91,11 +96,15 @@ def judge_ragas(ctx: CellContext, produced: Produced) -> JudgedScores | None:
 
 
 def _rows(ctx: CellContext, produced: Produced, scores: dict[str, MetricResult],
-          judged: JudgedScores | None) -> list[dict]:
+          judged: JudgedScores | None, label_scores: LabelScores | None = None) -> list[dict]:
     rows = []
+    probabilities = label_scores.probabilities() if label_scores is not None else None
     for i, (r, prediction) in enumerate(zip(ctx.eval_records, produced.predictions, strict=True)):
         row = {"id": r.id, "question": r.question, "reference": r.answer, "prediction": prediction,
-               "generated_tokens": produced.generated_tokens[i]}
+               "generated_tokens": produced.generated_tokens[i], "scoring": ctx.cfg.eval.scoring}
+        if label_scores is not None:
+            row["label_probs"] = dict(zip(label_scores.labels, probabilities[i].round(6).tolist(), strict=True))
+            row["label_logliks"] = dict(zip(label_scores.labels, label_scores.logliks[i], strict=True))
         row.update({k: v[i] for result in scores.values() for k, v in result.per_sample.items()})
         if judged is not None:
             row.update({k: v[i] for k, v in judged.per_sample.items()})

@@ -45,6 +45,9 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
                  "warmup_stable_decay", "greedy")
 # What a dataset asks; only classification changes how the harness reads it (labels in prompts and scoring).
 TASKS = ("qa", "classification", "recommendation", "generation")
+# eval.scoring: "generate" reads the label out of a free-text answer (what a product that parses text gets);
+# "choices" ranks the labels by the model's own log-likelihood (lm-evaluation-harness's multiple_choice).
+SCORINGS = ("generate", "choices")
 # A training sequence must hold a chat template's framing plus some question and answer.
 MIN_MAX_LENGTH = 32
 
@@ -371,9 +374,18 @@ class EvalConfig:
     top_p: float = 1.0
     # CUDA + 4-bit training: evaluate a bf16 copy with the adapter merged when it fits (faster than 4-bit).
     merge_adapter: bool = True
+    # How a classification answer is obtained: "generate" (free text, parsed into a label) or "choices" (every
+    # label scored by its log-likelihood after the same prompt; the most likely is the answer). See SCORINGS.
+    scoring: str = "generate"
+    # Train examples shown as user/assistant turns before each question (0: zero-shot); drawn once per cell by a
+    # seeded, label-stratified draw (harness/core/data.py fewshot_examples).
+    fewshot: int = 0
 
     def __post_init__(self) -> None:
         require_finite(self, "eval")
+        _require(self.scoring in SCORINGS, "eval.scoring",
+                 f"must be one of {', '.join(SCORINGS)} (got {self.scoring!r})")
+        _require(self.fewshot >= 0, "eval.fewshot", f"must be >= 0 train examples shown (got {self.fewshot})")
         _require(self.max_new_tokens > 0, "eval.max_new_tokens", f"must be > 0 (got {self.max_new_tokens})")
         _require(self.batch_size > 0, "eval.batch_size", f"must be > 0 (got {self.batch_size})")
         if self.num_examples is not None:
@@ -532,6 +544,10 @@ class RunConfig:
             _require(self.qlora.max_length <= self.model.max_context, "qlora.max_length",
                      f"{self.qlora.max_length} exceeds model {self.model.name}'s context of {self.model.max_context} "
                      "tokens; lower it")
+            _require(self.eval.scoring != "choices" or not isinstance(self.data, DataConfig)
+                     or self.data.task == "classification", "eval.scoring",
+                     f"choices scores a label set, but data={self.data.name} has task: {self.data.task}; use "
+                     "eval.scoring=generate (open-ended answers are generated)")
             _require(self.qlora.r <= self.model.hidden_size, "qlora.r",
                      f"{self.qlora.r} exceeds model {self.model.name}'s hidden size of {self.model.hidden_size}: a "
                      "LoRA rank above it adds nothing but parameters; lower it (8 to 64 is usual)")

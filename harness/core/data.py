@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -241,23 +243,62 @@ def _check_sources(path: Path, records: list[QARecord], corpus: dict[str, dict])
 
 
 def prompt_messages(record: QARecord, data: DataConfig, model: ModelConfig, context: str | None = None,
-                    labels: list[str] | None = None) -> list[dict]:
+                    labels: list[str] | None = None, shots: Sequence[QARecord] = ()) -> list[dict]:
     """The conversation up to the answer; the same for training and evaluation and for every method, so all
     see one format. With a retrieved `context` (RAG methods) the user turn follows `data.rag_prompt_template`.
-    `{labels}` in the system prompt or a template lists the dataset's label set (classification)."""
+    `{labels}` in the system prompt or a template lists the dataset's label set (classification). `shots`
+    (eval.fewshot) come first as user/assistant turns in the plain template: their own retrieved context would
+    make every prompt longer without showing anything the question's own context does not."""
     template = data.prompt_template if context is None else data.rag_prompt_template
     shown = ", ".join(labels) if labels else None
     if shown is None and "{labels}" in data.system_prompt + template:
         raise DataError(f"data={data.name}: the prompt shows {{labels}}, but the dataset has no label set "
                         f"(add {LABELS_FILE} or set data.task=classification)")
-    user = template.format(question=record.question, context=context or "", labels=shown)
+    turns = []
+    for shot in shots:
+        turns += [{"role": "user", "content": data.prompt_template.format(question=shot.question, context="",
+                                                                          labels=shown)},
+                  {"role": "assistant", "content": shot.answer.strip()}]
+    turns.append({"role": "user", "content": template.format(question=record.question, context=context or "",
+                                                             labels=shown)})
     system = data.system_prompt.replace("{labels}", shown) if shown else data.system_prompt
     if not system:
-        return [{"role": "user", "content": user}]
+        return turns
     if model.supports_system_role:
-        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    # Gemma-style templates reject a system turn: fold the instructions into the user turn.
-    return [{"role": "user", "content": f"{system}\n\n{user}"}]
+        return [{"role": "system", "content": system}, *turns]
+    # Gemma-style templates reject a system turn: fold the instructions into the first user turn.
+    return [{"role": "user", "content": f"{system}\n\n{turns[0]['content']}"}, *turns[1:]]
+
+
+def fewshot_examples(train: list[QARecord], eval_records: list[QARecord], k: int, seed: int,
+                     labels: list[str] | None = None) -> list[QARecord]:
+    """`k` train examples to show before every question (eval.fewshot), the same for the whole cell. With a label
+    set the draw is stratified: every label is shown once (in a seeded order) before any is shown twice, so eight
+    shots of eight departments show each once; without one, a seeded sample. An example whose id or question is
+    also in the eval split is never shown (with data.allow_overlap=true the splits may share some)."""
+    if k == 0:
+        return []
+    eval_ids = {r.id for r in eval_records}
+    eval_questions = {_normal_question(r.question) for r in eval_records}
+    pool = [r for r in train if r.id not in eval_ids and _normal_question(r.question) not in eval_questions]
+    if len(pool) < k:
+        raise ConfigError(f"eval.fewshot={k}: only {len(pool)} train examples can be shown (none of the eval "
+                          f"split's); give eval.fewshot={len(pool)} or less")
+    rng = random.Random(seed)
+    if not labels:
+        return rng.sample(pool, k)
+    by_label: dict[str, list[QARecord]] = {}
+    for record in pool:
+        by_label.setdefault(record.answer.strip(), []).append(record)
+    for members in by_label.values():
+        rng.shuffle(members)
+    shown: list[QARecord] = []
+    while len(shown) < k:  # one round: each label that has examples left, in a fresh seeded order
+        order = [*labels, *sorted(set(by_label) - set(labels))]
+        round_labels = [label for label in order if by_label.get(label)]
+        rng.shuffle(round_labels)
+        shown += [by_label[label].pop() for label in round_labels[: k - len(shown)]]
+    return shown
 
 
 def prompt_fingerprint(data: DataConfig, retrieval: bool, labels: list[str] | None) -> str:

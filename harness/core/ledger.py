@@ -104,10 +104,26 @@ def append_line(path: Path, text: str) -> None:
         os.close(fd)
 
 
+# eval.* settings added after results existed, with the value every earlier cell ran at: at that value they stay out
+# of the run and predictions keys (see without_added_defaults), so earlier results keep their keys.
+EVAL_ADDED_DEFAULTS = {"scoring": "generate", "fewshot": 0}
+
+
+def without_added_defaults(config: dict) -> dict:
+    """`config` without the eval.* settings added after results existed, where they hold the value every earlier
+    cell ran at (EVAL_ADDED_DEFAULTS): hashed so, earlier results keep their keys; any other value changes them."""
+    evaluation = config.get("eval")
+    if not isinstance(evaluation, dict):
+        return config
+    kept = {k: v for k, v in evaluation.items() if k not in EVAL_ADDED_DEFAULTS or v != EVAL_ADDED_DEFAULTS[k]}
+    return {**config, "eval": kept}
+
+
 def run_key(config: dict, data_hashes: dict[str, str], code_version: str) -> str:
     """Same config, same data bytes and same harness version → same key → the cell is not run again."""
     payload = json.dumps(
-        {"config": config, "data": data_hashes, "code": code_version}, sort_keys=True, separators=(",", ":")
+        {"config": without_added_defaults(config), "data": data_hashes, "code": code_version}, sort_keys=True,
+        separators=(",", ":")
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -5,7 +5,8 @@
   the hardware preset, the prompt format, retrieval settings when training prompts use them, the training data
   (every dataset file but the eval split) and the harness version.
 - predictions: the adapter (or, for a method that does not train, the model and how it is loaded) plus the
-  evaluation settings, retrieval, the prompt format and the eval data. The eval batch size, thread counts,
+  evaluation settings (eval.scoring and eval.fewshot among them), retrieval, the prompt format and the eval data;
+  with eval.fewshot > 0 also the train data and the seed the shots are drawn with. The eval batch size, thread counts,
   progress and prices do not enter: they change how fast or how dear, not what is generated.
 - scores are not stored: they are recomputed from the stored predictions (cheap; an LLM judge's replies come
   from its own cache), so adding a metric to a finished sweep loads no model.
@@ -22,6 +23,8 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+
+from harness.core.ledger import without_added_defaults
 
 ADAPTER, PREDICTIONS = "adapter", "predictions"
 # Not stored: a base model loaded once per process and kept for the next cell (harness/cell/base_keeper.py).
@@ -66,6 +69,7 @@ def adapter_key(config: dict, data_hashes: dict[str, str], version: str) -> str 
 def predictions_key(config: dict, data_hashes: dict[str, str], version: str, adapter: str | None) -> str:
     method, data = config.get("method") or {}, config.get("data") or {}
     retrieves = bool(method.get("retrieval"))
+    fewshot = (config.get("eval") or {}).get("fewshot") or 0
     payload = {
         "adapter": adapter,
         "model": config.get("model"),
@@ -74,13 +78,16 @@ def predictions_key(config: dict, data_hashes: dict[str, str], version: str, ada
         "weights_seed": (config.get("qlora") or {}).get("seed")
         if str((config.get("model") or {}).get("source")) == "tiny_random" else None,
         "hardware": _without(config.get("hardware"), HARDWARE_COST_ONLY),
-        "eval": _without(config.get("eval"), EVAL_SPEED_ONLY),
+        "eval": _without(without_added_defaults(config).get("eval"), EVAL_SPEED_ONLY),
         "prompt": {k: data.get(k) for k in DATA_PROMPT},
         "retrieval": config.get("retrieval") if retrieves else None,
         "data": {name: digest for name, digest in data_hashes.items()
                  if name != data.get("train_file") and (retrieves or name != data.get("corpus_file"))},
         "code": version,
     }
+    if fewshot:  # the shots are drawn from the train split with the cell's seed
+        payload["fewshot"] = {"train": data_hashes.get(data.get("train_file")),
+                              "seed": (config.get("qlora") or {}).get("seed")}
     return _digest(payload)
 
 

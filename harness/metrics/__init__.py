@@ -6,6 +6,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from harness.core.registry import Registry
 from harness.metrics.keys import KeySpec, declare
 
@@ -19,6 +21,22 @@ class MetricResult:
     # Bootstrap intervals a metric computes itself, for a corpus figure that is no mean of per-sample scores
     # but can be recomputed on resampled examples (macro-F1): {key: {mean, low, high, n}}.
     intervals: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LabelScores:
+    """What choice scoring (eval.scoring=choices) knows beyond the chosen label: every label's summed
+    log-probability for every example, in `labels` order."""
+
+    labels: list[str]
+    logliks: list[list[float]]
+
+    def probabilities(self) -> np.ndarray:
+        """Softmax over each example's label scores: the model's belief spread over the label set."""
+        scores = np.asarray(self.logliks, dtype=float)
+        scores = scores - scores.max(axis=1, keepdims=True)
+        exp = np.exp(scores)
+        return exp / exp.sum(axis=1, keepdims=True)
 
 
 class Metric(Protocol):
@@ -55,9 +73,15 @@ def get_metric(name: str, dataset: Any = None) -> Metric:
     return factory()
 
 
+def needs_label_scores(name: str) -> bool:
+    """Whether the named metric reads label probabilities, which only eval.scoring=choices produces."""
+    return bool(getattr(METRICS.get(name), "needs_label_scores", False))
+
+
 def score_all(names: list[str], predictions: list[str], references: list[str],
-              dataset: Any = None) -> dict[str, MetricResult]:
-    """Score with every named metric; inputs are checked once here so metrics can assume aligned data."""
+              dataset: Any = None, label_scores: LabelScores | None = None) -> dict[str, MetricResult]:
+    """Score with every named metric; inputs are checked once here so metrics can assume aligned data. A metric
+    that reads label probabilities (`needs_label_scores`) gets `label_scores`, and cannot be scored without."""
     if len(predictions) != len(references):
         raise ValueError(f"got {len(predictions)} predictions but {len(references)} references")
     if not predictions:
@@ -65,7 +89,14 @@ def score_all(names: list[str], predictions: list[str], references: list[str],
     metrics = [get_metric(name, dataset) for name in names]  # resolve all names before any (slow) scoring
     results = {}
     for metric in metrics:
-        results[metric.name] = result = metric.score(predictions, references)
+        if getattr(metric, "needs_label_scores", False):
+            if label_scores is None or len(label_scores.logliks) != len(predictions):
+                raise ValueError(f"metric {metric.name!r} needs every example's label probabilities, which only "
+                                 "eval.scoring=choices produces")
+            result = metric.score(predictions, references, label_scores)
+        else:
+            result = metric.score(predictions, references)
+        results[metric.name] = result
         undeclared = sorted(set(result.values) - set(type(metric).keys))
         if undeclared:  # a ranking would not know which way is better
             raise ValueError(f"metric {metric.name!r} produced undeclared key(s) {undeclared}; declare them in "
@@ -105,4 +136,4 @@ class LocalEvaluateMetric:
 
 
 # Imported last: the submodules register themselves using the names defined above.
-from harness.metrics import bleu, classification, ngram, recommendation, rouge, semantic  # noqa: E402, F401
+from harness.metrics import bleu, calibration, classification, ngram, recommendation, rouge, semantic  # noqa: E402, F401, I001

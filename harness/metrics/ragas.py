@@ -99,7 +99,12 @@ def minilm_embeddings(embedding_model: str = ""):
 
 
 def _build_metrics(names: Sequence[str], llm, embeddings, strictness: int) -> dict:
-    from ragas.metrics.collections import AnswerRelevancy, ContextPrecision, ContextRecall, Faithfulness  # deferred, optional extra [judge]: only RAGAS scoring imports it
+    from ragas.metrics.collections import (  # deferred, optional extra [judge]: only RAGAS scoring imports it
+        AnswerRelevancy,
+        ContextPrecision,
+        ContextRecall,
+        Faithfulness,
+    )
 
     factories = {
         "faithfulness": lambda: Faithfulness(llm=llm),
