@@ -50,6 +50,7 @@ def score_choices(model, tokenizer, conversations: list[list[dict]], labels: lis
     device = next(model.parameters()).device
     logliks: list[list[float]] = [[] for _ in texts]
     latencies: list[float] = []
+    batch_examples: list[int] = []  # answers per batch: the cost range's per-batch rates (cell/cost.py)
     batch_size, oom_retries = cfg.batch_size, []
     total_start = time.perf_counter()
     with progress_bar("score labels", total=len(texts), unit="ex", enabled=progress) as advance:
@@ -64,6 +65,7 @@ def score_choices(model, tokenizer, conversations: list[list[dict]], labels: lis
                 batch_size = _after_oom(exc, batch_size, oom_retries)
                 continue
             latencies.append(time.perf_counter() - batch_start)
+            batch_examples.append(len(batch))
             for index, row in zip(batch, scores, strict=True):
                 logliks[index] = row
             start += len(batch)
@@ -71,7 +73,7 @@ def score_choices(model, tokenizer, conversations: list[list[dict]], labels: lis
     scored_s = time.perf_counter() - total_start
     predictions = [labels[max(range(len(labels)), key=row.__getitem__)] for row in logliks]
     return PredictResult(predictions, [0] * len(texts), [len(e) for e in encoded], scored_s, latencies, batch_size,
-                         oom_retries, label_logliks=logliks)
+                         oom_retries, batch_examples=batch_examples, label_logliks=logliks)
 
 
 def _batch_logliks(model, prompts: list[list[int]], continuations: list[list[list[int]]], pad_id: int,
