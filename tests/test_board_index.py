@@ -111,8 +111,8 @@ def test_records_of_one_seed_count_as_one_seed(tmp_path, capsys):
     report = (tmp_path / "leaderboard.md").read_text(encoding="utf-8")
     row = next(line for line in report.splitlines() if "| gemma_2b |" in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[4] == "2"  # seeds
-    assert cells[6] == "0.6000"  # rougeL: mean of 0.5 (seed 1, latest) and 0.7 (seed 2)
+    assert cells[5] == "2"  # seeds (after #, model, method, scoring, r)
+    assert cells[7] == "0.6000"  # rougeL: mean of 0.5 (seed 1, latest) and 0.7 (seed 2)
     assert cells[-1] == "new1, s2"
 
 

@@ -76,9 +76,9 @@ def test_produced_round_trips_through_the_stage_store(tmp_path):
 
     produced = _produced()
     meta = produced.to_dict()
-    # The stage file's format: the keys stored stages have always had, in that order.
+    # The stage file's format: the keys stored stages have always had, in that order, then the choice-scoring ones.
     assert list(meta) == ["run_id", "predictions", "generated_tokens", "train", "retrieval", "chunks", "prompt",
-                          "adapter_dir", "model", "timing"]
+                          "adapter_dir", "model", "timing", "labels", "label_logliks"]
     assert list(meta["timing"]) == ["load_s", "train_s", "generate_s", "train_tokens", "train_flops_per_token",
                                     "prep_s", "peak_bytes", "peak_device", "eval_batch_size", "eval_oom_retries",
                                     "eval_batches"]
