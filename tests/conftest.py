@@ -91,14 +91,19 @@ def slurm_cluster():
     installed when absent. Where that is impossible (not root, no apt) the tests that use it skip, saying why;
     under CI=1 they fail instead, so CI never passes without having run them."""
     import shutil
+    import signal
 
     import slurm_cluster as cluster_module
 
     reason = cluster_module.why_not()
     if reason:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI=1 needs the Slurm test cluster: {reason}")
+        if in_ci():
+            pytest.fail(f"CI={os.environ['CI']} needs the Slurm test cluster: {reason} (make slurm installs it)",
+                        pytrace=False)
         pytest.skip(reason)
+    # A SIGTERM to pytest (`timeout`, a CI runner giving up) becomes an interrupt, so the teardown below still
+    # cancels the jobs and stops the daemons (the daemons also die with pytest: tests/slurm_cluster.py).
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     cluster = cluster_module.start_cluster()
     try:
         yield cluster
@@ -108,6 +113,11 @@ def slurm_cluster():
         finally:
             cluster.stop()
             shutil.rmtree(cluster.root, ignore_errors=True)
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_as_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.fixture

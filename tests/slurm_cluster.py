@@ -12,8 +12,10 @@ and apt to install them, `why_not()` says why and the tests skip (under CI=1 the
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -25,6 +27,7 @@ PACKAGES = ("slurm-wlm", "munge")
 # What each daemon binary comes from, to know whether the packages are there.
 BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "scancel", "srun")
 PARTITION = "debug"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _which(name: str) -> str | None:
@@ -60,6 +63,13 @@ def why_not() -> str | None:
     if os.geteuid() != 0:
         return "starting slurmctld and slurmd needs root (they run jobs as the submitting user)"
     return install_packages()
+
+
+def _die_with_parent() -> None:
+    """In the daemon's process before it starts: SIGTERM it when the test process dies, however it dies (SIGKILL
+    included), so that no daemon outlives the tests that started it. Linux's PR_SET_PDEATHSIG."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _free_port() -> int:
@@ -152,7 +162,8 @@ class SlurmCluster:
     def _start(self, name: str, cmd: list[str]) -> None:
         log = open(self.root / "log" / f"{name}.out", "ab")  # noqa: SIM115  (held by the daemon for its life)
         self.processes[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                                env={**os.environ, **self.env}, start_new_session=True)
+                                                env={**os.environ, **self.env}, start_new_session=True,
+                                                preexec_fn=_die_with_parent)
 
     def start(self, timeout_s: float = 120) -> None:
         self.write_config()

@@ -78,7 +78,8 @@ class Adapter:
 
     folder: Path
     record: dict  # RunRecord.train: the figures of the run that trained it
-    # trainer.train() time in this cell: 0 for an adapter re-used from the stage store.
+    # trainer.train() time in this process: 0 for an adapter re-used from the stage store; a resumed cell's
+    # earlier attempts are counted in record["train_s"], not here.
     train_s: float
 
 
@@ -134,7 +135,8 @@ def train(ctx: CellContext, base: BaseInUse, retrieved: Retrieved | None) -> Ada
         train_record["eval_model"] = "adapter_on_4bit"
         if ctx.cfg.eval.merge_adapter:
             _merge_for_eval(ctx, base, trained, train_record)
-    return Adapter(trained.adapter_dir, train_record, trained.train_s if ctx.record.stages[ADAPTER]["ran"] else 0.0)
+    ran = ctx.record.stages[ADAPTER]["ran"]
+    return Adapter(trained.adapter_dir, train_record, trained.train_s_here if ran else 0.0)
 
 
 def predict(ctx: CellContext, base: BaseInUse, retrieved: Retrieved | None) -> PredictResult:

@@ -63,6 +63,9 @@ class TrainResult:
     # The checkpoint step training resumed from (None: it started from scratch), and every attempt at it.
     resumed_from_step: int | None = None
     attempts: list[dict] = field(default_factory=list)
+    # Training time in this process (train_s also counts earlier, preempted attempts): what the cell's own
+    # wall time spent training, for the time it spent on anything else.
+    train_s_here: float = 0.0
 
     @property
     def tokens_per_s(self) -> float:
@@ -194,6 +197,7 @@ def run_sft(ctx: TrainContext, train_dataset, args) -> TrainResult:
     trainer = build_sft_trainer(ctx, train_dataset, args)
     initial_adapter = {k: v.detach().clone() for k, v in trainer.model.state_dict().items() if "lora_" in k}
     retries: list[dict] = []
+    here_s = 0.0
     while True:
         callback = _ProgressCallback()
         trainer.add_callback(callback)
@@ -203,8 +207,10 @@ def run_sft(ctx: TrainContext, train_dataset, args) -> TrainResult:
                   resumption.attempt(trainer) if resumption is not None else contextlib.nullcontext() as checkpoint):
                 callback.advance = advance
                 trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+            here_s += time.perf_counter() - start
             break
         except torch.OutOfMemoryError as exc:
+            here_s += time.perf_counter() - start
             args = _halved_batch(args, exc, retries)
             model = trainer.model
             del trainer
@@ -230,7 +236,7 @@ def run_sft(ctx: TrainContext, train_dataset, args) -> TrainResult:
                        examples=len(trainer.train_dataset), examples_given=len(train_dataset),
                        batch_size=args.per_device_train_batch_size, grad_accum=args.gradient_accumulation_steps,
                        oom_retries=retries, resumed_from_step=resumed_from,
-                       attempts=resumption.report() if resumption is not None else [])
+                       attempts=resumption.report() if resumption is not None else [], train_s_here=here_s)
 
 
 def _with_batch(args, batch_size: int, grad_accum: int):
