@@ -10,6 +10,7 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["WANDB_SILENT"] = "true"
 
+import signal
 import sys
 from pathlib import Path
 
@@ -91,7 +92,6 @@ def slurm_cluster():
     installed when absent. Where that is impossible (not root, no apt) the tests that use it skip, saying why;
     under CI=1 they fail instead, so CI never passes without having run them."""
     import shutil
-    import signal
 
     import slurm_cluster as cluster_module
 
@@ -117,6 +117,9 @@ def slurm_cluster():
 
 
 def _terminate_as_interrupt(signum, frame):
+    # Once: `timeout` signals pytest and then its whole process group, and a second interrupt would cut the
+    # teardown short.
+    signal.signal(signum, signal.SIG_IGN)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
