@@ -98,8 +98,7 @@ def slurm_cluster():
     reason = cluster_module.why_not()
     if reason:
         if in_ci():
-            pytest.fail(f"CI={os.environ['CI']} needs the Slurm test cluster: {reason} (make slurm installs it)",
-                        pytrace=False)
+            pytest.fail(f"CI={os.environ['CI']} needs the Slurm test cluster: {reason}", pytrace=False)
         pytest.skip(reason)
     # A SIGTERM to pytest (`timeout`, a CI runner giving up) becomes an interrupt, so the teardown below still
     # cancels the jobs and stops the daemons (the daemons also die with pytest: tests/slurm_cluster.py).

@@ -45,9 +45,10 @@ def install_packages() -> str | None:
         return None
     if os.geteuid() != 0:
         return (f"Slurm is not installed ({', '.join(missing_binaries())} missing) and installing it needs root: "
-                f"apt-get install {' '.join(PACKAGES)}")
+                f"apt-get install {' '.join(PACKAGES)} (or make slurm)")
     if shutil.which("apt-get") is None:
-        return f"Slurm is not installed ({', '.join(missing_binaries())} missing) and there is no apt-get"
+        return (f"Slurm is not installed ({', '.join(missing_binaries())} missing) and there is no apt-get: "
+                f"install {' '.join(PACKAGES)} yourself")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-qq"],
                 ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES]):
@@ -61,7 +62,8 @@ def install_packages() -> str | None:
 def why_not() -> str | None:
     """Why a cluster cannot be started here (None: it can)."""
     if os.geteuid() != 0:
-        return "starting slurmctld and slurmd needs root (they run jobs as the submitting user)"
+        return ("starting slurmctld and slurmd needs root (they run jobs as the submitting user): run the Slurm "
+                "tests as root")
     return install_packages()
 
 
