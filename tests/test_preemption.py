@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from safetensors.torch import load_file
 
-from conftest import REPO
 from harness.core.ledger import COMPLETED, INTERRUPTED, Ledger
 
 pytestmark = pytest.mark.slow

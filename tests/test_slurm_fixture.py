@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 import slurm_cluster
 from conftest import REPO
 
