@@ -135,8 +135,8 @@ def train(ctx: CellContext, base: BaseInUse, retrieved: Retrieved | None) -> Ada
         train_record["eval_model"] = "adapter_on_4bit"
         if ctx.cfg.eval.merge_adapter:
             _merge_for_eval(ctx, base, trained, train_record)
-    ran = ctx.record.stages[ADAPTER]["ran"]
-    return Adapter(trained.adapter_dir, train_record, trained.train_s_here if ran else 0.0)
+    here_s = trained.train_s if trained.train_s_here is None else trained.train_s_here
+    return Adapter(trained.adapter_dir, train_record, here_s if ctx.record.stages[ADAPTER]["ran"] else 0.0)
 
 
 def predict(ctx: CellContext, base: BaseInUse, retrieved: Retrieved | None) -> PredictResult:

@@ -63,9 +63,9 @@ class TrainResult:
     # The checkpoint step training resumed from (None: it started from scratch), and every attempt at it.
     resumed_from_step: int | None = None
     attempts: list[dict] = field(default_factory=list)
-    # Training time in this process (train_s also counts earlier, preempted attempts): what the cell's own
-    # wall time spent training, for the time it spent on anything else.
-    train_s_here: float = 0.0
+    # Training time in this process when train_s also counts earlier, preempted attempts (None: train_s): what
+    # the cell's own wall time spent training, to tell the time it spent on anything else.
+    train_s_here: float | None = None
 
     @property
     def tokens_per_s(self) -> float:
