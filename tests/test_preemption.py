@@ -86,12 +86,15 @@ def test_sigterm_in_training_then_the_same_command_resumes_and_trains_the_uninte
     assert train["resumed_from_step"] == kept[0] and train["steps"] == STEPS
     assert [(a["from_step"], a["to_step"], a["ended"]) for a in train["attempts"]] == [
         (0, kept[0], "interrupted"), (kept[0], STEPS, "completed")]
-    # The cost counts both attempts' training time, not only the one that finished.
-    assert all(a["train_s"] > 0 for a in train["attempts"])
+    # The cost counts both attempts' training time, not only the one that finished, and the first attempt's
+    # time before its training (its load, building the training set), which this process did not see.
+    assert all(a["train_s"] > 0 and a["setup_s"] > 0 for a in train["attempts"])
     both = sum(a["train_s"] for a in train["attempts"])
     assert train["train_s"] == pytest.approx(both, abs=0.01)
-    assert resumed["cost"]["train_s"] == pytest.approx(both, abs=0.01)
-    assert resumed["cost"]["train_s"] > train["attempts"][-1]["train_s"]
+    cost = resumed["cost"]
+    assert cost["train_s"] == pytest.approx(both, abs=0.01) and cost["train_s"] > train["attempts"][-1]["train_s"]
+    assert cost["prep_s"] >= train["attempts"][0]["setup_s"]
+    assert cost["total_s"] == pytest.approx(cost["load_s"] + cost["prep_s"] + cost["train_s"] + cost["eval_s"])
     assert not list(preempted.glob("runs/*/checkpoints"))  # discarded once the adapter was stored
 
     code, err = _finish(_harness(args, straight))

@@ -30,7 +30,8 @@ in its second epoch or later would otherwise train the rest of that epoch in ano
 cell resumed at step 11 of 40, in its third epoch, ended 1.4e-3 away from the uninterrupted adapter; with the
 state kept, 0). Each checkpoint carries it (EPOCH_RNG), and the resumed attempt starts its epoch from it.
 A run's recorded training time counts every attempt (`attempts.json` here, updated at each checkpoint and when
-an attempt is interrupted), so the cost of a preempted cell is what it really took.
+an attempt is interrupted), and so does its cost, with each earlier attempt's time before its training began
+(`setup_s`: loading the model, building the training set), so the cost of a preempted cell is what it really took.
 """
 
 from __future__ import annotations
@@ -135,10 +136,10 @@ class Attempts:
                                    "attempts": self.attempts}), encoding="utf-8")
         os.replace(tmp, self.path)
 
-    def begin(self, from_step: int, batch_size: int, grad_accum: int) -> dict:
+    def begin(self, from_step: int, batch_size: int, grad_accum: int, setup_s: float = 0.0) -> dict:
         self.batch_size, self.grad_accum = batch_size, grad_accum
-        attempt = {"from_step": from_step, "to_step": from_step, "train_s": 0.0, "ended": "running",
-                   "pid": os.getpid(), "slurm_job": slurm_job_id()}
+        attempt = {"from_step": from_step, "to_step": from_step, "train_s": 0.0, "setup_s": round(setup_s, 3),
+                   "ended": "running", "pid": os.getpid(), "slurm_job": slurm_job_id()}
         self.attempts.append(attempt)
         self.save()
         return attempt
@@ -297,12 +298,13 @@ class Resumption:
         self.checkpoint = None
 
     @contextlib.contextmanager
-    def attempt(self, trainer):
-        """One attempt at training with `trainer`: stop signals deferred to a checkpoint, the attempt's time
-        recorded however it ends. Yields the checkpoint to resume from (None: from scratch)."""
+    def attempt(self, trainer, setup_s: float = 0.0):
+        """One attempt at training with `trainer`, `setup_s` after its cell began: stop signals deferred to a
+        checkpoint, the attempt's time recorded however it ends. Yields the checkpoint to resume from (None: from
+        scratch)."""
         args = trainer.args
         attempt = self.attempts.begin(self.from_step, args.per_device_train_batch_size,
-                                      args.gradient_accumulation_steps)
+                                      args.gradient_accumulation_steps, setup_s)
         if self.checkpoint is not None:
             log.info("resuming training from %s (step %d; attempt %d)", self.checkpoint, self.from_step,
                      len(self.attempts.attempts))
@@ -322,5 +324,5 @@ class Resumption:
 
     def report(self) -> list[dict]:
         """Every attempt, for the run's record."""
-        return [{k: a.get(k) for k in ("from_step", "to_step", "train_s", "ended", "slurm_job")}
+        return [{k: a.get(k) for k in ("from_step", "to_step", "train_s", "setup_s", "ended", "slurm_job")}
                 for a in self.attempts.attempts]
