@@ -13,7 +13,7 @@ export HF_HUB_DISABLE_TELEMETRY ?= 1
 # ragas reports usage to its authors unless told not to.
 export RAGAS_DO_NOT_TRACK ?= true
 
-.PHONY: setup setup-all browser demo test test-all leaderboard clean
+.PHONY: setup setup-all browser slurm demo test test-all leaderboard clean
 
 setup: $(STAMP)
 
@@ -45,12 +45,12 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
-# test-all also runs the tests of the optional parts (the gemma3 extra, a headless browser for the report page), with
-# CI=1: a part that is still missing fails its test instead of skipping it.
+# test-all also runs the tests of the optional parts (the gemma3 extra, a headless browser for the report page, a
+# one-node Slurm cluster), with CI=1: a part that is still missing fails its test instead of skipping it.
 test-all: setup-all
 	CI=1 $(BIN)/python -m pytest -m "slow or not slow"
 
-setup-all: $(ALL_STAMP) browser
+setup-all: $(ALL_STAMP) browser slurm
 
 $(ALL_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,judge,cluster,search,gemma3,oracle]"
@@ -63,6 +63,20 @@ browser:
 	        "yourself (tests/test_report.py opens the report in it)" >&2; exit 1; }; \
 	    SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+# Debian's slurm-wlm and munge for tests/test_slurm.py, installed with apt-get when absent. The tests start their own
+# one-node cluster (tests/slurm_cluster.py: a slurm.conf in a temporary folder, munged, slurmctld and slurmd run as
+# root), so nothing is configured or started here and the packages' own services stay off.
+SLURM_BINARIES := munged mungekey slurmctld slurmd sbatch squeue sinfo scontrol scancel srun
+slurm:
+	@missing=$$(for b in $(SLURM_BINARIES); do PATH="$$PATH:/usr/sbin:/sbin" command -v $$b >/dev/null 2>&1 || echo $$b; done); \
+	[ -z "$$missing" ] || { \
+	    command -v apt-get >/dev/null 2>&1 || { echo "make slurm: no apt-get and Slurm is missing ($$(echo $$missing)):" \
+	        "install slurm-wlm and munge yourself (tests/test_slurm.py starts a one-node cluster with them)" >&2; exit 1; }; \
+	    SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurm-wlm munge \
+	        >/dev/null || { echo "make slurm: apt-get install slurm-wlm munge failed" >&2; exit 1; }; }
 
 leaderboard: setup
 	$(BIN)/python -m harness.leaderboard

@@ -60,7 +60,9 @@ def start(args: list[str], results: Path, extra_env: dict | None = None) -> subp
 
 
 def summary_line(stderr: str) -> str:
-    return next((line for line in stderr.splitlines() if line.startswith("tunebench: ")), "(no summary)").split(" [")[0]
+    """The sweep's closing count (the slurm launcher says other `tunebench: ` lines before it)."""
+    return next((line for line in stderr.splitlines() if line.startswith("tunebench: ") and " completed, " in line),
+                "(no summary)").split(" [")[0]
 
 
 def ledger_figures(results: Path) -> tuple[int, int, int]:

@@ -10,6 +10,7 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["WANDB_SILENT"] = "true"
 
+import signal
 import sys
 from pathlib import Path
 
@@ -96,9 +97,12 @@ def slurm_cluster():
 
     reason = cluster_module.why_not()
     if reason:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI=1 needs the Slurm test cluster: {reason}")
+        if in_ci():
+            pytest.fail(f"CI={os.environ['CI']} needs the Slurm test cluster: {reason}", pytrace=False)
         pytest.skip(reason)
+    # A SIGTERM to pytest (`timeout`, a CI runner giving up) becomes an interrupt, so the teardown below still
+    # cancels the jobs and stops the daemons (the daemons also die with pytest: tests/slurm_cluster.py).
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     cluster = cluster_module.start_cluster()
     try:
         yield cluster
@@ -108,6 +112,14 @@ def slurm_cluster():
         finally:
             cluster.stop()
             shutil.rmtree(cluster.root, ignore_errors=True)
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_as_interrupt(signum, frame):
+    # Once: `timeout` signals pytest and then its whole process group, and a second interrupt would cut the
+    # teardown short.
+    signal.signal(signum, signal.SIG_IGN)
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.fixture

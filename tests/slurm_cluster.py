@@ -12,8 +12,10 @@ and apt to install them, `why_not()` says why and the tests skip (under CI=1 the
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -25,6 +27,7 @@ PACKAGES = ("slurm-wlm", "munge")
 # What each daemon binary comes from, to know whether the packages are there.
 BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "scancel", "srun")
 PARTITION = "debug"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _which(name: str) -> str | None:
@@ -42,9 +45,10 @@ def install_packages() -> str | None:
         return None
     if os.geteuid() != 0:
         return (f"Slurm is not installed ({', '.join(missing_binaries())} missing) and installing it needs root: "
-                f"apt-get install {' '.join(PACKAGES)}")
+                f"apt-get install {' '.join(PACKAGES)} (or make slurm)")
     if shutil.which("apt-get") is None:
-        return f"Slurm is not installed ({', '.join(missing_binaries())} missing) and there is no apt-get"
+        return (f"Slurm is not installed ({', '.join(missing_binaries())} missing) and there is no apt-get: "
+                f"install {' '.join(PACKAGES)} yourself")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-qq"],
                 ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES]):
@@ -58,8 +62,16 @@ def install_packages() -> str | None:
 def why_not() -> str | None:
     """Why a cluster cannot be started here (None: it can)."""
     if os.geteuid() != 0:
-        return "starting slurmctld and slurmd needs root (they run jobs as the submitting user)"
+        return ("starting slurmctld and slurmd needs root (they run jobs as the submitting user): run the Slurm "
+                "tests as root")
     return install_packages()
+
+
+def _die_with_parent() -> None:
+    """In the daemon's process before it starts: SIGTERM it when the test process dies, however it dies (SIGKILL
+    included), so that no daemon outlives the tests that started it. Linux's PR_SET_PDEATHSIG."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _free_port() -> int:
@@ -152,7 +164,8 @@ class SlurmCluster:
     def _start(self, name: str, cmd: list[str]) -> None:
         log = open(self.root / "log" / f"{name}.out", "ab")  # noqa: SIM115  (held by the daemon for its life)
         self.processes[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                                env={**os.environ, **self.env}, start_new_session=True)
+                                                env={**os.environ, **self.env}, start_new_session=True,
+                                                preexec_fn=_die_with_parent)
 
     def start(self, timeout_s: float = 120) -> None:
         self.write_config()

@@ -174,33 +174,71 @@ def test_signal_mid_cell_records_interrupted_and_the_next_sweep_reruns_it(tmp_pa
         assert [r["status"] for r in _records(results)] == ["interrupted", "completed"]
 
 
-def test_launcher_presets_compose_with_their_promises():
+def _launcher(*overrides: str):
+    """The launcher as `python -m harness -m ...` builds it: composed, then instantiated, which Hydra does before
+    HydraConfig exists (so a preset that interpolates ${hydra:...} fails here as it would there)."""
     from conftest import CONF
     from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
 
     from harness.core import config, gpus  # noqa: F401  (the schema; the ${tunebench_gpus:...} resolver)
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        slurm = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
-                                             "hydra.launcher.account=proj", "hydra.launcher.qos=high"],
-                        return_hydra_config=True).hydra.launcher
-        local = compose("config", overrides=["hydra/launcher=local_gpus"], return_hydra_config=True).hydra
-    assert slurm._target_.endswith("SlurmLauncher")
+        hydra = compose("config", overrides=list(overrides), return_hydra_config=True).hydra
+    assert not HydraConfig.initialized()
+    return hydra, instantiate(hydra.launcher)
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (REPO / "conf" / "hydra" / "launcher").glob("*.yaml")))
+def test_every_launcher_preset_resolves_and_instantiates_where_hydra_builds_it(preset):
+    from omegaconf import OmegaConf
+
+    hydra, launcher = _launcher(f"hydra/launcher={preset}")
+    resolved = OmegaConf.to_container(hydra.launcher, resolve=True)  # raises on anything unresolvable
+    assert "${" not in str(resolved) and type(launcher).__name__ in ("TunebenchSlurmLauncher", "JoblibLauncher")
+
+
+def test_launcher_presets_compose_with_their_promises(monkeypatch):
+    slurm, launcher = _launcher("hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.account=proj",
+                                "hydra.launcher.qos=high")
+    slurm = slurm.launcher
+    assert type(launcher).__name__ == "TunebenchSlurmLauncher"
     assert (slurm.gpus_per_node, slurm.tasks_per_node, slurm.partition, slurm.account, slurm.qos) == (1, 1, "gpu",
                                                                                                        "proj", "high")
     assert slurm.max_num_timeout > 0 and slurm.signal_delay_s > 0 and slurm.array_parallelism > 0
-    from omegaconf import OmegaConf
-
-    assert OmegaConf.to_container(slurm, resolve=False)["setup"][0].startswith("source ${oc.env:TUNEBENCH_VENV,")
+    cpu = _launcher("hydra/launcher=slurm_cpu")[0].launcher
+    assert (cpu.gpus_per_node, cpu._target_) == (0, slurm._target_)
+    # local_gpus: one worker per GPU in CUDA_VISIBLE_DEVICES; with none visible, one worker and no GPU to bind.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
+    local = _launcher("hydra/launcher=local_gpus")[0]
     assert local.launcher._target_.endswith("JoblibLauncher")
-    os.environ["CUDA_VISIBLE_DEVICES"], before = "0,1,2", os.environ.get("CUDA_VISIBLE_DEVICES")
-    try:
-        assert local.launcher.n_jobs == 3 and local.job.env_set.TUNEBENCH_GPU_SLOTS == "0,1,2"
-    finally:
-        if before is None:
-            del os.environ["CUDA_VISIBLE_DEVICES"]
-        else:
-            os.environ["CUDA_VISIBLE_DEVICES"] = before
+    assert local.launcher.n_jobs == 3 and local.job.env_set.TUNEBENCH_GPU_SLOTS == "0,1,2"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    none = _launcher("hydra/launcher=local_gpus")[0]
+    assert none.launcher.n_jobs == 1 and none.job.env_set.TUNEBENCH_GPU_SLOTS == ""
+
+
+def test_local_gpus_runs_one_worker_per_gpu_each_bound_to_its_own(run_harness, tmp_path):
+    """Submitted through the preset's joblib backend on this CPU box: CUDA_VISIBLE_DEVICES names two GPUs, so two
+    workers each bind one (the cells themselves run on the CPU, hardware=cpu)."""
+    results = tmp_path / "results"
+    locks = tmp_path / "tmp"  # the GPU locks live in the temporary folder: this test's own, not the machine's
+    locks.mkdir()
+    proc = run_harness("-m", "hydra/launcher=local_gpus", *TINY, "method=base", "eval.max_new_tokens=2,4,6,8",
+                       results_dir=results, env={"CUDA_VISIBLE_DEVICES": "0,1", "TMPDIR": str(locks)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tunebench: 4 completed, 0 skipped, 0 failed" in proc.stderr
+    rows = _records(results)
+    assert len(rows) == 4 and len({r["run_key"] for r in rows}) == 4
+    (sweep_dir,) = _sweep_dirs(results)
+    outcomes = [json.loads(p.read_text()) for p in sweep_dir.glob("*/outcome.json")]
+    assert len(outcomes) == 4
+    gpu_of = {}
+    for outcome in outcomes:  # a worker keeps the GPU it took for every later cell it runs
+        assert gpu_of.setdefault(outcome["pid"], outcome["gpu"]) == outcome["gpu"]
+    assert sorted(gpu_of.values()) == ["0", "1"]  # two workers, two GPUs, never one GPU for both
+    assert sorted(p.name for p in locks.glob("tunebench-gpus-*/*.lock")) == ["gpu-0.lock", "gpu-1.lock"]
 
 
 def test_each_invocation_gets_its_own_sweep_id_placed_among_the_overrides():

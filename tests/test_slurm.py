@@ -17,8 +17,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from harness.core.ledger import COMPLETED, INTERRUPTED, Ledger
 
 pytestmark = pytest.mark.slow

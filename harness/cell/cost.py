@@ -69,7 +69,8 @@ class CostReport:
     train_s: float
     eval_s: float
     # Wall time of a cell's work outside load, trainer.train() and generation: tokenising and building the
-    # training set, retrieval, saving the adapter. Paid for like the rest, so it counts in total_s.
+    # training set, retrieval, saving the adapter, and a cell resumed after preemption's earlier attempts' time
+    # before their training (their loads included). Paid for like the rest, so it counts in total_s.
     prep_s: float
     total_s: float
     train_tokens: int

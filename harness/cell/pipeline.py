@@ -81,8 +81,11 @@ class Adapter:
 
     folder: Path
     record: dict  # RunRecord.train: the figures of the run that trained it
-    # trainer.train() time in this cell: 0 for an adapter re-used from the stage store.
+    # trainer.train() time in this process: 0 for an adapter re-used from the stage store; a resumed cell's
+    # earlier attempts are counted in record["train_s"], not here.
     train_s: float
+    # A resumed cell's earlier attempts' time before their training (loading, preparing): counted as prep.
+    earlier_setup_s: float = 0.0
 
 
 def stored_predictions(ctx: CellContext) -> Produced | None:
@@ -128,7 +131,7 @@ def train(ctx: CellContext, base: BaseInUse, retrieved: Retrieved | None) -> Ada
         watch = training_watch(ctx.cfg, base.loaded.tokenizer, ctx.dataset, contexts)
         trained = get_trainer(ctx.cfg.method.trainer)(TrainContext(ctx.cfg, base.loaded, ctx.dataset, ctx.run_dir,
                                                                     contexts, checkpoints=checkpoint_area(ctx.run_dir),
-                                                                    watch=watch))
+                                                                    watch=watch, cell_started=base.started))
         train_record = _train_record(ctx, trained)
         if ctx.dataset.validation:
             train_record["validation"] = validation_report(ctx.dataset, ctx.cfg.qlora.seed)
@@ -143,7 +146,10 @@ def train(ctx: CellContext, base: BaseInUse, retrieved: Retrieved | None) -> Ada
         train_record["eval_model"] = "adapter_on_4bit"
         if ctx.cfg.eval.merge_adapter:
             _merge_for_eval(ctx, base, trained, train_record)
-    return Adapter(trained.adapter_dir, train_record, trained.train_s if ctx.record.stages[ADAPTER]["ran"] else 0.0)
+    if not ctx.record.stages[ADAPTER]["ran"]:
+        return Adapter(trained.adapter_dir, train_record, 0.0)
+    here_s = trained.train_s if trained.train_s_here is None else trained.train_s_here
+    return Adapter(trained.adapter_dir, train_record, here_s, trained.earlier_setup_s)
 
 
 def predict(ctx: CellContext, base: BaseInUse, retrieved: Retrieved | None) -> PredictResult:
@@ -180,7 +186,7 @@ def produced_here(ctx: CellContext, base: BaseInUse, adapter: Adapter | None, re
         generate_s=predicted.generate_s, train_tokens=train.get("train_tokens", 0) if adapter else 0,
         train_flops_per_token=train.get("flops_per_token"),
         prep_s=max(0.0, work_s - ctx.record.stages[BASE]["load_s"] - (adapter.train_s if adapter else 0.0)
-                   - predicted.generate_s),
+                   - predicted.generate_s) + (adapter.earlier_setup_s if adapter else 0.0),
         peak_bytes=base.peak.read(), peak_device=base.peak.device,
         eval_batch_size=predicted.batch_size, eval_oom_retries=predicted.oom_retries,
         eval_batches=[{"seconds": s, "examples": n}

@@ -20,7 +20,8 @@ class Timing:
     generate_s: float
     train_tokens: int
     train_flops_per_token: float | None
-    # Everything from load to the last prediction that is not load, train() or generation itself.
+    # Everything from load to the last prediction that is not load, train() or generation itself, and a resumed
+    # cell's earlier attempts' time before their training (their loads included).
     prep_s: float
     peak_bytes: int
     peak_device: str

@@ -40,6 +40,8 @@ class TrainContext:
     checkpoints: Path | None = None
     # Intermediate evaluations and pruning (harness/cell/pruning.py); None: training runs unwatched.
     watch: TrainerCallback | None = None
+    # time.perf_counter() when the cell began (before its model loaded): an attempt records its time before training.
+    cell_started: float | None = None
 
 
 @dataclass
@@ -65,6 +67,11 @@ class TrainResult:
     # The checkpoint step training resumed from (None: it started from scratch), and every attempt at it.
     resumed_from_step: int | None = None
     attempts: list[dict] = field(default_factory=list)
+    # Training time in this process when train_s also counts earlier, preempted attempts (None: train_s): what
+    # the cell's own wall time spent training, to tell the time it spent on anything else.
+    train_s_here: float | None = None
+    # Earlier processes' attempts' time before their training began (loading, preparing): paid for too.
+    earlier_setup_s: float = 0.0
 
     @property
     def tokens_per_s(self) -> float:
@@ -198,17 +205,24 @@ def run_sft(ctx: TrainContext, train_dataset, args) -> TrainResult:
     trainer = build_sft_trainer(ctx, train_dataset, args)
     initial_adapter = {k: v.detach().clone() for k, v in trainer.model.state_dict().items() if "lora_" in k}
     retries: list[dict] = []
+    here_s = 0.0
+    earlier = list(resumption.attempts.attempts) if resumption is not None else []
+    setup_s = time.perf_counter() - ctx.cell_started if ctx.cell_started is not None else 0.0
     while True:
         callback = _ProgressCallback()
         trainer.add_callback(callback)
         start = time.perf_counter()
         try:
             with (progress_bar("train", total=None, unit="step", enabled=ctx.cfg.progress) as advance,
-                  resumption.attempt(trainer) if resumption is not None else contextlib.nullcontext() as checkpoint):
+                  resumption.attempt(trainer, setup_s) if resumption is not None else contextlib.nullcontext()
+                  as checkpoint):
                 callback.advance = advance
                 trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+            here_s += time.perf_counter() - start
             break
         except torch.OutOfMemoryError as exc:
+            here_s += time.perf_counter() - start
+            setup_s = 0.0  # a retry's setup is this process's, already counted
             args = _halved_batch(args, exc, retries)
             model = trainer.model
             del trainer
@@ -234,7 +248,8 @@ def run_sft(ctx: TrainContext, train_dataset, args) -> TrainResult:
                        examples=len(trainer.train_dataset), examples_given=len(train_dataset),
                        batch_size=args.per_device_train_batch_size, grad_accum=args.gradient_accumulation_steps,
                        oom_retries=retries, resumed_from_step=resumed_from,
-                       attempts=resumption.report() if resumption is not None else [])
+                       attempts=resumption.report() if resumption is not None else [], train_s_here=here_s,
+                       earlier_setup_s=sum(float(a.get("setup_s") or 0.0) for a in earlier))
 
 
 def _with_batch(args, batch_size: int, grad_accum: int):

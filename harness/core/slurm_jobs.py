@@ -43,11 +43,11 @@ def say(line: str) -> None:
 class QueuedJob:
     job_id: str  # Slurm's id: "<array id>_<index>" for a job of an array
     label: str  # what it runs, for messages (the overrides that set it apart; "" for a sweep of one)
+    result_file: Path  # submitit's result pickle, written when the task returns or raises
 
     @property
     def name(self) -> str:
         return f"job {self.job_id}" + (f" ({self.label})" if self.label else "")
-    result_file: Path  # submitit's result pickle, written when the task returns or raises
 
     @property
     def array_id(self) -> str:
