@@ -192,9 +192,9 @@ def test_cell_with_an_unreachable_judge_fails_before_loading_anything(run_harnes
     results = tmp_path / "results"
     done = run_harness(*TINY, "method=base", "data.metrics=[rouge,ragas]", "judge=ollama", f"judge.model={JUDGE}",
                        "judge.base_url=http://127.0.0.1:9/v1", results_dir=results)
-    assert done.returncode == 1
+    assert done.returncode == 2  # refused on the command line, as every mistake there is
     output = done.stdout + done.stderr
-    assert "configuration error, nothing ran: judge=ollama at http://127.0.0.1:9/v1: cannot connect" in output
+    assert "tunebench: error: judge=ollama at http://127.0.0.1:9/v1: cannot connect (ConnectError)" in output
     assert "Traceback" not in output and not (results / "runs.jsonl").exists()
 
 
