@@ -17,6 +17,7 @@ Run from the repo root (2 shared CPU cores here: the full SmolLM2 run takes hour
     .venv/bin/python bench/search.py                                   # SmolLM2, 30 steps, the whole eval split
     .venv/bin/python bench/search.py --steps 6 --eval-examples 24 --validation-examples 16 --eval-steps 2
     .venv/bin/python bench/search.py --model tiny_random --steps 4     # plumbing only: its accuracy is noise
+    .venv/bin/python bench/search.py --scoring choices --steps 12 --eval-examples 48   # label log-likelihoods
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class Arm:
 def common(args) -> list[str]:
     return [f"model={args.model}", "method=instruct", "data=shop_catalog", f"qlora.max_steps={args.steps}",
             f"qlora.validation_examples={args.validation_examples}", f"eval.max_new_tokens={args.max_new_tokens}",
-            "progress=false", "tracker=none", f"hardware.num_threads={args.threads}",
+            f"eval.scoring={args.scoring}", "progress=false", "tracker=none", f"hardware.num_threads={args.threads}",
             *([f"eval.num_examples={args.eval_examples}"] if args.eval_examples else [])]
 
 
@@ -105,6 +106,8 @@ def main() -> None:
     parser.add_argument("--n-trials", type=int, default=8, help="the search's trials")
     parser.add_argument("--pruner", default="successive_halving")
     parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--scoring", choices=("generate", "choices"), default="generate",
+                        help="eval.scoring of every cell (its pruning watch scores the validation slice the same way)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42, help="the search's sampler seed")
     parser.add_argument("--results", type=Path, default=None, help="folder for both arms (default: a temporary one)")

@@ -218,3 +218,29 @@ def test_trials_an_interrupted_run_left_running_are_asked_again():
     assert study.trials[left.number].user_attrs["interrupted"] is True
     again = study.ask()
     assert again.suggest_categorical("qlora.r", [4, 16]) == r
+
+
+@pytest.mark.parametrize("scoring", ["choices", "generate"])
+def test_pruning_watch_scores_its_validation_slice_as_evaluation_scores(compose_cfg, scoring):
+    """A search must optimise the figure the board shows: under eval.scoring=choices the watch's accuracy is the
+    accuracy of the most likely label, not of a free-text answer a tiny random model never gets right."""
+    from harness.cell.choices import score_choices
+    from harness.cell.models import load_model
+    from harness.cell.predict import generate
+    from harness.cell.pruning import TrainingWatch
+    from harness.core.config import to_run_config
+    from harness.core.data import prompt_messages
+
+    cfg = to_run_config(compose_cfg(*TINY, "qlora.eval_steps=1", "qlora.validation_examples=12",
+                                    f"eval.scoring={scoring}"))
+    dataset = hold_out_validation(load_dataset(cfg.data), 12, seed=cfg.qlora.seed)
+    loaded = load_model(cfg.model, cfg.hardware, cfg.qlora, None)
+    watch = TrainingWatch(cfg, loaded.tokenizer, dataset)
+    conversations = [prompt_messages(r, cfg.data, cfg.model, None, dataset.labels) for r in dataset.validation]
+    references = [r.answer for r in dataset.validation]
+    chosen = score_choices(loaded.model, loaded.tokenizer, conversations, dataset.labels, cfg.eval, progress=False)
+    generated = generate(loaded.model, loaded.tokenizer, conversations, cfg.eval, progress=False)
+    expected = chosen if scoring == "choices" else generated
+    accuracy = sum(p.strip() == a for p, a in zip(expected.predictions, references, strict=True)) / len(references)
+    assert watch.evaluate(loaded.model) == pytest.approx(accuracy)
+    assert set(chosen.predictions) <= set(dataset.labels)

@@ -11,6 +11,7 @@ import time
 
 from transformers import TrainerCallback
 
+from harness.cell.choices import score_choices
 from harness.cell.predict import generate
 from harness.core.config import ConfigError, RunConfig
 from harness.core.data import Dataset, prompt_messages
@@ -62,7 +63,8 @@ class TrainingWatch(TrainerCallback):
             raise CellPruned(state.global_step, value, self.report())
 
     def evaluate(self, model) -> float:
-        """The objective metric on the validation slice, answered greedily as evaluation answers."""
+        """The objective metric on the validation slice, answered as evaluation answers (greedy text, or the most
+        likely label under eval.scoring=choices): a search must optimise the figure the board will show."""
         import torch  # deferred, heavy: only a cell that trains imports it
 
         start = time.perf_counter()
@@ -70,7 +72,11 @@ class TrainingWatch(TrainerCallback):
         model.eval()
         try:
             with torch.no_grad():
-                predicted = generate(model, self.tokenizer, self.conversations, self.cfg.eval, progress=False)
+                if self.cfg.eval.scoring == "choices":
+                    predicted = score_choices(model, self.tokenizer, self.conversations, self.dataset.labels,
+                                              self.cfg.eval, progress=False)
+                else:
+                    predicted = generate(model, self.tokenizer, self.conversations, self.cfg.eval, progress=False)
         finally:
             model.train(was_training)
         values = {k: v for result in score_all(self.names, predicted.predictions, self.references,
