@@ -16,10 +16,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import optuna
 import pytest
 from conftest import REPO
 
 from harness.core.ledger import COMPLETED, INTERRUPTED, Ledger
+from harness.core.study import open_storage
 
 pytestmark = pytest.mark.slow
 
@@ -259,3 +261,25 @@ def test_array_parallelism_caps_the_running_jobs_of_the_array(slurm, tmp_path):
     assert max(running) == 1, running
     assert "JobArrayTaskLimit" in reasons, reasons  # the limit, not the node, held the others back
     assert len(_records(results)) == 3
+
+
+def test_a_search_prunes_its_trials_on_slurm_jobs_through_a_journal_file(slurm, tmp_path):
+    """hydra/sweeper=tunebench over the Slurm launcher: each trial is a job of its own array, which reaches its study
+    only through the journal file on the shared disk (a job shares no memory with the sweeper), reports there and is
+    stopped by the pruner it rebuilt from the storage."""
+    results = tmp_path / "results"
+    journal = tmp_path / "shared" / "study.journal"
+    code, sweep = _run(["-m", "hydra/sweeper=tunebench", *CPU_PRESET, *TINY, "method=instruct", "data=shop_catalog",
+                        "qlora.max_steps=4", "qlora.eval_steps=2", "qlora.validation_examples=8",
+                        "qlora.r=choice(4,8)", "sweep_id=slurm-search", "hydra.sweeper.sampler=grid",
+                        "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", f"hydra.sweeper.storage=journal:{journal}",
+                        "hydra.sweeper.pruner.name=threshold", "hydra.sweeper.pruner.lower=0.5"], results, slurm)
+    assert code == 0, sweep.stderr[-4000:]
+    assert re.search(r"submitted 2 cell\(s\) to Slurm as job array \d+", sweep.stderr), sweep.stderr[-4000:]
+    rows = _records(results)
+    assert sorted(r["status"] for r in rows) == ["pruned", "pruned"]
+    assert sorted(r["config"]["qlora"]["r"] for r in rows) == [4, 8]
+    assert all(r["train"]["pruned_at_step"] == 2 for r in rows)
+    trials = optuna.load_study(study_name="slurm-search", storage=open_storage(f"journal:{journal}")).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.PRUNED] * 2
+    assert all(set(t.intermediate_values) == {2} for t in trials)
