@@ -239,6 +239,22 @@ def test_departments_without_label_column_uses_the_labels_list(tmp_path):
     assert ":" not in data.eval[0].question.split("? ", 1)[1]  # text_template={name}
 
 
+def test_departments_asks_the_question_the_user_words(tmp_path):
+    """Tickets, leads or documents are not products: recipe.question_template words the question around {text}."""
+    rows = [{"id": f"T{i:02d}", "name": f"Ticket {i}", "description": f"Problem number {i}.",
+             "department": ("Network", "Printing", "Accounts")[i % 3]} for i in range(12)]
+    catalog = write_jsonl(tmp_path / "tickets.jsonl", rows)
+    out = tmp_path / "tickets"
+    proc = subprocess.run([sys.executable, "-m", "datasets_gen", "progress=false", "recipe=departments",
+                           f"input={catalog}", f"output={out}", "name=tickets",
+                           "recipe.question_template='Which team should handle this ticket? {text}'"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = load_dataset(DataConfig(name="tickets", dir=str(out)))
+    questions = {r.question for r in data.train + data.eval}
+    assert questions == {f"Which team should handle this ticket? Ticket {i}: Problem number {i}." for i in range(12)}
+
+
 @pytest.mark.parametrize(
     ("recipe", "columns", "args", "message"),
     [
@@ -252,6 +268,8 @@ def test_departments_without_label_column_uses_the_labels_list(tmp_path):
         ("departments", ["id", "name", "description"], [], "recipe.labels: the catalog"),
         ("departments", COLUMNS, ["recipe.text_template='{name} ({size})'"],
          "recipe.text_template: unknown placeholder"),
+        ("departments", COLUMNS, ["recipe.question_template='Which team handles this?'"],
+         "recipe.question_template='Which team handles this?': it must hold {text} once"),
     ],
 )
 def test_bad_catalog_input_gets_a_clear_error(tmp_path, recipe, columns, args, message):

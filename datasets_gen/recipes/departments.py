@@ -45,6 +45,8 @@ class Departments:
         labels: list[str] | None = None
         # The product as the question shows it: {name}, {description} or any catalog column.
         text_template: str = "{name}: {description}"
+        # The question each example asks, around the text: tickets, documents or leads are not products.
+        question_template: str = QUESTION
 
     def build(self, ctx: RecipeContext) -> DatasetOutput:
         p = ctx.params
@@ -56,6 +58,9 @@ class Departments:
         if unknown:
             raise ConfigError(f"recipe.text_template: unknown placeholder(s) {unknown}; use {{name}}, "
                               f"{{description}} or a column of {ctx.input} ({columns})")
+        if "{text}" not in p.question_template or p.question_template.count("{") != 1:
+            raise ConfigError(f"recipe.question_template={p.question_template!r}: it must hold {{text}} once and no "
+                              "other placeholder, e.g. 'Which team should handle this ticket? {text}'")
         has_column = p.label_column in columns
         labels = self._labels(ctx, rows, has_column)
         ids = product_ids(ctx.input, rows, p.id_column)
@@ -68,7 +73,7 @@ class Departments:
             name, description = cell_text(row[p.name_column]), cell_text(row[p.description_column])
             text = p.text_template.format_map({**cells, "name": name, "description": description})
             corpus.append({"id": product_id, "title": name, "text": description})
-            candidates.append({"question": QUESTION.format(text=text), "_product": product_id, "_text": text,
+            candidates.append({"question": p.question_template.format(text=text), "_product": product_id, "_text": text,
                                "_label": cells.get(p.label_column, "") if has_column else ""})
         # Duplicate products would sit on both sides of the split; dropping them first also saves teacher calls.
         candidates = ctx.quality.dedupe(candidates, lambda r: r["question"])
