@@ -16,6 +16,7 @@ from harness.cell.base_keeper import BaseKeeper
 from harness.core.config import RunConfig
 from harness.core.data import Dataset, QARecord, fewshot_examples
 from harness.core.ledger import RunRecord
+from harness.core.precision import Precision, cell_precision
 from harness.core.stages import StageStore, adapter_key, predictions_key
 from harness.metrics.judge import Judge
 
@@ -58,6 +59,7 @@ class CellContext:
     store: StageStore = field(init=False)
     adapter_key: str | None = field(init=False)  # None: the method trains nothing
     predictions_key: str = field(init=False)
+    precision: Precision = field(init=False)  # what the cell computes in (hardware.precision resolved)
     # force=true runs every stage again; so does an injected failure or crash, which must meet the stage it names.
     reuse: bool = field(init=False)
 
@@ -69,6 +71,7 @@ class CellContext:
         self.shots = fewshot_examples(self.dataset.train, self.dataset.eval, cfg.eval.fewshot, cfg.qlora.seed,
                                       self.dataset.labels)
         self.store = StageStore(Path(cfg.results_dir))
+        self.precision = cell_precision(cfg)
         self.adapter_key = adapter_key(key_config, hashes, harness.__version__)
         self.predictions_key = predictions_key(key_config, hashes, harness.__version__, self.adapter_key)
         self.reuse = not cfg.force and not cfg.fail_at and not cfg.crash_at

@@ -175,7 +175,10 @@ def device_map(device: str) -> dict:
 
 
 def _load_pretrained(folder, kwargs, model_cfg, hardware, qlora, device, four_bit: bool):
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # deferred, heavy: only a cell that loads a model imports it
+    from transformers import (  # deferred, heavy: only a cell that loads a model imports it
+        AutoModelForCausalLM,
+        AutoTokenizer,
+    )
 
     kwargs = dict(kwargs, trust_remote_code=model_cfg.trust_remote_code)
     try:
@@ -277,7 +280,10 @@ def gguf_safetensors_cache(model_cfg: ModelConfig, cache_dir: Path) -> Path:
     target = _gguf_converted_path(model_cfg, gguf_path, cache_dir)
     if (target / "config.json").is_file():
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # deferred, heavy: only a cell that loads a model imports it
+    from transformers import (  # deferred, heavy: only a cell that loads a model imports it
+        AutoModelForCausalLM,
+        AutoTokenizer,
+    )
 
     gguf_bars_obey_the_switch()  # its bar shows only when third-party bars are asked for
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)

@@ -12,6 +12,7 @@ and retries, down to one prompt at a time.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from harness.core.config import EvalConfig
+from harness.core.precision import Precision
 from harness.core.progress import progress_bar
 
 
@@ -42,6 +44,13 @@ class PredictResult:
     @property
     def tokens_per_s(self) -> float:
         return sum(self.generated_tokens) / self.generate_s if self.generate_s > 0 else 0.0
+
+
+def computing_in(precision: Precision):
+    """The context a CPU cell computes in: bf16 autocast where its precision says so, as its training ran."""
+    if precision.cpu_autocast:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[str]:

@@ -12,10 +12,11 @@ import time
 from transformers import TrainerCallback
 
 from harness.cell.choices import score_choices
-from harness.cell.predict import generate
+from harness.cell.predict import computing_in, generate
 from harness.core.config import ConfigError, RunConfig
 from harness.core.data import Dataset, prompt_messages
 from harness.core.ledger import JUDGED_METRICS
+from harness.core.precision import cell_precision
 from harness.core.study import cell_trial
 from harness.metrics import METRICS, score_all
 
@@ -71,7 +72,7 @@ class TrainingWatch(TrainerCallback):
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), computing_in(cell_precision(self.cfg)):
                 if self.cfg.eval.scoring == "choices":
                     predicted = score_choices(model, self.tokenizer, self.conversations, self.dataset.labels,
                                               self.cfg.eval, progress=False)

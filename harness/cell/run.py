@@ -44,6 +44,7 @@ from harness.core.ledger import (
     semantic_config,
 )
 from harness.core.outcome import DONE_BEFORE, NOT_RETRIED, RUNNING_ELSEWHERE, Outcome
+from harness.core.precision import cell_precision, keyed_precision
 from harness.core.redact import redact, redact_text
 from harness.core.validation import validation_report
 from harness.metrics.judge import Judge
@@ -61,7 +62,7 @@ def cell_key(cfg: RunConfig, config: dict) -> KeyedCell:
     """The run key of a cell, the config it hashes, and the dataset it read to hash the data files (with
     every check that needs no model: see check_before_load)."""
     dataset = check_before_load(cfg)
-    key_config = semantic_config(config)
+    key_config = keyed_precision(semantic_config(config), cell_precision(cfg))
     return KeyedCell(run_key(key_config, dataset.file_hashes, harness.__version__), key_config, dataset)
 
 

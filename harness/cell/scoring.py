@@ -65,7 +65,8 @@ def cell_cost(ctx: CellContext, produced: Produced) -> dict:
         adapter_dir=Path(produced.adapter_dir) if produced.adapter_dir else None,
         train_flops_per_token=timing.train_flops_per_token, prep_s=timing.prep_s, eval_batches=timing.eval_batches,
     ).to_dict()
-    cost.update(asdict(produced.model), eval_batch_size=timing.eval_batch_size, eval_oom_retries=timing.eval_oom_retries)
+    cost.update(asdict(produced.model), eval_batch_size=timing.eval_batch_size, eval_oom_retries=timing.eval_oom_retries,
+                precision=ctx.precision.name, precision_reason=ctx.precision.reason)
     return cost
 
 

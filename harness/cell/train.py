@@ -22,6 +22,7 @@ from harness.cell.predict import release_accelerator_memory
 from harness.cell.truncation import count_truncation
 from harness.core.config import ConfigError, RunConfig, uses_gradient_checkpointing
 from harness.core.data import Dataset, prompt_messages
+from harness.core.precision import cell_precision
 from harness.core.progress import progress_bar
 from harness.core.registry import Registry
 
@@ -118,8 +119,9 @@ def sft_arguments(cfg: RunConfig, output_dir: Path, on_cuda: bool) -> dict:
         logging_steps=q.logging_steps,
         activation_checkpointing=uses_gradient_checkpointing(hw, q),
         train_sampling_strategy="group_by_length" if q.group_by_length else "random",
-        # SFTConfig defaults to bf16 even on the CPU; CPU presets train fp32.
-        bf16=on_cuda and hw.supports_bf16,
+        # SFTConfig defaults to bf16 even on the CPU; a CPU cell trains under bf16 autocast only where
+        # hardware.precision resolves to it (harness/core/precision.py), fp32 otherwise.
+        bf16=(on_cuda and hw.supports_bf16) or (not on_cuda and cell_precision(cfg).cpu_autocast),
         fp16=on_cuda and not hw.supports_bf16,
         use_cpu=not on_cuda,
         save_strategy="no",  # sft_config turns checkpoints on for a cell (qlora.save_steps)

@@ -45,6 +45,8 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
                  "warmup_stable_decay", "greedy")
 # What a dataset asks; only classification changes how the harness reads it (labels in prompts and scoring).
 TASKS = ("qa", "classification", "recommendation", "generation")
+# hardware.precision: see harness/core/precision.py.
+PRECISIONS = ("auto", "fp32", "bf16")
 # eval.scoring: "generate" reads the label out of a free-text answer (what a product that parses text gets);
 # "choices" ranks the labels by the model's own log-likelihood (lm-evaluation-harness's multiple_choice).
 SCORINGS = ("generate", "choices")
@@ -351,9 +353,17 @@ class HardwareConfig:
     # A CPU preset that still loads the base in 4-bit when qlora.load_in_4bit (bitsandbytes' CPU kernels):
     # much slower than fp32 LoRA there, but it runs the code a GPU user runs (conf/hardware/cpu_qlora.yaml).
     cpu_4bit: bool = False
+    # CPU presets: auto (bf16 autocast where the processor multiplies bf16 natively, fp32 elsewhere), fp32 or bf16.
+    # See harness/core/precision.py.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         require_safe_name(self.name, "hardware.name")
+        _require(self.precision in PRECISIONS, "hardware.precision",
+                 f"must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
+        _require(self.precision == "auto" or self.accelerator == Accelerator.cpu, "hardware.precision",
+                 f"{self.precision} applies to CPU presets; GPU preset {self.name} computes in its own dtype "
+                 "(hardware.supports_bf16): leave hardware.precision=auto")
         _require(self.usd_per_hour >= 0, "hardware.usd_per_hour", f"must be >= 0 (got {self.usd_per_hour})")
         require_finite(self, "hardware")
         _require(self.memory_gb > 0, "hardware.memory_gb", f"must be > 0 (got {self.memory_gb})")
@@ -548,6 +558,10 @@ class RunConfig:
                      or self.data.task == "classification", "eval.scoring",
                      f"choices scores a label set, but data={self.data.name} has task: {self.data.task}; use "
                      "eval.scoring=generate (open-ended answers are generated)")
+            _require(self.hardware.precision == "auto" or not loads_in_4bit(self.hardware, self.qlora),
+                     "hardware.precision", f"{self.hardware.precision} applies to fp32 CPU loading; "
+                     f"hardware={self.hardware.name} loads the base in 4-bit, which computes in bitsandbytes' dtype: "
+                     "leave hardware.precision=auto, or use hardware=cpu")
             _require(self.qlora.r <= self.model.hidden_size, "qlora.r",
                      f"{self.qlora.r} exceeds model {self.model.name}'s hidden size of {self.model.hidden_size}: a "
                      "LoRA rank above it adds nothing but parameters; lower it (8 to 64 is usual)")
