@@ -11,7 +11,6 @@ from harness.cell.checks import dataset_lengths, label_shape
 from harness.cell.preflight import (
     FUSED_TILE_TOKENS,
     FUSED_TILE_VOCAB,
-    KV_GROWTH_COPIES_CPU,
     QUANT_CONST_BITS,
     QUANT_CONST_BITS_DOUBLE,
     LabelShape,
@@ -232,10 +231,11 @@ def test_choice_scoring_counts_the_prompt_cache_once_per_label():
     kv = [e.breakdown["kv_gb"] for e in by_labels]
     totals = [e.total_gb for e in by_labels]
     assert kv == sorted(kv) and len(set(kv)) == 4 and totals == sorted(totals) and len(set(totals)) == 4
-    # 8 labels of 3 tokens: batch x 8 rows of 300 prompt + 2 continuation tokens, k and v, fp32, grown by torch.cat
+    # 8 labels of 3 tokens: batch x 8 rows of 300 prompt + 2 continuation tokens, k and v, fp32, every layer and
+    # one layer's copy while torch.cat grows it
     rows, tokens = EVAL.batch_size * 8, 300 + 2
     assert by_labels[2].breakdown["kv_gb"] == pytest.approx(
-        2 * smol.n_layers * smol.n_kv_heads * 64 * rows * tokens * 4 * KV_GROWTH_COPIES_CPU / 2**30)
+        2 * (smol.n_layers + 1) * smol.n_kv_heads * 64 * rows * tokens * 4 / 2**30)
     assert by_labels[2].breakdown["choice_labels"] == {"count": 8, "longest_tokens": 3, "source": "tokenizer"}
     # one-token labels never repeat the cache: the prompts' own cache only, however many labels
     assert estimate(2, 1).breakdown["kv_gb"] == estimate(16, 1).breakdown["kv_gb"] < kv[0]

@@ -122,8 +122,12 @@ KV_GROWTH_COPIES_CPU = 2
 # Nothing is generated (eval.max_new_tokens plays no part). One prefill of the batch's prompts, logits for the last
 # position only; then the cache is repeated for every label (Cache.batch_repeat_interleave) and all labels continue
 # from it in one forward pass over the longest label's tokens but its first: batch x labels rows. Where every label
-# is one token, nothing is repeated. KV: rows x (prompt + continuation) tokens, doubled on a CPU as in generation
-# (the continuation grows the cache by torch.cat). Working set: the larger of the prompts' pass and the labels'
+# is one token, nothing is repeated. KV: rows x (prompt + continuation) tokens, plus one layer's copy: the repeat
+# and the continuation's torch.cat each replace one layer's tensors at a time, once, so unlike step-by-step
+# generation (KV_GROWTH_COPIES_CPU) the whole cache is never held twice. Measured on the catalog demo's choice cell
+# (SmolLM2, batch 8 x 8 labels, prompts of 111 tokens, labels of up to 6): peak RSS 1.62 GB; the estimate is
+# 2.00 GB with one layer's copy, 2.49 GB (1.54x, outside the band tests/test_preflight.py holds) were the cache
+# counted twice. Working set: the larger of the prompts' pass and the labels'
 # pass (one after the other). Logits: the prompts' last position (fp32 + its log_softmax, 8 bytes), repeated once
 # per label before the gather (4 bytes per row), and the continuation's rows x width x vocabulary in the model's
 # dtype, an fp32 copy of it where that dtype is 16-bit, and the log_softmax.
@@ -521,8 +525,7 @@ def choice_term(model: ModelConfig, eval_cfg: EvalConfig, eval_prompt: int, shap
     rows = batch * shape.count if width > 0 else batch
     tokens = eval_prompt + width
     kv_dim = model.n_kv_heads * head_dim(model)
-    growth = 1 if precision.on_cuda else KV_GROWTH_COPIES_CPU
-    kv = 2 * model.n_layers * kv_dim * rows * tokens * gen_bytes * growth
+    kv = 2 * (model.n_layers + 1) * kv_dim * rows * tokens * gen_bytes
     per_token = layer_elements(model) * gen_bytes * ACTIVATION_MARGIN
     prompt_pass = batch * eval_prompt * per_token + batch * eval_prompt**2 * MASK_BYTES
     label_pass = rows * width * per_token + rows * width * tokens * MASK_BYTES
