@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.core.config import EvalConfig, HardwareConfig, ModelConfig, QLoraConfig, load_option, to_run_config
-from harness.cell.checks import dataset_lengths
+from harness.cell.checks import dataset_lengths, label_shape
 from harness.cell.preflight import (
     FUSED_TILE_TOKENS,
     FUSED_TILE_VOCAB,
     QUANT_CONST_BITS,
     QUANT_CONST_BITS_DOUBLE,
+    LabelShape,
     PreflightRefusal,
     SequenceLengths,
     estimate_memory,
@@ -22,6 +22,7 @@ from harness.cell.preflight import (
     suggest,
     suggestions,
 )
+from harness.core.config import EvalConfig, HardwareConfig, ModelConfig, QLoraConfig, load_option, to_run_config
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -121,8 +122,8 @@ def test_smollm2_fits_the_cpu_box(trains):
 def test_lengths_are_the_datasets_own_token_counts(compose_cfg):
     """The estimate sizes batches by the data's longest training example and eval prompt, counted with the
     model's tokenizer on the conversations training and evaluation really build."""
-    from harness.core.data import load_dataset, prompt_messages
     from harness.cell.models import load_tokenizer
+    from harness.core.data import load_dataset, prompt_messages
 
     cfg = to_run_config(compose_cfg("model=tiny_random", "method=instruct", "data=shop_catalog"))
     dataset = load_dataset(cfg.data)
@@ -170,6 +171,89 @@ def test_rag_prompts_are_bounded_by_the_longest_retrievable_chunks(compose_cfg):
         to_run_config(compose_cfg("model=tiny_random", "method=base")), lengths=plain).overhead_gb
 
 
+def test_fewshot_turns_lengthen_the_counted_eval_prompt(compose_cfg):
+    """eval.fewshot=K shows K train examples before every question: the eval prompt the preflight counts is the
+    prompt with those turns, and the estimate grows with it."""
+    from harness.cell.models import load_tokenizer
+    from harness.core.data import fewshot_examples, load_dataset, prompt_messages
+
+    zero = to_run_config(compose_cfg("model=tiny_random", "method=base", "data=shop_catalog"))
+    eight = to_run_config(compose_cfg("model=tiny_random", "method=base", "data=shop_catalog", "eval.fewshot=8"))
+    dataset = load_dataset(eight.data)
+    tokenizer = load_tokenizer(eight.model, Path(eight.cache_dir).expanduser())
+    shots = fewshot_examples(dataset.train, dataset.eval, 8, eight.qlora.seed, dataset.labels)
+    longest = max(len(tokenizer(tokenizer.apply_chat_template(
+        prompt_messages(r, eight.data, eight.model, labels=dataset.labels, shots=shots), tokenize=False,
+        add_generation_prompt=True), add_special_tokens=False)["input_ids"]) for r in dataset.eval)
+    plain, shown = dataset_lengths(zero, dataset), dataset_lengths(eight, dataset)
+    assert shown.eval_prompt == longest > plain.eval_prompt + 8 * 5  # eight turns of a product and its department
+    assert preflight(eight, lengths=shown).kv_cache_gb > preflight(zero, lengths=plain).kv_cache_gb
+
+
+def test_label_shape_is_how_choice_scoring_splits_the_labels(compose_cfg):
+    from harness.cell.choices import label_continuations
+    from harness.cell.models import load_tokenizer
+    from harness.core.data import load_dataset, prompt_messages
+
+    cfg = to_run_config(compose_cfg("model=tiny_random", "method=base", "data=shop_catalog", "eval.scoring=choices"))
+    dataset = load_dataset(cfg.data)
+    tokenizer = load_tokenizer(cfg.model, Path(cfg.cache_dir).expanduser())
+    shape = label_shape(cfg, dataset, tokenizer)
+    # every eval prompt splits the labels alike (they all end with the same generation prompt)
+    splits = set()
+    for record in dataset.eval[:5]:
+        text = tokenizer.apply_chat_template(prompt_messages(record, cfg.data, cfg.model, labels=dataset.labels),
+                                             tokenize=False, add_generation_prompt=True)
+        tails = label_continuations(tokenizer, text, tokenizer(text, add_special_tokens=False)["input_ids"],
+                                    dataset.labels)
+        splits.add(max(map(len, tails)))
+    assert shape == LabelShape(count=len(dataset.labels), longest=splits.pop()) and not splits
+    assert shape.count == 8 and shape.longest > 1
+    # without a tokenizer: one token per character + 1, never fewer than the tokenizer's count
+    blind = label_shape(cfg, dataset, None)
+    assert blind.source == "characters" and blind.longest == max(map(len, dataset.labels)) + 1 >= shape.longest
+    generating = to_run_config(compose_cfg("model=tiny_random", "method=base", "data=shop_catalog"))
+    assert label_shape(generating, dataset, tokenizer) is None
+
+
+def test_choice_scoring_counts_the_prompt_cache_once_per_label():
+    """Choice scoring repeats the prompts' KV cache for every label and runs the labels' tokens in one pass:
+    its evaluation memory grows with the number of labels, and the cache term is the hand count."""
+    smol, cpu = model("smollm2_135m"), hardware("cpu")
+    choices_eval = replace(EVAL, scoring="choices")
+    lengths = SequenceLengths(train=0, eval_prompt=300)
+
+    def estimate(labels: int, longest: int = 3):
+        return estimate_memory(smol, False, QLORA, choices_eval, cpu, lengths=lengths,
+                               choices=LabelShape(labels, longest))
+
+    by_labels = [estimate(n) for n in (2, 4, 8, 16)]
+    kv = [e.breakdown["kv_gb"] for e in by_labels]
+    totals = [e.total_gb for e in by_labels]
+    assert kv == sorted(kv) and len(set(kv)) == 4 and totals == sorted(totals) and len(set(totals)) == 4
+    # 8 labels of 3 tokens: batch x 8 rows of 300 prompt + 2 continuation tokens, k and v, fp32, every layer and
+    # one layer's copy while torch.cat grows it
+    rows, tokens = EVAL.batch_size * 8, 300 + 2
+    assert by_labels[2].breakdown["kv_gb"] == pytest.approx(
+        2 * (smol.n_layers + 1) * smol.n_kv_heads * 64 * rows * tokens * 4 / 2**30)
+    assert by_labels[2].breakdown["choice_labels"] == {"count": 8, "longest_tokens": 3, "source": "tokenizer"}
+    # one-token labels never repeat the cache: the prompts' own cache only, however many labels
+    assert estimate(2, 1).breakdown["kv_gb"] == estimate(16, 1).breakdown["kv_gb"] < kv[0]
+    # nothing is generated: eval.max_new_tokens does not enter the choice estimate
+    longer = estimate_memory(smol, False, QLORA, replace(choices_eval, max_new_tokens=512), cpu, lengths=lengths,
+                             choices=LabelShape(8, 3))
+    assert longer.total_gb == by_labels[2].total_gb
+    # a plan (no data read) counts generation and says so
+    unread = estimate_memory(smol, False, QLORA, choices_eval, cpu, lengths=lengths)
+    assert "eval.scoring=choices counted as generation: the label set was not read" in unread.breakdown["notes"]
+    # suggestions re-estimate with the same label set: a smaller eval batch lowers the repeated cache
+    big = estimate_memory(smol, False, QLORA, replace(choices_eval, batch_size=512), hardware("cpu"),
+                          lengths=lengths, choices=LabelShape(8, 3))
+    assert not big.fits
+    batch = next(s for s in suggest(big, smol, QLORA, cpu) if "eval.batch_size" in s.overrides)
+    assert batch.estimate.breakdown["choice_labels"]["count"] == 8 and batch.estimate.kv_cache_gb < big.kv_cache_gb
+
+
 def test_without_a_tokenizer_the_estimate_assumes_max_length(compose_cfg, tmp_path):
     from harness.core.data import load_dataset
 
@@ -199,6 +283,26 @@ def test_cpu_estimate_brackets_the_measured_peak_of_a_tiny_cell(run_harness, tmp
                                              "data=shop_catalog", "qlora.max_steps=2", "eval.num_examples=4",
                                              "eval.max_new_tokens=4")
     assert row["cost"]["peak_memory_kind"] == "peak_rss"
+    assert measured <= estimated <= 1.5 * measured, (estimated, measured)
+
+
+def test_cpu_estimate_brackets_the_measured_peak_of_a_tiny_choice_cell(run_harness, tmp_path):
+    """The same band for the same cell scoring the labels few-shot: the ledger records the label set it counted."""
+    estimated, measured, row = measured_cell(run_harness, tmp_path, "model=tiny_random", "method=instruct",
+                                             "data=shop_catalog", "qlora.max_steps=2", "eval.num_examples=8",
+                                             "eval.scoring=choices", "eval.fewshot=8")
+    assert row["preflight"]["choice_labels"]["count"] == 8
+    assert measured <= estimated <= 1.5 * measured, (estimated, measured)
+
+
+@pytest.mark.slow
+def test_cpu_estimate_brackets_the_measured_peak_of_choice_scoring(run_harness, tmp_path):
+    """SmolLM2 scoring the catalog's 8 departments after 8 shown examples (the demo's fair floors): the estimate,
+    with the prompts' cache repeated once per label, stays in [1.0x, 1.5x] of the peak RSS."""
+    estimated, measured, row = measured_cell(run_harness, tmp_path, "model=smollm2_135m", "method=base",
+                                             "data=shop_catalog", "eval.scoring=choices", "eval.fewshot=8",
+                                             "hardware.num_threads=1")
+    assert row["preflight"]["choice_labels"]["source"] == "tokenizer"
     assert measured <= estimated <= 1.5 * measured, (estimated, measured)
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
+from harness.cell.choices import label_continuations
 from harness.cell.models import cached_tokenizer, load_tokenizer
-from harness.cell.preflight import SequenceLengths, module_dims
+from harness.cell.preflight import LabelShape, SequenceLengths, module_dims
 from harness.cell.rag import chunk_corpus, render_context
 from harness.cell.truncation import PAIR_TRAINERS, check_truncation
 from harness.core.config import Accelerator, ConfigError, EvalConfig, QLoraConfig, RetrievalConfig, RunConfig
@@ -191,6 +192,26 @@ def dataset_lengths(cfg: RunConfig, dataset, tokenizer=None) -> SequenceLengths 
         # causal: packed blocks of exactly qlora.max_length tokens; an unknown trainer: the worst case.
         train = cfg.qlora.max_length
     return SequenceLengths(train=train, eval_prompt=eval_prompt)
+
+
+def label_shape(cfg: RunConfig, dataset, tokenizer=None) -> LabelShape | None:
+    """How many labels choice scoring continues every prompt with, and the longest one in the model's tokens (as
+    harness.cell.choices splits it after a rendered prompt). None unless eval.scoring=choices. Without a tokenizer
+    before the weights, a label is taken as one token per character plus one (a token holds at least one
+    character; the boundary can merge the prompt's last character into the label's first token)."""
+    if cfg.eval.scoring != "choices" or not dataset.labels:
+        return None
+    labels = dataset.labels
+    if tokenizer is None:
+        return LabelShape(len(labels), max(len(label) for label in labels) + 1, source="characters")
+    shots = fewshot_examples(dataset.train, dataset.eval, cfg.eval.fewshot, cfg.qlora.seed, labels)
+    context = "" if cfg.method.retrieval else None
+    # Every prompt ends with the same generation prompt, so one prompt splits every label as all of them do.
+    messages = prompt_messages(dataset.eval[0], cfg.data, cfg.model, context, labels, shots)
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    tails = label_continuations(tokenizer, prompt, prompt_ids, labels)
+    return LabelShape(len(labels), max(len(tail) for tail in tails))
 
 
 def context_token_bound(cfg: RunConfig, dataset, tokenizer) -> int:

@@ -11,12 +11,13 @@ torch / nvidia-smi count device memory in; `hardware.memory_gb` is read the same
 Peak = static + max(training phase, generation phase) + overhead, where
   static     = base weights + LoRA adapter weights + AdamW states (they live through the whole cell)
   training   = LoRA gradients + activations kept for backward + the loss's logits
-  generation = KV cache + prefill working set + next-token logits
+  generation = KV cache + prefill working set + next-token logits (with eval.scoring=choices: the prompts' cache
+               repeated for every label, and the labels' logits; see `choice_term`)
 The two phases are sequential (`trainer.train()` returns, activations are freed, then `generate`). After
 4-bit training the evaluation runs on a merged 16-bit copy where it fits (harness.cell.pipeline._merge_for_eval), and
 the 4-bit model with its adapter and optimizer is freed first: that phase is overhead + the copy + generation.
 Sequence lengths are the dataset's own (`dataset_lengths`: its longest training example and longest eval
-prompt in the model's tokens, the training one capped at `qlora.max_length`): TRL pads each batch only to its
+prompt in the model's tokens, few-shot turns included, the training one capped at `qlora.max_length`): TRL pads each batch only to its
 longest example, and the length-grouped sampler puts the batch holding the longest one first. Where the
 tokenizer cannot load before the weights, both are assumed to fill `qlora.max_length` (the worst case).
 """
@@ -117,6 +118,23 @@ LOGIT_BYTES_GENERATE = 8
 # where the estimate is checked against measured peaks; on CUDA the 1 GB overhead below is meant to cover it.
 KV_GROWTH_COPIES_CPU = 2
 
+# --- Choice scoring (eval.scoring=choices, harness.cell.choices._batch_logliks) -----------------------------
+# Nothing is generated (eval.max_new_tokens plays no part). One prefill of the batch's prompts, logits for the last
+# position only; then the cache is repeated for every label (Cache.batch_repeat_interleave) and all labels continue
+# from it in one forward pass over the longest label's tokens but its first: batch x labels rows. Where every label
+# is one token, nothing is repeated. KV: rows x (prompt + continuation) tokens, plus one layer's copy: the repeat
+# and the continuation's torch.cat each replace one layer's tensors at a time, once, so unlike step-by-step
+# generation (KV_GROWTH_COPIES_CPU) the whole cache is never held twice. Measured on the catalog demo's choice cell
+# (SmolLM2, batch 8 x 8 labels, prompts of 111 tokens, labels of up to 6): peak RSS 1.62 GB; the estimate is
+# 2.00 GB with one layer's copy, 2.49 GB (1.54x, outside the band tests/test_preflight.py holds) were the cache
+# counted twice. Working set: the larger of the prompts' pass and the labels'
+# pass (one after the other). Logits: the prompts' last position (fp32 + its log_softmax, 8 bytes), repeated once
+# per label before the gather (4 bytes per row), and the continuation's rows x width x vocabulary in the model's
+# dtype, an fp32 copy of it where that dtype is 16-bit, and the log_softmax.
+CHOICE_FIRST_LOGIT_BYTES = 8
+CHOICE_REPEATED_LOGIT_BYTES = 4
+CHOICE_LOGSOFTMAX_BYTES = 4
+
 # --- Overhead ------------------------------------------------------------------------------------
 # CUDA: the CUDA context and cuBLAS workspaces (~0.3-0.6 GB, outside torch's allocator but on the device)
 # plus caching-allocator fragmentation: 1.0 GB. With 4-bit, bitsandbytes dequantizes one weight at a time
@@ -159,6 +177,15 @@ class SequenceLengths:
     source: str = "dataset"
 
 
+@dataclass(frozen=True)
+class LabelShape:
+    """What choice scoring (eval.scoring=choices) adds to an eval batch: every prompt continues once per label."""
+
+    count: int    # labels scored after every prompt
+    longest: int  # the longest label continuation, in the model's tokens (>= 1)
+    source: str = "tokenizer"  # or "characters": no tokenizer before the weights, a token taken as >= 1 character
+
+
 @dataclass
 class MemoryEstimate:
     weights_gb: float
@@ -182,6 +209,7 @@ class MemoryEstimate:
     headroom: float = field(default=0.9, repr=False)
     lengths: SequenceLengths | None = field(default=None, repr=False)
     retrieves: bool = field(default=False, repr=False)
+    choices: LabelShape | None = field(default=None, repr=False)
 
     def terms(self) -> dict[str, float]:
         """The memory terms, largest first (the phase that is not the peak is still listed)."""
@@ -487,6 +515,27 @@ def generation_term(model: ModelConfig, eval_cfg: EvalConfig, eval_prompt: int, 
     return GenerationTerm(kv, prefill, logits, merged_bytes, tokens)
 
 
+def choice_term(model: ModelConfig, eval_cfg: EvalConfig, eval_prompt: int, shape: LabelShape, merged_bytes: float,
+                precision: Precision) -> GenerationTerm:
+    """Choice scoring's memory (see CHOICE_FIRST_LOGIT_BYTES): the prompts' KV cache repeated for every label and
+    continued by the labels' tokens, the larger pass's working set, and the logits of the prompts' last position
+    and of every label's tokens."""
+    gen_bytes = precision.half_bytes if merged_bytes else precision.activation_bytes
+    batch, width = eval_cfg.batch_size, shape.longest - 1
+    rows = batch * shape.count if width > 0 else batch
+    tokens = eval_prompt + width
+    kv_dim = model.n_kv_heads * head_dim(model)
+    kv = 2 * (model.n_layers + 1) * kv_dim * rows * tokens * gen_bytes
+    per_token = layer_elements(model) * gen_bytes * ACTIVATION_MARGIN
+    prompt_pass = batch * eval_prompt * per_token + batch * eval_prompt**2 * MASK_BYTES
+    label_pass = rows * width * per_token + rows * width * tokens * MASK_BYTES
+    continuation_bytes = gen_bytes + (4 if gen_bytes < 4 else 0) + CHOICE_LOGSOFTMAX_BYTES
+    logits = model.vocab_size * (batch * CHOICE_FIRST_LOGIT_BYTES
+                                 + batch * shape.count * CHOICE_REPEATED_LOGIT_BYTES
+                                 + rows * width * continuation_bytes)
+    return GenerationTerm(kv, max(prompt_pass, label_pass), logits, merged_bytes, tokens)
+
+
 def overhead_gb(model: ModelConfig, precision: Precision, retrieves: bool, train_phase_gb: float,
                 generation: GenerationTerm) -> float:
     """What is not a tensor of the model: the CUDA context, or on a CPU the runtime and the heap's slack."""
@@ -504,14 +553,19 @@ def overhead_gb(model: ModelConfig, precision: Precision, retrieves: bool, train
 
 def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_cfg: EvalConfig,
                     hardware: HardwareConfig, headroom: float = 0.9,
-                    lengths: SequenceLengths | None = None, retrieves: bool = False) -> MemoryEstimate:
+                    lengths: SequenceLengths | None = None, retrieves: bool = False,
+                    choices: LabelShape | None = None) -> MemoryEstimate:
+    """`choices`: the label set's shape where eval.scoring=choices; without it (a plan, which loads no data) the
+    evaluation phase is counted as generation and the breakdown says so."""
     precision = precision_of(hardware, qlora)
     weights = weights_term(model, qlora, hardware, precision)
     lora = lora_term(model, qlora) if trains else NO_LORA
     activations = activations_term(model, qlora, hardware, lengths, precision) if trains else NO_TRAINING
     eval_prompt = lengths.eval_prompt if lengths else qlora.max_length
     merged = merged_copy_bytes(model, hardware, precision) if trains and eval_cfg.merge_adapter else 0.0
-    generation = generation_term(model, eval_cfg, eval_prompt, merged, precision)
+    scores_choices = eval_cfg.scoring == "choices" and choices is not None
+    generation = (choice_term(model, eval_cfg, eval_prompt, choices, merged, precision) if scores_choices
+                  else generation_term(model, eval_cfg, eval_prompt, merged, precision))
 
     static_gb = weights.bytes / GIB + lora.weights_bytes / GIB + lora.optimizer_bytes / GIB
     train_phase_gb = lora.gradients_bytes / GIB + activations.gb if trains else 0.0
@@ -526,6 +580,11 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
         "headroom": headroom,
         "notes": _notes(model, weights, lora),
     }
+    if scores_choices:
+        breakdown["choice_labels"] = {"count": choices.count, "longest_tokens": choices.longest,
+                                      "source": choices.source}
+    elif eval_cfg.scoring == "choices":
+        breakdown["notes"].append("eval.scoring=choices counted as generation: the label set was not read")
     return MemoryEstimate(
         weights_gb=weights.bytes / GIB,
         lora_gb=lora.weights_bytes / GIB,
@@ -544,6 +603,7 @@ def estimate_memory(model: ModelConfig, trains: bool, qlora: QLoraConfig, eval_c
         headroom=headroom,
         lengths=lengths,
         retrieves=retrieves,
+        choices=choices,
     )
 
 
@@ -601,7 +661,7 @@ def suggest(est: MemoryEstimate, model: ModelConfig, qlora: QLoraConfig, hardwar
     eval_cfg = est.eval_cfg or EvalConfig()
 
     def again(q: QLoraConfig = qlora, e: EvalConfig = eval_cfg, hw: HardwareConfig = hardware) -> MemoryEstimate:
-        return estimate_memory(model, est.trains, q, e, hw, est.headroom, est.lengths, est.retrieves)
+        return estimate_memory(model, est.trains, q, e, hw, est.headroom, est.lengths, est.retrieves, est.choices)
 
     def changed(new: MemoryEstimate) -> str:
         deltas = []
@@ -747,12 +807,14 @@ def _combination(est, model, qlora, eval_cfg, hardware, again) -> Suggestion | N
     return Suggestion(overrides, new, "combined")
 
 
-def preflight(cfg: RunConfig, headroom: float = 0.9, lengths: SequenceLengths | None = None) -> MemoryEstimate:
+def preflight(cfg: RunConfig, headroom: float = 0.9, lengths: SequenceLengths | None = None,
+              choices: LabelShape | None = None) -> MemoryEstimate:
     """The cell's memory estimate; raises PreflightRefusal when it does not fit the hardware preset.
-    `lengths` (from `dataset_lengths`): the data's real sequence lengths; None assumes qlora.max_length."""
+    `lengths` (from `dataset_lengths`): the data's real sequence lengths; None assumes qlora.max_length.
+    `choices` (from `label_shape`): the label set choice scoring continues every prompt with."""
     trains = bool(cfg.method.trainer)
     est = estimate_memory(cfg.model, trains, cfg.qlora, cfg.eval, cfg.hardware, headroom, lengths,
-                          retrieves=cfg.method.retrieval)
+                          retrieves=cfg.method.retrieval, choices=choices)
     if not est.fits:
         raise PreflightRefusal(cfg.model, cfg.hardware, est, suggest(est, cfg.model, cfg.qlora, cfg.hardware),
                                method=cfg.method.name)

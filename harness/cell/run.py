@@ -15,7 +15,7 @@ import harness
 from harness.cell.base_keeper import BaseKeeper
 from harness.cell.checkpoints import checkpoint_area
 from harness.cell.checkpoints import discard as discard_checkpoints
-from harness.cell.checks import check_before_load, dataset_lengths, tokenizer_before_weights
+from harness.cell.checks import check_before_load, dataset_lengths, label_shape, tokenizer_before_weights
 from harness.cell.context import CellContext
 from harness.cell.cost import usd
 from harness.cell.pipeline import run_pipeline
@@ -137,7 +137,8 @@ def _run_claimed(cfg: RunConfig, ledger: Ledger, cell: KeyedCell, bases: BaseKee
     estimate, refusal = None, None
     if cfg.preflight:
         try:
-            estimate = preflight(cfg, lengths=dataset_lengths(cfg, cell.dataset, tokenizer))
+            estimate = preflight(cfg, lengths=dataset_lengths(cfg, cell.dataset, tokenizer),
+                                 choices=label_shape(cfg, cell.dataset, tokenizer))
         except PreflightRefusal as exc:
             estimate, refusal = exc.estimate, exc
     tracker = make_tracker(cfg.tracker, Path(cfg.results_dir))
@@ -219,6 +220,8 @@ def new_record(cfg: RunConfig, cell: KeyedCell, estimate: MemoryEstimate | None)
             "terms_gb": {k: round(v, 3) for k, v in estimate.terms().items()},
             "sequence_lengths": estimate.breakdown["sequence_lengths"],
         }
+        if "choice_labels" in estimate.breakdown:
+            record.preflight["choice_labels"] = estimate.breakdown["choice_labels"]
     return record
 
 
