@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from harness.cell.models import cached_tokenizer, load_tokenizer
 from harness.cell.preflight import SequenceLengths, module_dims
 from harness.cell.rag import chunk_corpus, render_context
@@ -140,6 +138,8 @@ def check_training_sizes(cfg: RunConfig, n_train: int) -> None:
 
 def check_accelerator(cfg: RunConfig) -> None:
     if cfg.hardware.accelerator == Accelerator.cuda:
+        import torch  # deferred, heavy (3 s): a refused command line must not pay for it before saying why
+
         if not torch.cuda.is_available():
             raise ConfigError(f"hardware={cfg.hardware.name} expects a CUDA GPU but torch sees none; use "
                               "hardware=cpu (or run where a GPU and a CUDA build of torch are present)")
