@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from harness.cell.choices import label_continuations
 from harness.cell.models import cached_tokenizer, load_tokenizer
 from harness.cell.preflight import LabelShape, SequenceLengths, module_dims
 from harness.cell.rag import chunk_corpus, render_context
@@ -141,6 +138,8 @@ def check_training_sizes(cfg: RunConfig, n_train: int) -> None:
 
 def check_accelerator(cfg: RunConfig) -> None:
     if cfg.hardware.accelerator == Accelerator.cuda:
+        import torch  # deferred, heavy (3 s): a refused command line must not pay for it before saying why
+
         if not torch.cuda.is_available():
             raise ConfigError(f"hardware={cfg.hardware.name} expects a CUDA GPU but torch sees none; use "
                               "hardware=cpu (or run where a GPU and a CUDA build of torch are present)")
@@ -210,6 +209,8 @@ def label_shape(cfg: RunConfig, dataset, tokenizer=None) -> LabelShape | None:
     messages = prompt_messages(dataset.eval[0], cfg.data, cfg.model, context, labels, shots)
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    from harness.cell.choices import label_continuations  # deferred: choices imports torch, a refusal must not
+
     tails = label_continuations(tokenizer, prompt, prompt_ids, labels)
     return LabelShape(len(labels), max(len(tail) for tail in tails))
 

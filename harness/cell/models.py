@@ -17,8 +17,8 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
 from tokenizers import models as tokenizer_models
 
@@ -36,6 +36,9 @@ from harness.core.config import (
     uses_gradient_checkpointing,
 )
 from harness.core.logs import gguf_bars_obey_the_switch
+
+if TYPE_CHECKING:
+    import torch
 
 # ChatML without a default system prompt: what the tiny test model speaks.
 CHATML_TEMPLATE = (
@@ -70,6 +73,8 @@ class LoadedModel:
 
 def select_device(hardware: HardwareConfig) -> str:
     """The hardware preset says what the user expects; a CUDA preset without a GPU is a mistake."""
+    import torch  # deferred, heavy: a refusal on the command line must not wait for torch
+
     if hardware.accelerator == Accelerator.cuda:
         if not torch.cuda.is_available():
             raise ConfigError(
@@ -167,6 +172,8 @@ def _pretrained_location(model_cfg: ModelConfig, cache_dir: Path, seed: int) -> 
 
 def half_dtype(hardware: HardwareConfig) -> torch.dtype:
     """The 16-bit dtype of a preset: QLoRA's compute dtype and the merged evaluation copy's (fp16 on a T4)."""
+    import torch  # deferred, heavy: a refusal on the command line must not wait for torch
+
     return torch.bfloat16 if hardware.supports_bf16 else torch.float16
 
 
@@ -189,6 +196,8 @@ def _load_pretrained(folder, kwargs, model_cfg, hardware, qlora, device, four_bi
         kwargs.update(dtype=half_dtype(hardware), attn_implementation="sdpa")
     elif not four_bit:
         # bf16 matmuls on most CPUs are emulated and slower; fp32 LoRA is the fast, exact choice there.
+        import torch  # deferred, heavy: a refusal on the command line must not wait for torch
+
         kwargs.update(dtype=torch.float32)
     if four_bit:
         from transformers import BitsAndBytesConfig  # deferred, heavy: only a cell that loads a model imports it
@@ -280,6 +289,7 @@ def gguf_safetensors_cache(model_cfg: ModelConfig, cache_dir: Path) -> Path:
     target = _gguf_converted_path(model_cfg, gguf_path, cache_dir)
     if (target / "config.json").is_file():
         return target
+    import torch  # deferred, heavy: a refusal on the command line must not wait for torch
     from transformers import (  # deferred, heavy: only a cell that loads a model imports it
         AutoModelForCausalLM,
         AutoTokenizer,
@@ -328,6 +338,7 @@ def _save_atomically(model, tokenizer, target: Path) -> None:
 
 def build_tiny_random(model_cfg: ModelConfig, seed: int):
     """A Llama of the configured size with random weights and a BPE tokenizer trained on the sample corpus."""
+    import torch  # deferred, heavy: a refusal on the command line must not wait for torch
     from transformers import LlamaConfig, LlamaForCausalLM  # deferred, heavy: only a cell that loads a model imports it
 
     tokenizer = build_tiny_tokenizer(model_cfg.vocab_size)
