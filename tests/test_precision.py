@@ -125,4 +125,4 @@ def test_a_bf16_cell_records_its_precision_and_is_not_served_the_fp32_result(run
     assert fp32["cost"]["precision"] == "fp32" and fp32["cost"]["precision_reason"] == "hardware.precision=fp32"
     assert bf16["cost"]["precision"] == "bf16" and bf16["cost"]["precision_reason"] == "hardware.precision=bf16"
     assert fp32["run_key"] != bf16["run_key"] and bf16["config"]["hardware"]["precision"] == "bf16"
-    assert "skipped, already completed" in done.stderr  # the third command: the bf16 cell is done
+    assert "0 completed, 1 skipped, 0 failed" in done.stderr  # the third command: the bf16 cell is done
