@@ -286,6 +286,26 @@ def test_cpu_estimate_brackets_the_measured_peak_of_a_tiny_cell(run_harness, tmp
     assert measured <= estimated <= 1.5 * measured, (estimated, measured)
 
 
+def test_cpu_bf16_autocast_counts_the_weight_copies_backward_keeps(compose_cfg):
+    def estimate(precision):
+        cfg = to_run_config(compose_cfg("model=smollm2_135m", "method=instruct", f"hardware.precision={precision}"))
+        return estimate_memory(cfg.model, True, cfg.qlora, cfg.eval, cfg.hardware)
+
+    fp32, bf16 = estimate("fp32"), estimate("bf16")
+    model = to_run_config(compose_cfg("model=smollm2_135m")).model
+    per_layer = model.hidden_size * (2 * model.n_heads * 64 + 2 * model.n_kv_heads * 64 + 3 * model.intermediate_size)
+    assert bf16.activations_gb - fp32.activations_gb == pytest.approx(per_layer * 2 * model.n_layers / 2**30)
+    assert bf16.weights_gb == fp32.weights_gb  # autocast casts at each matmul: the loaded weights stay fp32
+
+
+def test_cpu_estimate_brackets_the_measured_peak_of_a_tiny_bf16_cell(run_harness, tmp_path):
+    estimated, measured, row = measured_cell(run_harness, tmp_path, "model=tiny_random", "method=instruct",
+                                             "data=shop_catalog", "qlora.max_steps=2", "eval.num_examples=4",
+                                             "eval.max_new_tokens=4", "hardware.precision=bf16")
+    assert row["cost"]["precision"] == "bf16"
+    assert measured <= estimated <= 1.5 * measured, (estimated, measured)
+
+
 def test_cpu_estimate_brackets_the_measured_peak_of_a_tiny_choice_cell(run_harness, tmp_path):
     """The same band for the same cell scoring the labels few-shot: the ledger records the label set it counted."""
     estimated, measured, row = measured_cell(run_harness, tmp_path, "model=tiny_random", "method=instruct",

@@ -41,6 +41,7 @@ from harness.core.config import (
     loads_in_4bit,
     uses_gradient_checkpointing,
 )
+from harness.core.precision import resolve_precision
 
 GIB = 2**30
 
@@ -337,12 +338,23 @@ class Precision:
     # stream fp32, and bitsandbytes' Linear4bit casts each output back to its input's dtype.
     activation_bytes: int
     half_bytes: int = 2  # bf16, or fp16 where the GPU has no bf16 (T4): both 2 bytes
+    # A CPU cell under bf16 autocast (hardware.precision, harness/core/precision.py). Its residual stream stays
+    # fp32 (fp32 embeddings, norms autocast keeps in fp32), so activations are still counted at 4 bytes; what
+    # autocast adds is the bf16 copy of every frozen linear weight, which each matmul saves for its backward.
+    cpu_bf16_autocast: bool = False
 
 
 def precision_of(hardware: HardwareConfig, qlora: QLoraConfig) -> Precision:
     on_cuda = hardware.accelerator == Accelerator.cuda
     four_bit = loads_in_4bit(hardware, qlora)
-    return Precision(on_cuda, four_bit, activation_bytes=4 if (not on_cuda or four_bit) else 2)
+    return Precision(on_cuda, four_bit, activation_bytes=4 if (not on_cuda or four_bit) else 2,
+                     cpu_bf16_autocast=resolve_precision(hardware, four_bit).cpu_autocast)
+
+
+def layer_linear_params(model: ModelConfig) -> int:
+    """Weights of one layer's attention and MLP projections (q, k, v, o, gate, up, down)."""
+    q_dim, kv_dim = model.n_heads * head_dim(model), model.n_kv_heads * head_dim(model)
+    return model.hidden_size * (2 * q_dim + 2 * kv_dim + 3 * model.intermediate_size)
 
 
 def layer_elements(model: ModelConfig) -> int:
@@ -458,6 +470,8 @@ def activations_term(model: ModelConfig, qlora: QLoraConfig, hardware: HardwareC
         layers = tokens * (model.n_layers * h * act_bytes + CHECKPOINT_LIVE_LAYERS * layer_bytes)
     else:
         layers = tokens * model.n_layers * layer_bytes
+    if precision.cpu_bf16_autocast:  # the bf16 weight copies the live layers saved for backward
+        layers += layer_linear_params(model) * 2 * (CHECKPOINT_LIVE_LAYERS if checkpointing else model.n_layers)
     if TRL_FUSED_LM_HEAD:
         tile = min(tokens, FUSED_TILE_TOKENS) * min(V, FUSED_TILE_VOCAB)
         copies = FUSED_TILE_FP32_COPIES_CUDA if precision.on_cuda else FUSED_TILE_FP32_COPIES_CPU
