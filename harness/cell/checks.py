@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.cell.label_tokens import label_continuations
 from harness.cell.models import cached_tokenizer, load_tokenizer
 from harness.cell.preflight import LabelShape, SequenceLengths, module_dims
 from harness.cell.rag import chunk_corpus, render_context
@@ -209,8 +210,6 @@ def label_shape(cfg: RunConfig, dataset, tokenizer=None) -> LabelShape | None:
     messages = prompt_messages(dataset.eval[0], cfg.data, cfg.model, context, labels, shots)
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    from harness.cell.choices import label_continuations  # deferred: choices imports torch, a refusal must not
-
     tails = label_continuations(tokenizer, prompt, prompt_ids, labels)
     return LabelShape(len(labels), max(len(tail) for tail in tails))
 

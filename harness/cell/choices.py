@@ -20,21 +20,10 @@ import time
 
 import torch
 
+from harness.cell.label_tokens import label_continuations
 from harness.cell.predict import PredictResult, _after_oom, _left_pad, render_prompts
 from harness.core.config import EvalConfig
 from harness.core.progress import progress_bar
-
-
-def label_continuations(tokenizer, prompt: str, prompt_ids: list[int], labels: list[str]) -> list[list[int]]:
-    """Each label's tokens after `prompt` (encoded as `prompt_ids`): the tail of the encoded prompt + label."""
-    out = []
-    for label in labels:
-        whole = tokenizer(prompt + label, add_special_tokens=False)["input_ids"]
-        tail = whole[len(prompt_ids):]
-        if not tail:
-            raise ValueError(f"label {label!r} adds no token after the prompt; choice scoring cannot score it")
-        out.append(tail)
-    return out
 
 
 @torch.inference_mode()
