@@ -28,10 +28,10 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from harness.core.config import RunConfig, resolve_data_dir
-from harness.core.data import prompt_messages, read_qa_file
 from harness.cell.models import build_tiny_random, gguf_safetensors_cache, locate_gguf
 from harness.cell.train import lora_arguments, sft_arguments
+from harness.core.config import RunConfig, resolve_data_dir
+from harness.core.data import prompt_messages, read_qa_file
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"

@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from harness.core.data import load_dataset, prompt_messages  # noqa: E402
 from harness.cell.models import load_model  # noqa: E402
 from harness.cell.predict import generate  # noqa: E402
+from harness.core.data import load_dataset, prompt_messages  # noqa: E402
 
 
 def main() -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness.core.config import JudgeBackend, JudgeConfig, RAGAS_METRICS  # noqa: E402
+from harness.core.config import RAGAS_METRICS, JudgeBackend, JudgeConfig  # noqa: E402
 from harness.core.data import read_qa_file  # noqa: E402
 from harness.metrics.judge import Judge  # noqa: E402
 from harness.metrics.ragas import JudgedSample, score_ragas  # noqa: E402

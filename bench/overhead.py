@@ -48,18 +48,17 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/common.py, however this script is started
 
-import torch  # noqa: E402
-
+import common  # noqa: E402
 import datasets  # noqa: E402
+import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from peft import LoraConfig  # noqa: E402
 from transformers import PrinterCallback  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
 
-import common  # noqa: E402
+from harness.cell.models import gguf_safetensors_cache  # noqa: E402
 from harness.cell.train import lora_arguments  # noqa: E402
 from harness.core.config import RunConfig  # noqa: E402
-from harness.cell.models import gguf_safetensors_cache  # noqa: E402
 
 BARE_IMPORT_S = time.perf_counter() - _T_START  # torch, transformers, peft, trl, datasets (+ harness.cell.models)
 

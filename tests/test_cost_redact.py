@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from harness.core.config import HardwareConfig
 from harness.cell.cost import PeakMemory, cost_report
+from harness.core.config import HardwareConfig
 from harness.core.redact import MASK, redact, redact_text
 
 HW = HardwareConfig(name="a10", accelerator="cpu", device_name="A10", memory_gb=24, peak_tflops_bf16=125,

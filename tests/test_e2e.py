@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 FAKE_WANDB_KEY = "fa4e0000111122223333444455556666deadbeef"

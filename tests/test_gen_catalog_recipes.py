@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 from ollama_server import OllamaTestServer
 from teachers import department_teacher, product_description_teacher

@@ -6,8 +6,8 @@ import json
 import re
 import subprocess
 import sys
-import pytest
 
+import pytest
 from conftest import REPO
 from ollama_server import OllamaTestServer
 from teachers_recs import FAR_PRODUCT, catalog_recs_teacher

@@ -2,11 +2,11 @@
 
 import json
 
-from harness.core.config import to_run_config
-from harness.core.data import load_dataset, prompt_messages
 from harness.cell.models import load_model
 from harness.cell.rag import retrieve_contexts
 from harness.cell.train import TrainContext, fit_context, instruct_dataset
+from harness.core.config import to_run_config
+from harness.core.data import load_dataset, prompt_messages
 
 METHODS = ("base", "base_rag", "causal", "causal_rag", "instruct", "instruct_rag")
 

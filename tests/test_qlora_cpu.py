@@ -13,6 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.cell.models import load_model, locate_gguf, merged_eval_model
+from harness.cell.predict import generate
+from harness.cell.preflight import estimate_memory
+from harness.cell.train import TrainContext, get_trainer
 from harness.core.config import (
     ConfigError,
     EvalConfig,
@@ -23,10 +27,6 @@ from harness.core.config import (
     to_run_config,
 )
 from harness.core.data import load_dataset
-from harness.cell.models import load_model, locate_gguf, merged_eval_model
-from harness.cell.predict import generate
-from harness.cell.preflight import estimate_memory
-from harness.cell.train import TrainContext, get_trainer
 
 METHODS = ("base", "base_rag", "causal", "causal_rag", "instruct", "instruct_rag")
 TRAINING = ("causal", "causal_rag", "instruct", "instruct_rag")

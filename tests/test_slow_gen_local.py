@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
+
 from harness.core.config import DataConfig
 from harness.core.data import load_dataset
 

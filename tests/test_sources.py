@@ -8,13 +8,13 @@ import sys
 from dataclasses import asdict
 
 import pytest
+from wandb_api_double import DoubleApi
 
 import harness.board.sources as sources
-from harness.leaderboard import main
-from harness.core.ledger import Ledger, RunRecord
 from harness.board.sources import inspect_offline_run, parse_source
+from harness.core.ledger import Ledger, RunRecord
 from harness.core.wandb_record import from_wandb, to_wandb
-from wandb_api_double import DoubleApi
+from harness.leaderboard import main
 
 # Every field of the current schema (asdict), with values of each shape a record holds.
 RECORD = asdict(RunRecord(**{

@@ -5,10 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from harness.core.stats import bootstrap_ci, ci_name, metric_cis, paired_bootstrap, verdict
 from harness.leaderboard import main
 from harness.metrics import MetricResult
-from harness.core.stats import metric_cis
-from harness.core.stats import bootstrap_ci, ci_name, paired_bootstrap, verdict
 
 
 def test_ci_covers_the_true_mean_about_95_percent_of_the_time():

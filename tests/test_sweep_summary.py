@@ -2,7 +2,14 @@
 
 from harness.core.ledger import COMPLETED, FAILED, INTERRUPTED, SKIPPED, Ledger, RunRecord
 from harness.core.outcome import (
-    CONFIG_ERROR, DONE_BEFORE, ERROR, JOB_ENDED, NOT_RETRIED, RUNNING_ELSEWHERE, Outcome, write_outcome,
+    CONFIG_ERROR,
+    DONE_BEFORE,
+    ERROR,
+    JOB_ENDED,
+    NOT_RETRIED,
+    RUNNING_ELSEWHERE,
+    Outcome,
+    write_outcome,
 )
 from harness.sweep import summarize
 

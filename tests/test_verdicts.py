@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from harness.board.compare import compare
-from harness.leaderboard import main
 from harness.board.ranking import collapse_seeds, configuration_id, parse_bounds
+from harness.leaderboard import main
 
 IDS = [f"q{i}" for i in range(30)]
 

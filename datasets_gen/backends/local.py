@@ -27,8 +27,8 @@ class LocalBackend:
                             "num_predict": self.cfg.num_predict, "hardware": self.cfg.hardware}}
 
     def check(self) -> None:
-        from harness.core.config import ConfigError, HardwareConfig, ModelConfig, QLoraConfig, RunConfig, load_option
         from harness.cell.models import load_model
+        from harness.core.config import ConfigError, HardwareConfig, ModelConfig, QLoraConfig, RunConfig, load_option
 
         try:
             model = load_option("model", self.cfg.model, ModelConfig)
@@ -41,8 +41,8 @@ class LocalBackend:
     def run(self, requests: list[tuple[str, GenRequest]], on_result: OnResult) -> None:
         import torch
 
-        from harness.core.config import EvalConfig
         from harness.cell.predict import generate
+        from harness.core.config import EvalConfig
 
         torch.manual_seed(self.seed)
         settings = EvalConfig(
