@@ -4,12 +4,17 @@ as a harness cell (the bundled HR sample's eval questions, greedy, eval.max_new_
 batch size for both, and whether the answers are identical.
 
     .venv/bin/python bench/eval_batch.py --model smollm2_135m --batch-sizes 1,4,8,20
+
+--precisions fp32,bf16 instead compares the harness's loop in fp32 and under CPU bf16 autocast (what
+hardware.precision=bf16 runs), alternating them --repeats times in one process (medians): bf16 pays only where
+the processor has avx512_bf16/amx_bf16 (harness/core/precision.py); elsewhere autocast emulates it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -22,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from harness.cell.models import load_model  # noqa: E402
-from harness.cell.predict import generate  # noqa: E402
+from harness.cell.predict import computing_in, generate  # noqa: E402
 from harness.core.data import load_dataset, prompt_messages  # noqa: E402
+from harness.core.precision import Precision, cpu_flags  # noqa: E402
 
 
 def main() -> int:
@@ -33,6 +39,8 @@ def main() -> int:
     parser.add_argument("--examples", type=int, default=20)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--precisions", default=None, help="e.g. fp32,bf16: compare precisions, not loops")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -45,6 +53,8 @@ def main() -> int:
     conversations = [prompt_messages(r, cfg.data, cfg.model, None, dataset.labels) for r in records]
     print(f"{args.model}, {len(records)} eval prompts, greedy, max_new_tokens={args.max_new_tokens}, "
           f"{torch.get_num_threads()} threads")
+    if args.precisions:
+        return compare_precisions(loaded, conversations, cfg, args)
     print(f"{'batch':>5} | {'generate tok/s':>14} | {'own loop tok/s':>14} | {'ratio':>5} | same answers")
     answers = {}
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
@@ -59,6 +69,30 @@ def main() -> int:
         same = answers[("generate", batch_size)] == answers[("own", batch_size)]
         print(f"{batch_size:>5} | {rates['generate']:>14.1f} | {rates['own']:>14.1f} | "
               f"{rates['own'] / rates['generate']:>5.2f} | {'yes' if same else 'NO'}")
+    return 0
+
+
+def compare_precisions(loaded, conversations, cfg, args) -> int:
+    names = args.precisions.split(",")
+    flags = cpu_flags() or frozenset()
+    native = sorted(flags & {"avx512_bf16", "amx_bf16"}) or ["no native bf16 (emulated)"]
+    print(f"cpu bf16: {', '.join(native)}; medians of {args.repeats} alternating runs")
+    print(f"{'batch':>5} | " + " | ".join(f"{n + ' tok/s':>12}" for n in names) + f" | {'ratio':>5} | same answers")
+    for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+        ecfg = replace(cfg.eval, batch_size=batch_size)
+        rates, answers = {n: [] for n in names}, {}
+        for _ in range(args.repeats):
+            for name in names:
+                chosen = Precision(name, "bench", cpu_autocast=name == "bf16")
+                start = time.perf_counter()
+                with computing_in(chosen):
+                    result = generate(loaded.model, loaded.tokenizer, conversations, ecfg, progress=False)
+                rates[name].append(sum(result.generated_tokens) / (time.perf_counter() - start))
+                answers[name] = result.predictions
+        medians = {n: statistics.median(r) for n, r in rates.items()}
+        same = all(answers[n] == answers[names[0]] for n in names)
+        print(f"{batch_size:>5} | " + " | ".join(f"{medians[n]:>12.1f}" for n in names)
+              + f" | {medians[names[-1]] / medians[names[0]]:>5.2f} | {'yes' if same else 'NO'}")
     return 0
 
 
