@@ -1,7 +1,7 @@
 """Training throughput: the harness's LoRA training against the way a plain TRL tutorial does it.
 
 Both paths train the same LoRA adapter (same base weights, sample data, steps, r, alpha, lr, batch size,
-max_length, seed, fp32 on CPU) on harness/samples/hr_handbook/train.jsonl; they differ only in how the
+max_length, seed, fp32 on CPU unless --precision says bf16) on harness/samples/hr_handbook/train.jsonl; they differ only in how the
 batches are built:
 
 - baseline: a plain tutorial script, in this process. Each prompt + answer conversation is rendered with the
@@ -106,13 +106,16 @@ def parse_args():
         threads_help="torch threads for both paths (default: hardware preset)",
     )
     p.add_argument("--no-shapes", action="store_true", help="run plain `python -m harness` (processed tokens n/a)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
+                   help="hardware.precision of both paths (the baseline trains with the harness's own SFT "
+                        "arguments, so bf16 autocast applies to both); run once per precision to compare them")
     return p.parse_args()
 
 
 def overrides(args) -> list[str]:
     """The Hydra overrides both paths get (the subprocess adds results_dir)."""
     threads = [f"hardware.num_threads={args.threads}"] if args.threads else []
-    return common.harness_overrides(args, "preflight=false", *threads)
+    return common.harness_overrides(args, "preflight=false", f"hardware.precision={args.precision}", *threads)
 
 
 def text_rows(cfg: RunConfig, tokenizer) -> list[dict]:
