@@ -21,6 +21,7 @@ from pathlib import Path
 from harness.core.config import PRECISIONS, Accelerator, HardwareConfig, RunConfig, loads_in_4bit
 
 __all__ = ["PRECISIONS", "Precision", "cell_precision", "cpu_flags", "keyed_precision", "resolve_precision"]
+
 # Instructions that multiply bf16 natively; either one makes bf16 autocast faster than fp32 on a CPU.
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 CPUINFO = Path("/proc/cpuinfo")
