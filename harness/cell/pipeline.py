@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
+from harness.cell.answering import answer
 from harness.cell.checkpoints import checkpoint_area
 from harness.cell.checkpoints import discard as discard_checkpoints
-from harness.cell.choices import score_choices
 from harness.cell.context import CellContext
 from harness.cell.cost import PeakMemory, train_flops_per_token
 from harness.cell.models import LoadedModel, merged_copy_possible, merged_eval_model, select_device
-from harness.cell.predict import PredictResult, computing_in, generate, release_accelerator_memory, render_prompts
+from harness.cell.predict import PredictResult, release_accelerator_memory, render_prompts
 from harness.cell.produced import LoadedAs, Produced, Timing
 from harness.cell.pruning import training_watch
 from harness.cell.rag import Retrieved, retrieve_contexts
@@ -155,11 +155,8 @@ def train(ctx: CellContext, base: BaseInUse, retrieved: Retrieved | None) -> Ada
 def predict(ctx: CellContext, base: BaseInUse, retrieved: Retrieved | None) -> PredictResult:
     """Generated answers, or (eval.scoring=choices) the most likely label with every label's log-likelihood."""
     conversations = _conversations(ctx, retrieved, ctx.eval_records)
-    with computing_in(ctx.precision):
-        if ctx.cfg.eval.scoring == "choices":
-            return score_choices(base.model, base.loaded.tokenizer, conversations, ctx.dataset.labels, ctx.cfg.eval,
-                                 progress=ctx.cfg.progress)
-        return generate(base.model, base.loaded.tokenizer, conversations, ctx.cfg.eval, progress=ctx.cfg.progress)
+    return answer(base.model, base.loaded.tokenizer, conversations, ctx.dataset.labels, ctx.cfg.eval, ctx.precision,
+                  ctx.cfg.progress)
 
 
 def give_back(ctx: CellContext, base: BaseInUse) -> None:

@@ -11,8 +11,7 @@ import time
 
 from transformers import TrainerCallback
 
-from harness.cell.choices import score_choices
-from harness.cell.predict import computing_in, generate
+from harness.cell.answering import answer
 from harness.core.config import ConfigError, RunConfig
 from harness.core.data import Dataset, prompt_messages
 from harness.core.ledger import JUDGED_METRICS
@@ -64,20 +63,16 @@ class TrainingWatch(TrainerCallback):
             raise CellPruned(state.global_step, value, self.report())
 
     def evaluate(self, model) -> float:
-        """The objective metric on the validation slice, answered as evaluation answers (greedy text, or the most
-        likely label under eval.scoring=choices): a search must optimise the figure the board will show."""
+        """The objective metric on the validation slice, answered as evaluation answers (harness.cell.answering)."""
         import torch  # deferred, heavy: only a cell that trains imports it
 
         start = time.perf_counter()
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad(), computing_in(cell_precision(self.cfg)):
-                if self.cfg.eval.scoring == "choices":
-                    predicted = score_choices(model, self.tokenizer, self.conversations, self.dataset.labels,
-                                              self.cfg.eval, progress=False)
-                else:
-                    predicted = generate(model, self.tokenizer, self.conversations, self.cfg.eval, progress=False)
+            with torch.no_grad():
+                predicted = answer(model, self.tokenizer, self.conversations, self.dataset.labels, self.cfg.eval,
+                                   cell_precision(self.cfg), progress=False)
         finally:
             model.train(was_training)
         values = {k: v for result in score_all(self.names, predicted.predictions, self.references,
