@@ -85,6 +85,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--budget-s", type=float, default=600.0, help="fail when the whole run takes longer (default 600)")
     p.add_argument("--results-dir", type=Path, help="where the ledger and runs go (default: a temporary folder)")
     p.add_argument("--cache-dir", type=Path, help="model cache (default: the harness's, ~/.cache/tunebench)")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Hydra override for every sweep, e.g. retrieval.embedding_model=/path/to/folder "
+                        "(repeatable)")
     args = p.parse_args()
     defaults = DEFAULTS[args.device]
     args.models = tuple(args.models.split(",")) if args.models else None
@@ -161,7 +164,7 @@ def sweep(model: str, methods: tuple[str, ...], hardware: str, args, results: Pa
         sys.executable, "-m", "harness", "-m", f"model={model}", f"method={','.join(methods)}",
         f"hardware={hardware}", f"qlora.max_steps={args.steps}", f"eval.num_examples={args.examples}",
         f"eval.max_new_tokens={args.new_tokens}", "tracker=none", "progress=false", "force=true",
-        f"results_dir={results}", f"cache_dir={cache}", *extra,
+        f"results_dir={results}", f"cache_dir={cache}", *args.override, *extra,
     ]
     print("$", " ".join(cmd[1:]), flush=True)
     try:
