@@ -60,6 +60,8 @@ def test_cpu_qlora_loads_the_base_in_4bit_and_prepares_it_for_kbit_training(comp
     assert not any(p.requires_grad for p in loaded.model.parameters())
     assert loaded.model.is_gradient_checkpointing
     assert Path(loaded.weights_from, "config.json").is_file()  # the saved tiny model the merged copy reloads
+    # No layer swapped for a kernel fetched from the Hub (transformers does that by default on a GPU).
+    assert loaded.model.use_kernels is False
 
     # The same preset with qlora.load_in_4bit=false, and the default cpu preset, train fp32 LoRA.
     for hardware, qlora in ((cfg.hardware, replace(cfg.qlora, load_in_4bit=False)),
@@ -94,7 +96,7 @@ def test_lora_trains_on_4bit_layers_and_merges_into_a_16bit_copy(compose_cfg, tm
     settings = json.loads((result.adapter_dir / "adapter_config.json").read_text())
     assert sorted(settings["target_modules"]) == ["q_proj", "v_proj"]
     merged = merged_eval_model(cfg.model, cfg.hardware, loaded, result.adapter_dir)
-    assert next(merged.parameters()).dtype == torch.bfloat16
+    assert next(merged.parameters()).dtype == torch.bfloat16 and merged.use_kernels is False
     assert not _linear4bit_modules(merged) and not any("lora" in n for n, _ in merged.named_parameters())
     base16 = AutoModelForCausalLM.from_pretrained(loaded.weights_from, dtype=torch.bfloat16)
     prefix = "base_model.model.model.layers.1.self_attn.q_proj"

@@ -71,6 +71,12 @@ class LoadedModel:
     weights_kwargs: dict = field(default_factory=dict)
 
 
+# transformers >= 5.2x swaps layers (RMSNorm, SiLU, RoPE on CUDA) for kernels it downloads from the Hub at load
+# time unless told not to: code that is not pinned, not recorded and not there offline. A cell's numbers must come
+# from the code its record names.
+NO_HUB_KERNELS = {"use_kernels": False}
+
+
 def select_device(hardware: HardwareConfig) -> str:
     """The hardware preset says what the user expects; a CUDA preset without a GPU is a mistake."""
     import torch  # deferred, heavy: a refusal on the command line must not wait for torch
@@ -213,7 +219,7 @@ def _load_pretrained(folder, kwargs, model_cfg, hardware, qlora, device, four_bi
                 bnb_4bit_compute_dtype=half_dtype(hardware),
             ),
         )
-    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs, **NO_HUB_KERNELS)
     if four_bit:
         from peft import prepare_model_for_kbit_training  # deferred, heavy: only a cell with an adapter imports it
 
@@ -410,6 +416,6 @@ def merged_eval_model(model_cfg: ModelConfig, hardware: HardwareConfig, loaded: 
     extra = {"attn_implementation": "sdpa"} if loaded.device == "cuda" else {}
     base = AutoModelForCausalLM.from_pretrained(
         loaded.weights_from, dtype=half_dtype(hardware), device_map=device_map(loaded.device),
-        trust_remote_code=model_cfg.trust_remote_code, **loaded.weights_kwargs, **extra,
+        trust_remote_code=model_cfg.trust_remote_code, **loaded.weights_kwargs, **extra, **NO_HUB_KERNELS,
     )
     return merge_adapter(base, adapter_dir)
