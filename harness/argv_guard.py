@@ -11,6 +11,7 @@ before anything is written.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import tempfile
@@ -41,6 +42,18 @@ _HOME_EXPANDED = ("results_dir", "cache_dir")
 MAX_VARIANTS = 64
 
 
+# Options served by an optional extra: without it Hydra answers with a many-line "could not load" error.
+_OPTIONAL_EXTRAS = {
+    ("hydra/sweeper", "tunebench"): ("optuna", "search"),
+    ("hydra/launcher", "slurm"): ("hydra_plugins.hydra_submitit_launcher", "cluster"),
+    ("hydra/launcher", "slurm_cpu"): ("hydra_plugins.hydra_submitit_launcher", "cluster"),
+    ("hydra/launcher", "submitit_local"): ("hydra_plugins.hydra_submitit_launcher", "cluster"),
+    ("hydra/launcher", "submitit_slurm"): ("hydra_plugins.hydra_submitit_launcher", "cluster"),
+    ("hydra/launcher", "local_gpus"): ("hydra_plugins.hydra_joblib_launcher", "cluster"),
+    ("hydra/launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "cluster"),
+}
+
+
 class UsageError(Exception):
     """A mistake on the command line: printed as one line, exit status 2."""
 
@@ -63,6 +76,7 @@ def check_command_line(args: list[str]) -> list[str]:
         return args
     overrides = [a for a in args if not a.startswith("-")]
     refuse_secrets(overrides)
+    refuse_missing_extras(overrides)
     args = [a if a.startswith("-") else _expand_home(a) for a in args]
     overrides = [a for a in args if not a.startswith("-")]
     parsed = _parse(overrides)
@@ -101,6 +115,21 @@ def refuse_secrets(overrides: list[str]) -> None:
             raise UsageError(f"{key}: the value looks like a secret (API key or token); secrets are never taken on "
                              "the command line: put it in an environment variable (OPENAI_API_KEY, HF_TOKEN, "
                              "WANDB_API_KEY) and, for the judge, name it with judge.api_key_env; nothing was written")
+
+
+def refuse_missing_extras(overrides: list[str]) -> None:
+    for override in overrides:
+        needed = _OPTIONAL_EXTRAS.get(_key_and_value(override))
+        if needed and not _importable(needed[0]):
+            raise UsageError(f"{override}: needs the '{needed[1]}' extra, which is not installed: "
+                             f"pip install -e '.[{needed[1]}]'")
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def _expand_home(override: str) -> str:

@@ -7,22 +7,32 @@ MIT licence: `create_optuna_distribution_from_override`), rewritten for Optuna's
 release pins optuna<3)."""
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from harness.core.config import ConfigError
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
+# Optuna is imported where a distribution is made or read: Hydra imports this plugin at every start-up, also where
+# the [search] extra is not installed.
 
 
 @dataclass
 class SearchSpace:
-    swept: dict[str, BaseDistribution] = field(default_factory=dict)
+    # (No `from __future__ import annotations` here: Hydra's plugin scan imports this module outside sys.modules,
+    # where dataclasses cannot resolve string annotations.)
+    swept: dict[str, "BaseDistribution"] = field(default_factory=dict)
     # key → the override's value as typed, passed unchanged to every trial.
     fixed: dict[str, str] = field(default_factory=dict)
 
     def grid(self) -> dict[str, list]:
         """Every value of every swept key, for Optuna's GridSampler; a continuous range has no grid."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
         out = {}
         for name, dist in self.swept.items():
             if isinstance(dist, CategoricalDistribution):
@@ -54,10 +64,12 @@ def parse_search_space(overrides: list[str]) -> SearchSpace:
     return space
 
 
-def distribution(override: Override) -> BaseDistribution | None:
+def distribution(override: Override) -> "BaseDistribution | None":
     """The Optuna distribution of a sweep override; None for a fixed setting."""
     if not override.is_sweep_override():
         return None
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
     key, value = override.get_key_element(), override.value()
     if override.is_choice_sweep():
         assert isinstance(value, ChoiceSweep)

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import optuna
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
@@ -37,6 +36,11 @@ from harness.core.outcome import DONE_BEFORE, read_outcome
 from harness.core.study import STUDY_ATTRS, build_pruner, open_storage
 from harness.metrics.keys import spec_of
 from hydra_plugins.tunebench_sweeper.search_space import SearchSpace, override_value, parse_search_space
+
+try:
+    import optuna
+except ImportError:  # the [search] extra is absent; Hydra imports every plugin at start-up all the same
+    optuna = None
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +137,8 @@ class Objectives:
 
 class TunebenchSweeper(Sweeper):
     def __init__(self, **conf: Any) -> None:
+        if optuna is None:
+            raise ConfigError("hydra/sweeper=tunebench: Optuna is not installed; pip install -e '.[search]'")
         self.conf: TunebenchSweeperConf = OmegaConf.to_object(
             OmegaConf.merge(OmegaConf.structured(TunebenchSweeperConf), conf))
         self.config: DictConfig | None = None
@@ -248,7 +254,7 @@ def _sampler(conf: TunebenchSweeperConf, space: SearchSpace, multi: bool):
     if name not in SAMPLERS:
         raise ConfigError(f"hydra.sweeper.sampler={name}: unknown; known: {', '.join(SAMPLERS)}")
     if name == "grid":
-        return _Grid(space.grid(), seed=conf.seed)
+        return _grid_sampler(space.grid(), seed=conf.seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=conf.seed)
     if name == "nsga2":
@@ -256,12 +262,16 @@ def _sampler(conf: TunebenchSweeperConf, space: SearchSpace, multi: bool):
     return optuna.samplers.TPESampler(seed=conf.seed, multivariate=True)
 
 
-class _Grid(optuna.samplers.GridSampler):
-    """Optuna's grid sampler stops the study once every point is asked, with `Study.stop()`, which raises outside
-    `study.optimize`; the sweeper counts trials itself (and caps n_trials at the grid's size)."""
+def _grid_sampler(*args, **kwargs):
+    """Optuna's grid sampler, except that it does not stop the study once every point is asked: it does that with
+    `Study.stop()`, which raises outside `study.optimize`; the sweeper counts trials itself (and caps n_trials at
+    the grid's size)."""
 
-    def after_trial(self, study, trial, state, values) -> None:
-        pass
+    class _NonStoppingGrid(optuna.samplers.GridSampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            pass
+
+    return _NonStoppingGrid(*args, **kwargs)
 
 
 def _trial_budget(conf: TunebenchSweeperConf, space: SearchSpace) -> int:
