@@ -1,8 +1,8 @@
 """Training throughput: the harness's LoRA training against the way a plain TRL tutorial does it.
 
 Both paths train the same LoRA adapter (same base weights, sample data, steps, r, alpha, lr, batch size,
-max_length, seed, fp32 on CPU unless --precision says bf16) on harness/samples/hr_handbook/train.jsonl; they differ only in how the
-batches are built:
+max_length, seed, fp32 on CPU unless --precision says bf16) on harness/samples/hr_handbook/train.jsonl; they
+differ only in how the batches are built:
 
 - baseline: a plain tutorial script, in this process. Each prompt + answer conversation is rendered with the
   chat template into one "text" field (loss on every token, as tutorials do), every batch is padded to
@@ -36,7 +36,12 @@ Run (from the repo root, on an idle machine; the first smollm2 run converts the 
     .venv/bin/python bench/train_throughput.py --model smollm2_135m --steps 10
     .venv/bin/python bench/train_throughput.py --model tiny_random --steps 5 --repeats 3
 
-With --repeats N both paths run N times (alternating) and the table shows medians.
+With --repeats N both paths run N times (alternating) and the table shows medians. --precision fp32,bf16 runs
+both paths in both precisions in every repeat and prints steps/s and tokens/s side by side with their ratios,
+and the harness in bf16 against the baseline in fp32 (what hardware.precision=auto buys over a tutorial script
+on a processor with native bf16):
+
+    .venv/bin/python bench/train_throughput.py --model smollm2_135m --steps 5 --repeats 3 --precision fp32,bf16
 
 On a GPU: this script is CPU-only as written (fp32, use_cpu=True). A CUDA comparison would pass
 hardware=a10 (or t4, l4, a100_*, h100) to the harness subprocess and make the baseline match what the harness
@@ -106,16 +111,22 @@ def parse_args():
         threads_help="torch threads for both paths (default: hardware preset)",
     )
     p.add_argument("--no-shapes", action="store_true", help="run plain `python -m harness` (processed tokens n/a)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
-                   help="hardware.precision of both paths (the baseline trains with the harness's own SFT "
-                        "arguments, so bf16 autocast applies to both); run once per precision to compare them")
-    return p.parse_args()
+    p.add_argument("--precision", default="fp32",
+                   help="hardware.precision of both paths: auto, fp32 or bf16 (the baseline trains with the "
+                        "harness's own SFT arguments, so bf16 autocast applies to both); a list such as fp32,bf16 "
+                        "runs every precision in each repeat, alternating, and prints their ratios")
+    args = p.parse_args()
+    args.precisions = args.precision.split(",")
+    unknown = [x for x in args.precisions if x not in ("auto", "fp32", "bf16")]
+    if unknown or len(set(args.precisions)) != len(args.precisions):
+        p.error(f"--precision {args.precision}: give auto, fp32 or bf16, each at most once (e.g. fp32,bf16)")
+    return args
 
 
-def overrides(args) -> list[str]:
+def overrides(args, precision: str) -> list[str]:
     """The Hydra overrides both paths get (the subprocess adds results_dir)."""
     threads = [f"hardware.num_threads={args.threads}"] if args.threads else []
-    return common.harness_overrides(args, "preflight=false", f"hardware.precision={args.precision}", *threads)
+    return common.harness_overrides(args, "preflight=false", f"hardware.precision={precision}", *threads)
 
 
 def text_rows(cfg: RunConfig, tokenizer) -> list[dict]:
@@ -186,12 +197,12 @@ def run_baseline(args, cfg: RunConfig, weights: Path | None) -> dict:
     return result
 
 
-def run_harness(args) -> dict:
+def run_harness(args, precision: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="train-throughput-harness-") as tmp:
         shapes_file = Path(tmp) / "shapes.jsonl"
         entry = ["-m", "harness"] if args.no_shapes else ["-c", HARNESS_WITH_SHAPES]
         env = {**os.environ, "TB_SHAPES_FILE": str(shapes_file)}
-        record, proc, _ = common.run_harness_cli(entry, overrides(args), Path(tmp), env=env)
+        record, proc, _ = common.run_harness_cli(entry, overrides(args, precision), Path(tmp), env=env)
         if "could not record batch shapes" in proc.stderr:
             print("WARNING: " + next(line for line in proc.stderr.splitlines() if "could not record" in line))
         shapes = [json.loads(line) for line in shapes_file.read_text().splitlines()] if shapes_file.is_file() else []
@@ -203,58 +214,81 @@ def run_harness(args) -> dict:
 def main() -> None:
     args = parse_args()
     datasets.disable_progress_bars()
-    cfg = common.compose_config(overrides(args))
+    cfgs = {p: common.compose_config(overrides(args, p)) for p in args.precisions}
+    cfg = cfgs[args.precisions[0]]
     q = cfg.qlora
 
     weights = common.locate_weights(cfg)  # converts once; not timed
     print(
         f"model={args.model} steps={q.max_steps} batch={q.batch_size} grad_accum={q.grad_accum} "
         f"max_length={q.max_length} r={q.r} alpha={q.alpha} lr={q.lr} "
-        f"targets={','.join(common.target_modules(cfg))} "
+        f"targets={','.join(common.target_modules(cfg))} precision={args.precision} "
         f"threads={args.threads or cfg.hardware.num_threads} repeats={args.repeats}"
     )
     common.warn_if_busy("before starting")
 
-    base_runs, harness_runs = common.run_alternating(
-        args.repeats,
-        lambda: run_baseline(args, cfg, weights),
-        lambda: run_harness(args),
-        lambda b, h: f"baseline train {b['train_s']:.2f}s {b['tokens_per_s']:.0f} tok/s | "
-        f"harness train {h['train_s']:.2f}s {h['tokens_per_s']:.0f} tok/s",
-    )
+    # Every repeat runs each (path, precision) once, in this order: slow drifts in the machine's load fall on all.
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for i in range(args.repeats):
+        line = []
+        for precision in args.precisions:
+            b = run_baseline(args, cfgs[precision], weights)
+            h = run_harness(args, precision)
+            runs.setdefault(("baseline", precision), []).append(b)
+            runs.setdefault(("harness", precision), []).append(h)
+            line.append(f"{precision}: baseline {b['train_s']:.2f}s {b['tokens_per_s']:.0f} tok/s, "
+                        f"harness {h['train_s']:.2f}s {h['tokens_per_s']:.0f} tok/s")
+        print(f"  repeat {i + 1}/{args.repeats}: " + " | ".join(line))
 
     common.warn_if_busy("after the runs")  # contention that started mid-run shows here, not at the start
-    for b, h in zip(base_runs, harness_runs, strict=True):
-        common.warn_if_differ(b, h, "baseline")
-        if b["processed"] is not None and b["processed"] != b["expected_processed"]:
-            print(f"WARNING: baseline batches were not all padded to max_length: {b['processed']} processed tokens, "
-                  f"expected {b['expected_processed']}")
-    print(f"threads: baseline {base_runs[-1]['threads']}, harness {harness_runs[-1]['threads']} | final loss: "
-          f"baseline {fmt(base_runs[-1]['final_loss'], '.4f')} (all tokens), "
-          f"harness {fmt(harness_runs[-1]['final_loss'], '.4f')} (completion only)")
+    for precision in args.precisions:
+        for b, h in zip(runs[("baseline", precision)], runs[("harness", precision)], strict=True):
+            common.warn_if_differ(b, h, "baseline")
+            if b["processed"] is not None and b["processed"] != b["expected_processed"]:
+                print(f"WARNING: baseline batches were not all padded to max_length: {b['processed']} processed "
+                      f"tokens, expected {b['expected_processed']}")
+        b, h = runs[("baseline", precision)][-1], runs[("harness", precision)][-1]
+        print(f"{precision}: threads baseline {b['threads']}, harness {h['threads']} | final loss: "
+              f"baseline {fmt(b['final_loss'], '.4f')} (all tokens), harness {fmt(h['final_loss'], '.4f')} "
+              "(completion only)")
 
     stat = f"median of {args.repeats}" if args.repeats > 1 else "1 run"
-    header = (f"{'path':<9} {'steps':>5} {'train s':>8} {'real tokens':>11} {'processed':>10} {'padding':>7} "
-              f"{'real tok/s':>10} {'processed tok/s':>15}")
+    header = (f"{'path':<9} {'prec':>4} {'steps':>5} {'train s':>8} {'steps/s':>7} {'real tokens':>11} "
+              f"{'processed':>10} {'padding':>7} {'real tok/s':>10} {'processed tok/s':>15}")
     print(f"\n{header}   ({stat})")
     table = {}
-    for name, runs in (("baseline", base_runs), ("harness", harness_runs)):
-        row = {k: common.median(runs, k) for k in ("steps", "train_s", "tokens", "processed", "tokens_per_s")}
+    for (name, precision), path_runs in runs.items():
+        row = {k: common.median(path_runs, k) for k in ("steps", "train_s", "tokens", "processed", "tokens_per_s")}
         row["processed_per_s"] = common.median(
-            [{"v": r["processed"] / r["train_s"]} for r in runs if r["processed"] is not None], "v"
+            [{"v": r["processed"] / r["train_s"]} for r in path_runs if r["processed"] is not None], "v"
         )
         pad = None if not row["processed"] else 1 - row["tokens"] / row["processed"]
-        table[name] = row
-        print(f"{name:<9} {fmt(row['steps'], '.0f'):>5} {fmt(row['train_s'], '.2f'):>8} {fmt(row['tokens']):>11} "
-              f"{fmt(row['processed']):>10} {fmt(pad, '.0%'):>7} {fmt(row['tokens_per_s']):>10} "
-              f"{fmt(row['processed_per_s']):>15}")
-    b, h = table["baseline"], table["harness"]
-    print(f"\nharness/baseline real tokens/s: x{h['tokens_per_s'] / b['tokens_per_s']:.2f}")
+        table[(name, precision)] = row
+        print(f"{name:<9} {precision:>4} {fmt(row['steps'], '.0f'):>5} {fmt(row['train_s'], '.2f'):>8} "
+              f"{row['steps'] / row['train_s']:>7.3f} {fmt(row['tokens']):>11} {fmt(row['processed']):>10} "
+              f"{fmt(pad, '.0%'):>7} {fmt(row['tokens_per_s']):>10} {fmt(row['processed_per_s']):>15}")
+    print()
+    for precision in args.precisions:
+        b, h = table[("baseline", precision)], table[("harness", precision)]
+        print(f"{precision}: harness/baseline real tokens/s x{h['tokens_per_s'] / b['tokens_per_s']:.2f}")
+    first, *others = args.precisions
+    for other in others:
+        for name in ("baseline", "harness"):
+            a, o = table[(name, first)], table[(name, other)]
+            print(f"{name}: {other}/{first} steps/s x{(o['steps'] / o['train_s']) / (a['steps'] / a['train_s']):.2f}"
+                  f", processed tokens/s x{fmt(_ratio(o['processed_per_s'], a['processed_per_s']), '.2f')}")
+        h, b = table[("harness", other)], table[("baseline", first)]
+        print(f"harness {other} / baseline {first} processed tokens/s: "
+              f"x{fmt(_ratio(h['processed_per_s'], b['processed_per_s']), '.2f')}")
     print(
         "train s = trainer.train() only. real tokens = non-padding tokens (attention-mask sum, as TRL counts them);\n"
         "processed = tokens incl. padding (sum of the padded batch shapes). baseline: chat text padded to max_length,\n"
         "random order, loss on all tokens; harness: dynamic padding + group_by_length, loss on the completion only."
     )
+
+
+def _ratio(a, b):
+    return None if a is None or not b else a / b
 
 
 if __name__ == "__main__":
