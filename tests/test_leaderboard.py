@@ -48,6 +48,31 @@ def test_every_floor_must_hold():
     assert pick_cheapest(ROWS, {"rougeL": 0.99}, "usd_per_1k_generations").pick is None
 
 
+def _with_ci(row, low, high):
+    return {**row, "metrics_ci": {"rougeL": {"mean": row["metrics"]["rougeL"], "low": low, "high": high}}}
+
+
+def test_a_pick_whose_interval_reaches_below_the_floor_carries_a_caution():
+    rows = [_with_ci(ROWS[1], 0.30, 0.52), _with_ci(ROWS[3], 0.48, 0.62), ROWS[0]]
+    verdict = pick_cheapest(rank(rows, "rougeL"), {"rougeL": 0.4}, "usd_per_1k_generations")
+    assert verdict.pick["run_key"] == "b"  # the pick itself still goes by the point estimate
+    assert verdict.caution == ("meets rougeL >= 0.4 on its point estimate, but the 95% interval reaches past the "
+                               "bar (rougeL 0.410 [0.300, 0.520]): not shown with confidence; more eval examples "
+                               "or seeds would narrow it")
+    clear = pick_cheapest(rank(rows, "rougeL"), {"rougeL": 0.45}, "usd_per_1k_generations")
+    assert clear.pick["run_key"] == "d" and clear.caution == ""  # 0.48 is above 0.45: shown
+    # A ceiling looks at the interval's high end: usd is lower-is-better, but only quality has an interval here.
+    assert pick_cheapest(rank(ROWS, "rougeL"), {"rougeL": 0.4}, "usd_per_1k_generations").caution == ""
+
+
+def test_a_row_short_of_the_floor_whose_interval_reaches_it_says_so():
+    rows = [_with_ci(ROWS[2], 0.10, 0.45), _with_ci(ROWS[1], 0.35, 0.47)]
+    reasons = {row["run_key"]: reason for row, reason in
+               pick_cheapest(rank(rows, "rougeL"), {"rougeL": 0.4}, "usd_per_1k_generations").rejected}
+    assert reasons["c"] == ("rougeL 0.220 < 0.4 (its 95% interval [0.100, 0.450] reaches the bar: not shown to "
+                            "fall short)")
+
+
 def test_latest_completed_record_wins_per_key():
     failed_then_done = [_row("k", "m", "base", None, None, status="failed"), _row("k", "m", "base", 0.3, 0.1)]
     assert latest_per_key(failed_then_done)[0]["status"] == "completed"
@@ -70,6 +95,17 @@ def test_cli_prints_table_pick_and_writes_markdown(ledger, capsys):
     report = (ledger.parent / "leaderboard.md").read_text()
     assert report.index("llama3_8b") < report.index("phi_2") < report.index("| gemma_2b | base")
     assert "**gemma_2b/instruct r=8 lr=0.0002 [b]**" in report
+
+
+def test_the_caution_reaches_the_terminal_the_markdown_and_the_page(tmp_path, capsys):
+    path = tmp_path / "runs.jsonl"
+    rows = [_with_ci(ROWS[1], 0.30, 0.52), *ROWS[2:4]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["--ledger", str(path), "--min", "rougeL=0.4"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "caution: meets rougeL >= 0.4 on its point estimate, but the 95% interval reaches past the bar" in out
+    assert "**Caution**: meets rougeL >= 0.4" in (tmp_path / "leaderboard.md").read_text()
+    assert '<div class="verdict caution">Caution: meets rougeL &gt;= 0.4' in (tmp_path / "report.html").read_text()
 
 
 @pytest.mark.parametrize(

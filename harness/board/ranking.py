@@ -287,6 +287,8 @@ class Verdict:
     equal_cost: list[dict] = field(default_factory=list)
     # How the pick was made among rows equal in cost ("" when it is simply the cheapest).
     tie_note: str = ""
+    # The bounds the pick meets on its point estimate only: its interval reaches past the bar ("" when none).
+    caution: str = ""
 
 
 # Simpler first: what the pick prefers among rows equal in cost and quality. A model as shipped, then shown
@@ -367,7 +369,10 @@ def pick_cheapest(rows: list[dict], bounds: list[Bound] | dict[str, float], cost
                 reasons.append(f"{bound.key} not measured")
             elif bound.fails(value):
                 op = "<" if bound.spec.higher_is_better else ">"
-                reasons.append(f"{bound.key} {value:.3f} {op} {bound.value:g}")
+                reach = _reaches_bar(row, bound)
+                reasons.append(f"{bound.key} {value:.3f} {op} {bound.value:g}"
+                               + (f" (its 95% interval {reach} reaches the bar: not shown to fall short)"
+                                  if reach else ""))
         if reasons:
             verdict.rejected.append((row, "; ".join(reasons)))
         else:
@@ -386,6 +391,12 @@ def pick_cheapest(rows: list[dict], bounds: list[Bound] | dict[str, float], cost
                else f"the simpler method (equal in {quality} too: intervals overlap)" if tied_quality
                else f"the best {quality}")
         verdict.tie_note = f"tie on cost with {others} (their {cost_key} ranges overlap); picked by {how}"
+    straddled = [f"{bound.key} {value_of(pick, bound.key):.3f} {interval}" for bound in bounds
+                 if (interval := _crosses_bar(pick, bound))]
+    if straddled:
+        verdict.caution = (f"meets {', '.join(b.text() for b in bounds)} on its point estimate, but the 95% "
+                           f"interval reaches past the bar ({'; '.join(straddled)}): not shown with confidence; "
+                           "more eval examples or seeds would narrow it")
     pick_cost = cost_range_text(pick, cost_key)
     equal_ids, tied_ids = {id(r) for r in equal}, {id(r) for r in tied_quality}
     for row in adequate:
@@ -403,6 +414,21 @@ def pick_cheapest(rows: list[dict], bounds: list[Bound] | dict[str, float], cost
             why = f"adequate but costs more ({cost_key} {cost_range_text(row, cost_key)} > {pick_cost})"
         verdict.rejected.append((row, why))
     return verdict
+
+
+def _crosses_bar(row: dict, bound: Bound) -> str:
+    """The row's quality interval as text when it meets `bound` on its point estimate but not at its worse end."""
+    low, high = quality_range(row, bound.key) or (None, None)
+    worse = low if bound.spec.higher_is_better else high
+    return f"[{low:.3f}, {high:.3f}]" if worse is not None and bound.fails(worse) else ""
+
+
+def _reaches_bar(row: dict, bound: Bound) -> str:
+    """The row's quality interval as text when it falls short of `bound` on its point estimate but its better end
+    meets it."""
+    low, high = quality_range(row, bound.key) or (None, None)
+    better = high if bound.spec.higher_is_better else low
+    return f"[{low:.3f}, {high:.3f}]" if better is not None and not bound.fails(better) else ""
 
 
 def _among_equal_cost(equal: list[dict], quality: str | None) -> tuple[dict, list[dict], bool]:

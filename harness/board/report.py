@@ -108,6 +108,8 @@ def _section(index: int, report: BoardReport, cost_key: str, runs: dict, panel: 
             parts.append(f'<div class="verdict ok" id="pick-{index}">Cheapest adequate ({_e(wanted)}): '
                          f"<b>{_e(row_label(pick))}</b> at {_e(cost_range_text(pick, cost_key))} ({_e(cost_key)})"
                          f"{'. ' + _e(report.verdict.tie_note) if report.verdict.tie_note else ''}</div>")
+            if report.verdict.caution:
+                parts.append(f'<div class="verdict caution">Caution: {_e(report.verdict.caution)}.</div>')
         else:
             parts.append(f'<div class="verdict none" id="pick-{index}">No completed run meets every bound '
                          f"({_e(wanted)}).</div>")
@@ -248,7 +250,7 @@ th{background:#f2f4f8;cursor:pointer;user-select:none;white-space:nowrap}th.asc:
 td:nth-child(2),td:nth-child(3),td.text{text-align:left}tr.pick{background:#fff4dc;font-weight:600}
 tr.failed,tr.skipped{color:#a33}tr.pruned{color:#999}tr.front td:first-child::after{content:" \\25C6";color:#9467bd}
 .verdict{padding:8px 12px;border-radius:6px;margin:8px 0}
-.verdict.ok{background:#e7f6e9;border:1px solid #9fd3a7}.verdict.none{background:#fbeaea;border:1px solid #e3aaaa}
+.verdict.ok{background:#e7f6e9;border:1px solid #9fd3a7}.verdict.none{background:#fbeaea;border:1px solid #e3aaaa}.verdict.caution{background:#fff6df;border:1px solid #e6c96e}
 .reasons li{margin:2px 0}img.pareto{max-width:100%;border:1px solid #dde3ec}
 details.run{margin:4px 0}details summary{cursor:pointer}.examples td.text{max-width:420px;white-space:pre-wrap}
 .fail{color:#a33;text-align:left}.na{color:#999}.pair label{margin-right:12px}

@@ -162,6 +162,8 @@ def print_report(console: Console, report: BoardReport, cost_key: str, wide: boo
                           f"{escape(cost_range_text(verdict.pick, cost_key))} ({cost_key})", soft_wrap=True)
             if verdict.tie_note:
                 console.print(escape(f"  {verdict.tie_note}"), soft_wrap=True)
+            if verdict.caution:
+                console.print(f"  [bold yellow]caution:[/bold yellow] {escape(verdict.caution)}", soft_wrap=True)
         else:
             console.print(f"[bold red]no completed run meets every bound ({escape(wanted)}) on "
                           f"{escape(report.board.title)}[/bold red]", soft_wrap=True)

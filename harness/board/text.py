@@ -139,6 +139,7 @@ def render_markdown(reports: list[BoardReport], cost_key: str, source) -> str:
             lines.append(f"\n### Cheapest adequate ({wanted}; cheapest by {cost_key})\n")
             lines.append(f"**{row_label(report.verdict.pick)}** at {cost_range_text(report.verdict.pick, cost_key)}"
                          + (f"; {report.verdict.tie_note}" if report.verdict.tie_note else "")
+                         + (f"\n\n**Caution**: {report.verdict.caution}." if report.verdict.caution else "")
                          if report.verdict.pick else "**None**: no completed run meets every bound.")
             lines.append("\nNot picked:\n")
             listed, more = report.listed_rejections()
