@@ -5,10 +5,15 @@ the rest, and the full table behind --all-rows."""
 import json
 import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from harness.board.board_cache import cache_path, ledger_boards
 from harness.board.ledger_index import index_path, indexed_records
+from harness.board.ranking import dataset_boards
 from harness.leaderboard import main
 
 
@@ -151,3 +156,83 @@ def test_data_reads_one_dataset_and_an_unknown_one_lists_them(tmp_path, capsys):
     assert main(["--ledger", str(ledger), "--data", "hrr", "--no-report"]) == 2
     assert "--data hrr: no runs on that dataset" in (out := capsys.readouterr().out.replace("\n", ""))
     assert "it has: hr, shop" in out
+
+
+def _cached_lines(ledger):
+    """dataset -> (what its boards were made from, their line) as the board cache holds them."""
+    lines = cache_path(ledger).read_bytes().split(b"\n")
+    header = json.loads(lines[0])
+    return {name: (made, line) for name, made, line in zip(header["data"], header["made_from"], lines[1:-1])}
+
+
+def _as_data(boards):
+    return [(b.data, b.eval_set, b.title, b.metrics, b.rows) for b in boards]
+
+
+def test_boards_are_kept_collapsed_and_only_a_changed_datasets_are_made_again(tmp_path):
+    ledger = tmp_path / "runs.jsonl"
+    _write(ledger, [_record("a", 0.5, seed=1, data="hr"), _record("b", 0.7, seed=2, data="hr"),
+                    _record("c", 0.4, data="shop"), _record("a2", 0.6, seed=1, data="hr", finished="2026-12-01"),
+                    _record("f", 0.0, data="shop", status="failed")])
+    made = ledger_boards(ledger)
+    # What the records make: the rows come seeds collapsed (hr: one configuration, seed 1's latest and seed 2).
+    assert _as_data(made) == _as_data(dataset_boards(indexed_records(ledger)))
+    (hr,) = [b for b in made if b.data == "hr"]
+    assert len(hr.rows) == 1 and hr.rows[0]["seeds"] == [1, 2] and hr.rows[0]["metrics"]["rougeL"] == pytest.approx(0.65)
+    assert hr.rows[0]["runs"] == ["a2", "b"]
+    kept = _cached_lines(ledger)
+    assert set(kept) == {"hr", "shop"}
+
+    # Read again: the same boards, from the kept lines, which are not written again.
+    written = cache_path(ledger).stat().st_mtime_ns
+    assert _as_data(ledger_boards(ledger)) == _as_data(made) and cache_path(ledger).stat().st_mtime_ns == written
+    assert _as_data(ledger_boards(ledger, "shop")) == _as_data([b for b in made if b.data == "shop"])
+
+    # An append to shop: shop's boards are made again, hr's kept as they were.
+    with ledger.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(_record("d", 0.9, lr=1e-3, data="shop")) + "\n")
+    boards = ledger_boards(ledger)
+    assert _as_data(boards) == _as_data(dataset_boards(indexed_records(ledger)))
+    shop = next(b for b in boards if b.data == "shop")
+    assert [r["run_key"] for r in shop.rows] == ["c", "d", "f"]
+    after = _cached_lines(ledger)
+    assert after["hr"] == kept["hr"] and after["shop"] != kept["shop"]
+
+    # Kept by other code (a changed ranking.py): made again. A torn file: made again. Deleting it is safe.
+    lines = cache_path(ledger).read_bytes().split(b"\n")
+    header = json.loads(lines[0])
+    header["made_from"] = ["other-code:" + made.partition(":")[2] for made in header["made_from"]]
+    tampered = json.loads(lines[1])
+    tampered["boards"][0]["rows"][0]["metrics"]["rougeL"] = 0.99
+    cache_path(ledger).write_bytes(b"\n".join([json.dumps(header).encode(), json.dumps(tampered).encode(),
+                                               *lines[2:]]))
+    assert _as_data(ledger_boards(ledger)) == _as_data(boards)
+    cache_path(ledger).write_bytes(cache_path(ledger).read_bytes()[:50])
+    assert _as_data(ledger_boards(ledger)) == _as_data(boards)
+    cache_path(ledger).unlink()
+    assert _as_data(ledger_boards(ledger)) == _as_data(boards)
+
+    # An edit in place (the index is rebuilt: every dataset's records get a new stamp): never the old rows.
+    text = ledger.read_text(encoding="utf-8")
+    ledger.write_text(text.replace('"rougeL": 0.7', '"rougeL": 0.3'), encoding="utf-8")
+    (hr,) = [b for b in ledger_boards(ledger) if b.data == "hr"]
+    assert hr.rows[0]["metrics"]["rougeL"] == pytest.approx(0.45)
+
+
+def test_a_line_still_being_written_is_on_the_board_but_never_kept(tmp_path):
+    ledger = tmp_path / "runs.jsonl"
+    _write(ledger, [_record("a", 0.5)])
+    with ledger.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(_record("b", 0.6, lr=1e-3)))  # no newline yet: a writer is mid-line
+    (board,) = ledger_boards(ledger)
+    assert sorted(r["run_key"] for r in board.rows) == ["a", "b"]
+    assert not cache_path(ledger).exists()
+
+
+def test_the_leaderboard_command_imports_neither_hydra_nor_matplotlib_to_build_a_board():
+    """Hydra and OmegaConf (the config schema's) cost a second on every leaderboard; matplotlib only the picture."""
+    code = ("import sys, harness.leaderboard, harness.board.build; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'hydra', 'omegaconf', 'matplotlib'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.stdout.strip() == "[]"

@@ -5,17 +5,7 @@ from __future__ import annotations
 
 from harness.board.boards import BoardReport, check_same_samples, known_metrics
 from harness.board.options import TOP_ROWS, BoardOptions
-from harness.board.ranking import (
-    Board,
-    Bound,
-    LeaderboardError,
-    boards,
-    collapse_seeds,
-    latest_per_key,
-    parse_bounds,
-    pick_cheapest,
-    rank,
-)
+from harness.board.ranking import Board, Bound, LeaderboardError, parse_bounds, pick_cheapest, rank
 from harness.board.text import table_rows
 from harness.metrics.keys import cost_figures, spec_of
 
@@ -27,15 +17,14 @@ def build(options: BoardOptions) -> list[BoardReport]:
     """Every board of the source (or the one of options.data), checked against the bounds and the sort metric."""
     source, group = options.source, options.group
     # Only the asked dataset's runs are read: a year of sweeps holds tens of thousands of others.
-    records = source.records(group, data=options.data)
-    if not records and options.data and (names := sorted(source.data_names(group))):
+    all_boards = source.boards(group, data=options.data)
+    if not all_boards and options.data and (names := sorted(source.data_names(group))):
         raise LeaderboardError(f"--data {options.data}: no runs on that dataset in {source}; it has: "
                                f"{', '.join(names)}")
-    if not records:
+    if not all_boards:
         raise LeaderboardError(f"no runs in {source}{' for group ' + group if group else ''}; "
                                "run a sweep first, e.g. python -m harness -m model=smollm2_135m method=base,instruct")
-    all_boards = boards(latest_per_key(records))
-    metrics = known_metrics([r for b in all_boards for r in b.rows])
+    metrics = list(dict.fromkeys(name for board in all_boards for name in board.metrics))
     cost_keys = cost_figures()
     bounds = parse_bounds(list(options.floors), list(options.ceilings), known=[*metrics, *cost_keys],
                           known_text=", ".join(metrics))
@@ -49,7 +38,7 @@ def build(options: BoardOptions) -> list[BoardReport]:
 
 def board_report(board: Board, bounds: list[Bound], options: BoardOptions) -> BoardReport:
     """One board: its rows (seeds collapsed) ranked, its table, and its pick under the bounds that apply to it."""
-    rows = collapse_seeds(board.rows)
+    rows = board.rows
     board_metrics = known_metrics(rows)
     measured = set(board_metrics)
     applies = [b for b in bounds if b.spec.section == "cost" or b.key in measured]

@@ -20,7 +20,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -33,7 +33,7 @@ from harness.metrics.keys import cost_figures
 log = logging.getLogger("harness.board.ledger_index")
 
 # Bump when what a slim record holds changes: an index of another format is rebuilt.
-FORMAT = 2
+FORMAT = 3
 SUFFIX = ".board-index"
 # Bytes before the covered end whose hash tells an append (they are unchanged) from an edit.
 TAIL_BYTES = 4096
@@ -89,12 +89,18 @@ class Index:
     configs: list[dict]  # shown settings, shared: a sweep's records repeat a handful of them
     skipped: list[list]  # [line number, why]
     # dataset -> [[line number, slim record with "config" as an index into configs], ...], datasets in the order
-    # of their first line; each dataset is one line of the file, so `--data NAME` parses only its own (the
-    # others stay the bytes they were read as, and are written back as they are)
-    by_data: dict[str, list[list] | bytes]
+    # of their first line; each dataset is one line of the file, so `--data NAME` reads and parses only its own.
+    # The others stay the bytes they were read as (written back as they are), or None: not read (an index found
+    # fresh, whose other datasets nobody asked for)
+    by_data: dict[str, list[list] | bytes | None]
+    # dataset -> a token made anew whenever its records change (an append to them, a rebuild): what was made
+    # from a dataset's records (harness/board/board_cache.py) is current while the token is
+    stamps: dict[str, str] = field(default_factory=dict)
 
     def segment(self, name: str) -> list[list]:
         """A dataset's records, parsed now if they were left as bytes."""
+        if self.by_data.get(name) is None and name in self.by_data:
+            raise ValueError(f"board index: the records of {name!r} were not read")  # a caller's bug
         if isinstance(self.by_data.get(name), bytes):
             self.by_data[name] = orjson.loads(self.by_data[name])
         return self.by_data.setdefault(name, [])
@@ -104,7 +110,8 @@ class Index:
         segments = [s if isinstance(s := self.by_data[name], bytes) else orjson.dumps(s) for name in names]
         header = orjson.dumps({"format": FORMAT, "size": self.size, "mtime_ns": self.mtime_ns, "tail": self.tail,
                                "lines": self.lines, "configs": self.configs, "skipped": self.skipped,
-                               "data": names})
+                               "data": names, "lengths": [len(s) for s in segments],
+                               "stamps": [self.stamps.get(name, "") for name in names]})
         return b"\n".join([header, *segments]) + b"\n"
 
 
@@ -114,20 +121,32 @@ def _tail_hash(path: Path, end: int) -> str:
         return hashlib.sha256(handle.read(end - max(0, end - TAIL_BYTES))).hexdigest()
 
 
-def _load(path: Path, only: str | None = None) -> Index | None:
-    """The index at `path`; with `only`, the records of that dataset alone (the others are left unparsed)."""
+def _load(path: Path, only: str | list[str] | None = None, current: tuple[int, int] | None = None) -> Index | None:
+    """The index at `path`, or None (missing, torn, foreign: rebuilt). When it covers `current` (the ledger's
+    size and mtime) only what is asked is read: `only` None every dataset's records, a name or a list of names
+    those datasets' ([]: none, just the header's names, stamps and skipped lines); else every dataset's bytes,
+    to be extended and written back."""
+    wanted = None if only is None else {only} if isinstance(only, str) else set(only)
     try:
-        lines = path.read_bytes().split(b"\n")
-        data = orjson.loads(lines[0])
-        if data.get("format") != FORMAT:
-            return None
-        names = data["data"]
-        if len(lines) != len(names) + 2 or lines[-1]:
-            return None  # torn
-        by_data = {name: (orjson.loads(segment) if only is None or name == only else segment)
-                   for name, segment in zip(names, lines[1:-1], strict=True)}
+        with path.open("rb") as handle:
+            header_line = handle.readline()
+            data = orjson.loads(header_line)
+            if data.get("format") != FORMAT:
+                return None
+            names, lengths = data["data"], data["lengths"]
+            if os.fstat(handle.fileno()).st_size != len(header_line) + sum(lengths) + len(lengths):
+                return None  # torn
+            fresh = current == (data["size"], data["mtime_ns"])
+            by_data: dict[str, list[list] | bytes | None] = {}
+            for name, length in zip(names, lengths, strict=True):
+                if fresh and wanted is not None and name not in wanted:
+                    by_data[name] = None
+                    handle.seek(length + 1, os.SEEK_CUR)
+                    continue
+                segment = handle.read(length + 1)[:-1]
+                by_data[name] = orjson.loads(segment) if wanted is None and fresh or name in (wanted or ()) else segment
         return Index(data["size"], data["mtime_ns"], data["tail"], data["lines"], data["configs"], data["skipped"],
-                     by_data)
+                     by_data, dict(zip(names, data["stamps"], strict=True)))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # missing, torn or foreign: rebuilt
 
@@ -150,6 +169,7 @@ def _covered_end(path: Path, size: int) -> int:
 def _extend(index: Index, ledger: Ledger, end: int) -> None:
     """Index the whole lines between index.size and `end`."""
     shared = {orjson.dumps(config, option=orjson.OPT_SORT_KEYS): number for number, config in enumerate(index.configs)}
+    changed = set()
     for line in ledger.scan(index.size, index.lines + 1, stop=end):
         if line.problem:
             index.skipped.append([line.number, line.problem])
@@ -161,6 +181,9 @@ def _extend(index: Index, ledger: Ledger, end: int) -> None:
             index.configs.append(record["config"])
         record["config"] = shared[key]
         index.segment(data_name(record)).append([line.number, record])
+        changed.add(data_name(record))
+    for name in changed:
+        index.stamps[name] = os.urandom(8).hex()
     # Lines counted up to `end`, blank ones included, so the next extension numbers its lines as the ledger does.
     with ledger.path.open("rb") as handle:
         handle.seek(index.size)
@@ -169,26 +192,31 @@ def _extend(index: Index, ledger: Ledger, end: int) -> None:
 
 
 def _save(index: Index, path: Path) -> None:
-    """Written whole and renamed into place: a reader never sees half an index. A folder that cannot be written
-    just means no index (the next reader parses the ledger again)."""
+    write_whole(path, index.to_bytes())
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Written whole and renamed into place: a reader never sees half a file. A folder that cannot be written
+    just means no file (the next reader makes it again)."""
     temporary = None
     try:
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         with os.fdopen(handle, "wb") as out:
-            out.write(index.to_bytes())
+            out.write(data)
         os.replace(temporary, path)
     except OSError as exc:
-        log.debug("board index %s not written: %s", path, exc)
+        log.debug("%s not written: %s", path, exc)
         if temporary is not None:
             Path(temporary).unlink(missing_ok=True)
 
 
-def fresh_index(ledger_path: Path, only: str | None = None) -> Index:
-    """The index of `ledger_path`, made or brought up to date first (see the module's docstring); with `only`
-    and an index that is up to date, only that dataset's records are parsed."""
+def fresh_index(ledger_path: Path, only: str | list[str] | None = None) -> Index:
+    """The index of `ledger_path`, made or brought up to date first (see the module's docstring). Of an index
+    that is up to date only what is asked is read: `only` None every dataset's records, a name or a list of
+    names those datasets' alone, [] none (its names, stamps and skipped lines)."""
     path = index_path(ledger_path)
     stat = ledger_path.stat()
-    index = _load(path, only)
+    index = _load(path, only, current=(stat.st_size, stat.st_mtime_ns))
     if index is not None and index.size == stat.st_size and index.mtime_ns == stat.st_mtime_ns:
         return index
     ledger = Ledger(ledger_path)
@@ -203,15 +231,17 @@ def fresh_index(ledger_path: Path, only: str | None = None) -> Index:
     return index
 
 
-def indexed_records(ledger_path: Path, data: str | None = None) -> list[dict]:
-    """The ledger's readable records (of dataset `data` only, if given), slim, in file order; skipped lines
-    warned about as Ledger.records() does."""
-    index = fresh_index(ledger_path, data)
-    ledger = Ledger(ledger_path)
+def warn_skipped(index: Index, ledger: Ledger) -> None:
+    """The lines a reader skips, warned about as Ledger.records() does."""
     for number, problem in index.skipped:
         ledger.warn(number, problem)
+
+
+def records_of(index: Index, names: list[str]) -> list[dict]:
+    """The slim records of datasets `names`, in file order (each dataset's are read once: their `config` is
+    resolved in place)."""
     configs = index.configs
-    segments = [index.segment(data)] if data is not None else [index.segment(name) for name in list(index.by_data)]
+    segments = [index.segment(name) for name in names]
     numbered = []
     for segment in segments:
         for number, record in segment:
@@ -219,8 +249,13 @@ def indexed_records(ledger_path: Path, data: str | None = None) -> list[dict]:
             numbered.append((number, record))
     if len(segments) > 1:
         numbered.sort(key=lambda pair: pair[0])
-    out = [record for _, record in numbered]
-    # A last line not yet whole is read as the ledger reads it (and never indexed).
+    return [record for _, record in numbered]
+
+
+def pending_records(ledger_path: Path, index: Index, ledger: Ledger, data: str | None = None) -> list[dict]:
+    """The records (of dataset `data`, if given) past what the index covers: a last line not yet whole, read as
+    the ledger reads it (and never indexed)."""
+    out = []
     if index.size < ledger_path.stat().st_size:
         for line in ledger.scan(index.size, index.lines + 1):
             if line.problem:
@@ -230,6 +265,16 @@ def indexed_records(ledger_path: Path, data: str | None = None) -> list[dict]:
     return out
 
 
+def indexed_records(ledger_path: Path, data: str | None = None) -> list[dict]:
+    """The ledger's readable records (of dataset `data` only, if given), slim, in file order; skipped lines
+    warned about as Ledger.records() does."""
+    index = fresh_index(ledger_path, data)
+    ledger = Ledger(ledger_path)
+    warn_skipped(index, ledger)
+    names = [data] if data is not None else list(index.by_data)
+    return records_of(index, names) + pending_records(ledger_path, index, ledger, data)
+
+
 def indexed_data_names(ledger_path: Path) -> list[str]:
     """The datasets the ledger has records of."""
-    return list(fresh_index(ledger_path, only="").by_data)
+    return list(fresh_index(ledger_path, only=[]).by_data)

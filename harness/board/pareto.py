@@ -22,6 +22,9 @@ from harness.core.ledger import COMPLETED
 from harness.metrics.keys import spec_of
 
 PANEL_W, PANEL_H, DPI = 6.0, 4.4, 90
+# Each panel's axes inside its cell (inches): room for the tick labels and the axis label on the left and below,
+# the title above. Fixed, so a panel is its cell of the picture: no layout pass measures every text first.
+MARGIN_LEFT, MARGIN_RIGHT, MARGIN_BOTTOM, MARGIN_TOP = 0.9, 0.2, 0.6, 0.35
 # Beyond this many points a board's markers shrink and the legend takes a fixed corner.
 LABELLED = 60
 
@@ -126,7 +129,8 @@ def draw_board(ax, report, cost_key: str, front: dict[str, str] | None = None) -
         if (pick is not None and p.row is pick) or p.index > shown:
             continue  # the pick is labelled below, with its name; rows below the table are not
         text = f"#{p.index}" + (f" ({p.seeds} seeds)" if p.seeds > 1 else "")
-        ax.annotate(text, (p.cost, p.value), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        dx, align = _label_side(ax, p.cost, text, 8, 6)
+        ax.annotate(text, (p.cost, p.value), textcoords="offset points", xytext=(dx, 4), fontsize=8, ha=align)
     # What the two kinds of bar mean, in the legend (empty plots only add the entries).
     if any(p.seeds == 1 and p.index <= shown for p in pts):
         ax.errorbar([], [], yerr=[], fmt="o", color="#555555", ecolor="#999999", capsize=3, label="one seed: 95% CI")
@@ -153,9 +157,10 @@ def draw_board(ax, report, cost_key: str, front: dict[str, str] | None = None) -
         ax.plot([chosen.cost], [chosen.value], "*", color="#ff7f0e", markersize=18, zorder=4,
                 markeredgecolor="black", label="pick (cheapest adequate)")
         seeds = f" ({chosen.seeds} seeds)" if chosen.seeds > 1 else ""
-        ax.annotate(f"pick #{chosen.index}: {chosen.row.get('model')}/{chosen.row.get('method')}{seeds}",
-                    (chosen.cost, chosen.value), textcoords="offset points", xytext=(10, 8), fontsize=9,
-                    fontweight="bold", color="#b35900")
+        text = f"pick #{chosen.index}: {chosen.row.get('model')}/{chosen.row.get('method')}{seeds}"
+        dx, align = _label_side(ax, chosen.cost, text, 9, 10)
+        ax.annotate(text, (chosen.cost, chosen.value), textcoords="offset points", xytext=(dx, 8), fontsize=9,
+                    fontweight="bold", color="#b35900", ha=align)
     if spec is not None and spec.low is not None and spec.high is not None and pts:
         lows = [p.low for p in pts] + [b.value for b in report.bounds if b.key == metric]
         highs = [p.high for p in pts] + [b.value for b in report.bounds if b.key == metric]
@@ -175,60 +180,74 @@ def draw_board(ax, report, cost_key: str, front: dict[str, str] | None = None) -
         ax.legend(fontsize=7, loc="best" if len(pts) <= LABELLED else "lower right")
 
 
-def figure(reports: list, cost_key: str, front: dict[str, str] | None = None):
-    import matplotlib  # deferred, heavy: only drawing the Pareto plot imports it
+def _label_side(ax, cost: float, text: str, fontsize: float, gap: float) -> tuple[float, str]:
+    """(x offset in points, alignment) of a point's label: right of the point, or left of it where the right has
+    not the room the label needs and the left has more: a label stays inside its panel."""
+    low, high = ax.get_xlim()
+    where = math.log(cost / low) / math.log(high / low) if low > 0 and high > low and cost > 0 else 0.0
+    width = ax.get_position().width * ax.figure.get_figwidth() * 72  # the axes' width in points
+    right, left = (1 - where) * width, where * width
+    needed = gap + 0.62 * fontsize * len(text)  # an average glyph of the default sans font
+    return (gap, "left") if right >= needed or right >= left else (-gap, "right")
 
-    matplotlib.use("Agg")  # files only: no display, no GUI toolkit
-    import matplotlib.pyplot as plt  # deferred, heavy: only drawing the Pareto plot imports it
+
+def panel_box(index: int, cols: int) -> tuple[int, int]:
+    """(column, row from the top) of board `index`'s panel: row by row, `cols` a row."""
+    return index % cols, index // cols
+
+
+def figure(reports: list, cost_key: str, front: dict[str, str] | None = None):
+    """One panel per board, two a row, each in a cell of PANEL_W x PANEL_H inches with its axes at fixed margins.
+    Drawn with the Agg canvas alone (no pyplot: no GUI backend, no figure kept open)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # deferred, heavy: only drawing imports it
+    from matplotlib.figure import Figure  # deferred, heavy: only drawing the Pareto plot imports it
 
     n = max(len(reports), 1)
     cols = min(n, 2)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(PANEL_W * cols, PANEL_H * rows), dpi=DPI, squeeze=False)
-    for ax, report in zip(axes.flat, reports, strict=False):
+    fig = Figure(figsize=(PANEL_W * cols, PANEL_H * rows), dpi=DPI)
+    FigureCanvasAgg(fig)
+    width, height = PANEL_W * cols, PANEL_H * rows
+    for index, report in enumerate(reports):
+        col, row = panel_box(index, cols)
+        left = col * PANEL_W + MARGIN_LEFT
+        bottom = (rows - 1 - row) * PANEL_H + MARGIN_BOTTOM
+        ax = fig.add_axes((left / width, bottom / height, (PANEL_W - MARGIN_LEFT - MARGIN_RIGHT) / width,
+                           (PANEL_H - MARGIN_BOTTOM - MARGIN_TOP) / height))
         draw_board(ax, report, cost_key, front)
-    for ax in list(axes.flat)[len(reports):]:
-        ax.set_visible(False)
-    fig.tight_layout()
     return fig
 
 
-def png_bytes(reports: list, cost_key: str, front: dict[str, str] | None = None) -> bytes:
-    import matplotlib.pyplot as plt  # deferred, heavy: only drawing the Pareto plot imports it
+def _png(pixels) -> bytes:
+    import matplotlib.image  # deferred, heavy: only drawing the Pareto plot imports it
 
-    fig = figure(reports, cost_key, front)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
+    matplotlib.image.imsave(buffer, np.ascontiguousarray(pixels), format="png")
     return buffer.getvalue()
+
+
+def _drawn(reports: list, cost_key: str, front: dict[str, str] | None):
+    """The figure's pixels (rows from the top), RGBA."""
+    fig = figure(reports, cost_key, front)
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())
+
+
+def png_bytes(reports: list, cost_key: str, front: dict[str, str] | None = None) -> bytes:
+    return _png(_drawn(reports, cost_key, front))
 
 
 def plot_and_panels(reports: list, cost_key: str, front: dict[str, str] | None = None) -> tuple[bytes, list[bytes]]:
     """The plot of every board and each board's own panel cut from it (PNG bytes): one drawing for both, where a
     drawing per board costs a second each on a year of sweeps."""
-    import matplotlib.image  # deferred, heavy: only drawing the Pareto plot imports it
-    import matplotlib.pyplot as plt  # deferred, heavy: only drawing the Pareto plot imports it
-
-    def png(pixels) -> bytes:
-        buffer = io.BytesIO()
-        matplotlib.image.imsave(buffer, np.ascontiguousarray(pixels), format="png")
-        return buffer.getvalue()
-
-    fig = figure(reports, cost_key, front)
-    try:
-        fig.canvas.draw()
-        pixels = np.asarray(fig.canvas.buffer_rgba())
-        height, width = pixels.shape[:2]
-        renderer = fig.canvas.get_renderer()
-        panels = []
-        for ax in fig.axes[:len(reports)]:  # subplots are made row by row, as figure() fills them
-            box = ax.get_tightbbox(renderer)  # display pixels, origin at the bottom left
-            left, right = max(int(box.x0) - 4, 0), min(math.ceil(box.x1) + 4, width)
-            top, bottom = max(height - math.ceil(box.y1) - 4, 0), min(height - int(box.y0) + 4, height)
-            panels.append(png(pixels[top:bottom, left:right]))
-        return png(pixels), panels
-    finally:
-        plt.close(fig)
+    pixels = _drawn(reports, cost_key, front)
+    cols = min(max(len(reports), 1), 2)
+    cell_w, cell_h = round(PANEL_W * DPI), round(PANEL_H * DPI)
+    panels = []
+    for index in range(len(reports)):
+        col, row = panel_box(index, cols)
+        panels.append(_png(pixels[row * cell_h:(row + 1) * cell_h, col * cell_w:(col + 1) * cell_w]))
+    return _png(pixels), panels
 
 
 def write_pareto(reports: list, cost_key: str, path: Path, front: dict[str, str] | None = None) -> Path:

@@ -15,7 +15,6 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from functools import cached_property
 from statistics import fmean
 
 import orjson
@@ -90,16 +89,21 @@ def value_of(row: dict, key: str) -> float | None:
 
 @dataclass
 class Board:
+    """One dataset's runs on one eval set, as they are ranked: the latest record per run key, seeds collapsed
+    (collapse_seeds: one row per configuration, then the runs that did not complete)."""
+
     data: str
     eval_set: str | None
-    rows: list[dict]  # latest record per run key (completed or not); seeds not yet collapsed
+    rows: list[dict]
+    title: str
+    # The metric names its records carry, in order of first appearance.
+    metrics: list[str]
 
-    @cached_property
-    def title(self) -> str:
-        samples = {r.get("metric_samples") for r in self.rows if r.get("status") == COMPLETED} - {None}
-        n = f", {samples.pop()} eval examples" if len(samples) == 1 else ""
-        return f"data={self.data}" + (f" (eval set {self.eval_set[:8]}{n})" if self.eval_set else
-                                      (f" ({n[2:]})" if n else ""))
+
+def board_title(data: str, eval_set: str | None, records: list[dict]) -> str:
+    samples = {r.get("metric_samples") for r in records if r.get("status") == COMPLETED} - {None}
+    n = f", {samples.pop()} eval examples" if len(samples) == 1 else ""
+    return f"data={data}" + (f" (eval set {eval_set[:8]}{n})" if eval_set else (f" ({n[2:]})" if n else ""))
 
 
 def latest_per_key(records: list[dict]) -> list[dict]:
@@ -128,8 +132,9 @@ def latest_per_predictions(rows: list[dict]) -> list[dict]:
 
 
 def boards(rows: list[dict]) -> list[Board]:
-    """Rows split by dataset, then by eval set. A failed run (no eval set) joins its dataset's board when the
-    dataset has one eval set, so its failure stays in view; else it gets a board of its own."""
+    """Rows split by dataset, then by eval set, each board's seeds collapsed. A failed run (no eval set) joins
+    its dataset's board when the dataset has one eval set, so its failure stays in view; else it gets a board of
+    its own."""
     by_data: dict[str, list[dict]] = {}
     for row in rows:
         by_data.setdefault(str(row.get("data") or "?"), []).append(row)
@@ -141,8 +146,20 @@ def boards(rows: list[dict]) -> list[Board]:
         if None in sets and len(sets) == 2:
             unset = sets.pop(None)
             next(iter(sets.values())).extend(unset)
-        out += [Board(data, eval_set, members) for eval_set, members in sets.items()]
+        out += [Board(data, eval_set, collapse_seeds(members), board_title(data, eval_set, members),
+                      list(dict.fromkeys(k for m in members for k in m.get("metrics", {}))))
+                for eval_set, members in sets.items()]
     return out
+
+
+def dataset_boards(records: list[dict]) -> list[Board]:
+    """The boards of `records` (in ledger order), one dataset at a time: the latest record per run key of each
+    dataset (a run key names its dataset: the data config is hashed into it), split by eval set, seeds
+    collapsed."""
+    by_data: dict[str, list[dict]] = {}
+    for record in records:
+        by_data.setdefault(str(record.get("data") or "?"), []).append(record)
+    return [board for group in by_data.values() for board in boards(latest_per_key(group))]
 
 
 # --- seeds: rows that differ only in their training seed are one configuration ------------------------------

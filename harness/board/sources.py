@@ -26,9 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.board.board_cache import ledger_boards
 from harness.board.compare import Comparison, compare, load_predictions
 from harness.board.ledger_index import data_name, indexed_data_names, indexed_records
-from harness.board.ranking import LeaderboardError
+from harness.board.ranking import Board, LeaderboardError, dataset_boards
 from harness.core.wandb_record import IDENTITY, LEADERBOARD_MARKER, from_wandb
 
 KINDS = ("ledger", "wandb", "wandb-offline")
@@ -73,6 +74,14 @@ class Source:
             records = self._offline_records(group) if self.kind == "wandb-offline" else self._online_records(group)
             records = [r for r in records if data is None or data_name(r) == data]
         return [r for r in records if r.get("sweep_id") == group] if group and self.kind == "ledger" else records
+
+    def boards(self, group: str | None = None, data: str | None = None) -> list[Board]:
+        """The boards of the runs (of sweep `group`, of dataset `data`): one per dataset and eval set, seeds
+        collapsed. A ledger's, of every sweep, come from its board cache (harness/board/board_cache.py)."""
+        if self.kind == "ledger" and group is None:
+            path = resolve_ledger(Path(self.location))
+            return ledger_boards(path, data) if path.is_file() else []
+        return dataset_boards(self.records(group, data))
 
     def data_names(self, group: str | None = None) -> list[str]:
         """The datasets this source has runs of."""

@@ -21,12 +21,10 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from harness.core.errors import ConfigError
+
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
 CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
-
-
-class ConfigError(ValueError):
-    """A user mistake in the configuration; printed without a stack trace."""
 
 
 def _require(ok: bool, key: str, message: str) -> None:

@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.core.config import ConfigError, DataConfig, ModelConfig, resolve_data_dir
-
-
-class DataError(ValueError):
-    """A dataset file is missing or malformed; the message names the file and line."""
+from harness.core.errors import DataError
+from harness.core.labels import LABELS_FILE, read_labels, utf8_text
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,6 @@ class Dataset:
 
 
 _QA_FIELDS = {"id": str, "question": str, "answer": str}
-LABELS_FILE = "labels.json"
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:
@@ -104,48 +101,17 @@ def check_answers_are_labels(labels_path: Path, labels: list[str], splits: list[
             f"{', ...' if len(unused) > 5 else ''}): prompts still offer them, but no score measures them"]
 
 
-def read_labels(path: Path, hashes: dict[str, str] | None = None) -> list[str]:
-    """The label list of a labels.json file; its bytes join the run key (the prompt shows the labels)."""
-    raw = path.read_bytes()
-    try:
-        labels = json.loads(_decode(path, raw))["labels"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{path}: expected {{\"labels\": [...]}} ({exc})") from None
-    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x.strip() for x in labels):
-        raise DataError(f"{path}: \"labels\" must be a non-empty list of strings")
-    seen: dict[str, str] = {}
-    for label in labels:
-        # Scoring matches answers ignoring case and spacing: two such labels could never be told apart.
-        normal = " ".join(label.split()).casefold()
-        if normal in seen:
-            same = "is listed twice" if seen[normal] == label.strip() else f"and {seen[normal]!r} differ only in case"
-            raise DataError(f"{path}: label {label.strip()!r} {same}; keep one")
-        seen[normal] = label.strip()
-    if hashes is not None:
-        hashes[path.name] = hashlib.sha256(raw).hexdigest()
-    return [label.strip() for label in labels]
-
-
 def _read_card(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        card = json.loads(_decode(path, path.read_bytes()))
+        card = json.loads(utf8_text(path, path.read_bytes()))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
                         "fix it or delete the card") from None
     if not isinstance(card, dict):
         raise DataError(f"{path}: expected a JSON object, got {type(card).__name__}; fix it or delete the card")
     return card
-
-
-def _decode(path: Path, raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start}); "
-                        "save the file as UTF-8") from None
 
 
 def _normal_question(text: str) -> str:
@@ -183,7 +149,7 @@ def _read_jsonl(path: Path, hashes: dict[str, str]) -> list[tuple[int, dict]]:
     raw = path.read_bytes()
     hashes[path.name] = hashlib.sha256(raw).hexdigest()
     rows = []
-    for number, line in enumerate(_decode(path, raw).splitlines(), start=1):
+    for number, line in enumerate(utf8_text(path, raw).splitlines(), start=1):
         if not line.strip():
             continue
         try:

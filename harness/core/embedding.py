@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from harness.core.config import ConfigError
+from harness.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from harness.core.config import ConfigError
+from harness.core.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.core.data import LABELS_FILE, read_labels
+from harness.core.labels import LABELS_FILE, read_labels
 from harness.core.stats import bootstrap_statistic
 from harness.metrics import MetricResult, register_metric
 from harness.metrics.keys import higher, lower
