@@ -13,8 +13,9 @@ from cdp import Browser, find_chromium
 from conftest import REPO
 
 from harness.board.build import build
+from harness.board.drawing import PendingPlot
 from harness.board.options import BoardOptions
-from harness.board.pareto import Point, pareto_front, points, quality_metric
+from harness.board.pareto import Point, pareto_front, plot_and_panels, points, quality_metric
 from harness.board.sources import Source, inspect_offline_run, wandb_cli
 from harness.leaderboard import main
 
@@ -99,6 +100,20 @@ def test_leaderboard_writes_a_png_panel_per_board_and_a_self_contained_page(ledg
     assert "rougeL 0.220 &lt; 0.4" in page and "OutOfMemoryError" in page
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 2 and all(base64.b64decode(i).startswith(PNG) for i in images)
+
+
+def test_the_plot_drawn_in_a_forked_process_is_the_one_drawn_here_and_its_errors_raise_here(ledger):
+    options = BoardOptions(source=Source("ledger", str(ledger)), out=ledger.parent / "lb.md", floors=("rougeL=0.4",))
+    reports = build(options)
+    pending = PendingPlot(reports, options.cost)
+    assert pending.forked  # Linux, and pytest runs no thread here
+    whole, panels = pending.result()
+    assert (whole, panels) == plot_and_panels(reports, options.cost)
+    # Each panel is its board's cell of the whole picture (6 x 4.4 inches at 90 dpi).
+    assert len(panels) == 2 and all(int.from_bytes(p[16:20], "big") == 540 for p in panels)
+    assert all(int.from_bytes(p[20:24], "big") == 396 for p in panels)
+    with pytest.raises(AttributeError):
+        PendingPlot([object()], options.cost).result()
 
 
 def test_default_table_fits_100_columns_and_wide_shows_everything(ledger, capsys):

@@ -167,9 +167,13 @@ def _covered_end(path: Path, size: int) -> int:
 
 
 def _extend(index: Index, ledger: Ledger, end: int) -> None:
-    """Index the whole lines between index.size and `end`."""
+    """Index the whole lines between index.size and `end`. A dataset's new records are added to its segment as
+    bytes where it was left as bytes (an append parses none of the records it does not add, and a first build
+    holds a dataset's records as their bytes, not as dicts)."""
     shared = {orjson.dumps(config, option=orjson.OPT_SORT_KEYS): number for number, config in enumerate(index.configs)}
-    changed = set()
+    added: dict[str, list] = {}
+    # Kept dumped into one buffer a dataset: each orjson.dumps result holds several times its length.
+    dumped: dict[str, bytearray] = {}
     for line in ledger.scan(index.size, index.lines + 1, stop=end):
         if line.problem:
             index.skipped.append([line.number, line.problem])
@@ -180,15 +184,40 @@ def _extend(index: Index, ledger: Ledger, end: int) -> None:
             shared[key] = len(index.configs)
             index.configs.append(record["config"])
         record["config"] = shared[key]
-        index.segment(data_name(record)).append([line.number, record])
-        changed.add(data_name(record))
-    for name in changed:
+        name = data_name(record)
+        segment = index.by_data.get(name, b"")
+        if segment is None:
+            index.segment(name)  # not read: a caller's bug, refused there
+        if isinstance(segment, list):
+            added.setdefault(name, []).append([line.number, record])
+        else:
+            buffer = dumped.setdefault(name, bytearray())
+            buffer += b"," if buffer else b""
+            buffer += orjson.dumps([line.number, record])
+    for name, items in added.items():
+        index.by_data[name].extend(items)
+    for name, buffer in dumped.items():
+        segment = index.by_data.get(name)
+        index.by_data[name] = (segment[:-1] + b"," if segment and segment != b"[]" else b"[") + buffer + b"]"
+    for name in [*added, *dumped]:
         index.stamps[name] = os.urandom(8).hex()
-    # Lines counted up to `end`, blank ones included, so the next extension numbers its lines as the ledger does.
-    with ledger.path.open("rb") as handle:
-        handle.seek(index.size)
-        index.lines += handle.read(end - index.size).count(b"\n")
+    index.lines += _newlines(ledger.path, index.size, end)
     index.size = end
+
+
+def _newlines(path: Path, start: int, end: int) -> int:
+    """Lines between byte `start` and `end`, blank ones included (so the next extension numbers its lines as the
+    ledger does), counted a block at a time: a first build must not hold the whole ledger."""
+    count = 0
+    with path.open("rb") as handle:
+        handle.seek(start)
+        while start < end:
+            block = handle.read(min(1 << 20, end - start))
+            if not block:
+                break
+            count += block.count(b"\n")
+            start += len(block)
+    return count
 
 
 def _save(index: Index, path: Path) -> None:

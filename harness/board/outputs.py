@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.board.boards import BoardReport
+from harness.board.drawing import PendingPlot
 from harness.board.options import BoardOptions
-from harness.board.pareto import plot_and_panels
 from harness.board.ranking import LeaderboardError
-from harness.board.report import write_report
+from harness.board.report import board_data, write_report
 from harness.board.studies import study_fronts
 from harness.board.text import render_markdown
 
@@ -28,10 +28,12 @@ def write_figures(reports: list[BoardReport], options: BoardOptions) -> list[Pat
     """The Pareto plot and the HTML page beside the markdown report (options.figure_paths)."""
     png_path, html_path = options.figure_paths
     try:
-        whole, panels = plot_and_panels(reports, options.cost, study_fronts(options.source.ledger_path))
+        plot = PendingPlot(reports, options.cost, study_fronts(options.source.ledger_path))
+        boards = board_data(reports, options.source)  # while the plot is drawn
+        whole, panels = plot.result()
         png_path.parent.mkdir(parents=True, exist_ok=True)
         png_path.write_bytes(whole)
-        html = write_report(reports, options.cost, options.source, html_path, panels)
+        html = write_report(reports, options.cost, options.source, html_path, panels, boards)
     except OSError as exc:
         raise LeaderboardError(f"cannot write the plot or the report into {options.out.parent} "
                                f"({exc.strerror or exc}); pass --out to a writable place, or --no-report") from None

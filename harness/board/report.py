@@ -35,22 +35,32 @@ _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
 def write_report(reports: list[BoardReport], cost_key: str, source: Source, path: Path,
-                 panels: list[bytes] | None = None) -> Path:
-    """`panels`: each board's Pareto plot as PNG bytes, when already drawn (else drawn here)."""
+                 panels: list[bytes] | None = None, boards: list[dict] | None = None) -> Path:
+    """`panels`: each board's Pareto plot as PNG bytes, when already drawn (else drawn here); `boards`: what
+    board_data() gave, when already computed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(reports, cost_key, source, panels), encoding="utf-8")
+    path.write_text(render(reports, cost_key, source, panels, boards), encoding="utf-8")
     return path
 
 
-def render(reports: list[BoardReport], cost_key: str, source: Source, panels: list[bytes] | None = None) -> str:
-    """The page of `reports` read from `source` (which also yields each run's predictions); "cheapest" is lowest
-    `cost_key`."""
-    data, sections = [], []
-    front = study_fronts(source.ledger_path)
-    for index, report in enumerate(reports):
+def board_data(reports: list[BoardReport], source: Source) -> list[dict]:
+    """What the page's script shows of each board: its first runs' predictions, and the paired bootstrap of every
+    pair of them (the page's costly part: the caller may draw the plot meanwhile)."""
+    data = []
+    for report in reports:
         runs = _runs(report, source)
         data.append({"runs": runs, "pairs": _pairs(report, runs), "order": list(runs)})
-        sections.append(_section(index, report, cost_key, runs, panels[index] if panels else None, front))
+    return data
+
+
+def render(reports: list[BoardReport], cost_key: str, source: Source, panels: list[bytes] | None = None,
+           boards: list[dict] | None = None) -> str:
+    """The page of `reports` read from `source` (which also yields each run's predictions); "cheapest" is lowest
+    `cost_key`."""
+    data = boards if boards is not None else board_data(reports, source)
+    front = study_fronts(source.ledger_path)
+    sections = [_section(index, report, cost_key, data[index]["runs"], panels[index] if panels else None, front)
+                for index, report in enumerate(reports)]
     nav = "".join(f'<li><a href="#board-{i}">{_e(r.board.title)}</a></li>' for i, r in enumerate(reports))
     payload = json.dumps(data, ensure_ascii=False, allow_nan=False, default=str).replace("</", "<\\/")
     generated = datetime.now(UTC).isoformat(timespec="seconds")
