@@ -222,7 +222,8 @@ def _png(pixels) -> bytes:
     import matplotlib.image  # deferred, heavy: only drawing the Pareto plot imports it
 
     buffer = io.BytesIO()
-    matplotlib.image.imsave(buffer, np.ascontiguousarray(pixels), format="png")
+    # zlib level 3: a third of the default's time, and flat-coloured plots come out no bigger.
+    matplotlib.image.imsave(buffer, np.ascontiguousarray(pixels), format="png", pil_kwargs={"compress_level": 3})
     return buffer.getvalue()
 
 
