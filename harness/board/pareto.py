@@ -94,7 +94,9 @@ def draw_board(ax, report, cost_key: str, front: dict[str, str] | None = None) -
     )
 
     metric = quality_metric(report)
-    ax.set_title(report.board.title, fontsize=10)
+    # At the axes' top (as matplotlib places it when nothing is drawn above the axes), given: placing it itself
+    # measures every tick label of the panel first.
+    ax.set_title(report.board.title, fontsize=10, y=1.0)
     if metric is None:
         ax.text(0.5, 0.5, "no quality metric measured", ha="center", va="center", transform=ax.transAxes)
         return
