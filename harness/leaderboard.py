@@ -25,7 +25,7 @@ from rich.markup import escape
 
 from harness.board.build import build
 from harness.board.options import COST_KEYS, DEFAULT_COST, TOP_ROWS, BoardOptions, default_out
-from harness.board.outputs import write_figures, write_markdown
+from harness.board.outputs import start_plot, write_figures, write_markdown
 from harness.board.ranking import LeaderboardError
 from harness.board.sources import Source, compare_runs, parse_source
 from harness.board.terminal import TERMINAL_WIDTH, print_comparison, print_report
@@ -110,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         reports = build(options)
         out = write_markdown(reports, options)
-        figures = [] if args.no_report else write_figures(reports, options)
+        plot = None if args.no_report else start_plot(reports, options)
+        for report in reports:  # while the plot is drawn
+            print_report(console, report, options.cost, wide=args.wide)
+        figures = [] if plot is None else write_figures(reports, options, plot)
         written = [out, *figures]
         if args.log_wandb:
             logged = log_leaderboard(reports, options, figures[0] if figures else None)
@@ -118,8 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     except LeaderboardError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 2
-    for report in reports:
-        print_report(console, report, options.cost, wide=args.wide)
     if options.source.skipped:
         console.print(f"left out of {options.source}: " + "; ".join(options.source.skipped), soft_wrap=True)
     console.print("written: " + ", ".join(map(str, written)), soft_wrap=True)

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 from cdp import Browser, find_chromium
@@ -114,6 +115,11 @@ def test_the_plot_drawn_in_a_forked_process_is_the_one_drawn_here_and_its_errors
     assert all(int.from_bytes(p[20:24], "big") == 396 for p in panels)
     with pytest.raises(AttributeError):
         PendingPlot([object()], options.cost).result()
+    # Given up (the page could not be written): the child's send fails and it exits, not killed after a wait.
+    abandoned = PendingPlot(reports, options.cost)
+    began = time.monotonic()
+    abandoned.close()
+    assert time.monotonic() - began < 9
 
 
 def test_default_table_fits_100_columns_and_wide_shows_everything(ledger, capsys):

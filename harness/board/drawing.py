@@ -16,7 +16,7 @@ from harness.board.pareto import plot_and_panels
 
 
 class PendingPlot:
-    """plot_and_panels(reports, cost_key, front), started now; result() waits for it."""
+    """plot_and_panels(reports, cost_key, front), started now; result() waits for it, close() gives it up."""
 
     def __init__(self, reports: list, cost_key: str, front: dict[str, str] | None = None) -> None:
         self._args = (reports, cost_key, front)
@@ -24,7 +24,8 @@ class PendingPlot:
         if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
             context = multiprocessing.get_context("fork")
             self._receive, send = context.Pipe(duplex=False)
-            self._process = context.Process(target=_draw_and_send, args=(send, *self._args), daemon=True)
+            self._process = context.Process(target=_draw_and_send, args=(send, self._receive, *self._args),
+                                            daemon=True)
             self._process.start()
             send.close()
 
@@ -35,25 +36,37 @@ class PendingPlot:
 
     def result(self) -> tuple[bytes, list[bytes]]:
         """(the whole plot, each board's panel), as PNG bytes; an error drawing raises here."""
+        kind, value = "not forked", None
         if self._process is not None:
             try:
                 kind, value = self._receive.recv()
             except (EOFError, OSError):
-                kind, value = "died", None
+                pass  # the child died (killed, out of memory): drawn here
             finally:
-                self._receive.close()
+                self.close()
+        if kind == "error":
+            raise value
+        return value if kind == "drawn" else plot_and_panels(*self._args)
+
+    def close(self) -> None:
+        """Give the drawing up (the child's send fails, and it exits); idempotent."""
+        if self._process is not None:
+            self._receive.close()
+            self._process.join(timeout=10)
+            if self._process.is_alive():
+                self._process.kill()
                 self._process.join()
-            if kind == "error":
-                raise value
-            if kind == "drawn":
-                return value
-        return plot_and_panels(*self._args)
+            self._process = None
 
 
-def _draw_and_send(send, reports: list, cost_key: str, front: dict[str, str] | None) -> None:
+def _draw_and_send(send, parents_end, reports: list, cost_key: str, front: dict[str, str] | None) -> None:
+    parents_end.close()  # the fork's copy: open here, the parent closing its own would not end a send
     try:
         outcome = ("drawn", plot_and_panels(reports, cost_key, front))
     except Exception as exc:  # noqa: BLE001 - raised in the parent, as if it had drawn
         outcome = ("error", exc)
-    send.send(outcome)
+    try:
+        send.send(outcome)
+    except Exception:  # noqa: BLE001 - the parent gave up, or the error does not pickle: it draws itself on EOF
+        pass
     send.close()

@@ -24,11 +24,17 @@ def write_markdown(reports: list[BoardReport], options: BoardOptions) -> Path:
     return out
 
 
-def write_figures(reports: list[BoardReport], options: BoardOptions) -> list[Path]:
-    """The Pareto plot and the HTML page beside the markdown report (options.figure_paths)."""
+def start_plot(reports: list[BoardReport], options: BoardOptions) -> PendingPlot:
+    """The Pareto plot of `reports`, drawn from now on (in a forked process where it can be: the caller goes on)."""
+    return PendingPlot(reports, options.cost, study_fronts(options.source.ledger_path))
+
+
+def write_figures(reports: list[BoardReport], options: BoardOptions, plot: PendingPlot | None = None) -> list[Path]:
+    """The Pareto plot (start_plot's, or one started here) and the HTML page beside the markdown report
+    (options.figure_paths)."""
     png_path, html_path = options.figure_paths
     try:
-        plot = PendingPlot(reports, options.cost, study_fronts(options.source.ledger_path))
+        plot = plot or start_plot(reports, options)
         boards = board_data(reports, options.source)  # while the plot is drawn
         whole, panels = plot.result()
         png_path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,4 +43,7 @@ def write_figures(reports: list[BoardReport], options: BoardOptions) -> list[Pat
     except OSError as exc:
         raise LeaderboardError(f"cannot write the plot or the report into {options.out.parent} "
                                f"({exc.strerror or exc}); pass --out to a writable place, or --no-report") from None
+    finally:
+        if plot is not None:
+            plot.close()
     return [png_path, html]
