@@ -99,6 +99,8 @@ def draw_board(ax, report, cost_key: str, front: dict[str, str] | None = None) -
     ax.set_title(report.board.title, fontsize=10, y=1.0)
     if metric is None:
         ax.text(0.5, 0.5, "no quality metric measured", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])  # nothing is placed: no scale to read
+        ax.set_yticks([])
         return
     spec, cost_spec = spec_of(metric), spec_of(cost_key)
     pts, left_out = points(report, metric, cost_key)
