@@ -10,15 +10,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import harness
-from harness.cell.base_keeper import BaseKeeper
 from harness.core.config import RunConfig
 from harness.core.data import Dataset, QARecord, fewshot_examples
 from harness.core.ledger import RunRecord
 from harness.core.precision import Precision, cell_precision
 from harness.core.stages import StageStore, adapter_key, predictions_key
 from harness.metrics.judge import Judge
+
+if TYPE_CHECKING:
+    # For the annotation only: base_keeper imports torch, and python -m harness.baseline (which writes its
+    # predictions through harness.cell.scoring, hence this module) refuses a bad option before torch loads.
+    from harness.cell.base_keeper import BaseKeeper
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
-import torch
 
 from harness.core.config import HardwareConfig
 
@@ -34,6 +33,8 @@ class PeakMemory:
 
     def __enter__(self) -> PeakMemory:
         if self.device == "cuda":
+            import torch  # deferred, heavy: python -m harness.baseline refuses a bad option before it loads
+
             torch.cuda.reset_peak_memory_stats()
         else:
             process = psutil.Process()
@@ -49,6 +50,8 @@ class PeakMemory:
     def read(self) -> int:
         """The peak so far, in bytes (the figure once the block has ended)."""
         if self.device == "cuda":
+            import torch  # deferred, as above
+
             return max(self.peak_bytes, torch.cuda.max_memory_allocated())
         return max(self.peak_bytes, psutil.Process().memory_info().rss)
 
