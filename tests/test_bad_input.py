@@ -3,8 +3,9 @@
 One table: each row is a command line a new user might type (or a dataset folder they might point at) and the
 words its single line must hold. The rows run through the entry point's own guard in-process (what
 `python -m harness` runs before Hydra), with `results_dir` pointing at a ledger whose bytes must not change;
-a handful of rows run the real commands as subprocesses to pin the exit code and the absence of a traceback
-end to end (`python -m harness`, `python -m harness.baseline`, `python -m datasets_gen`).
+a handful of rows run the real commands to pin the exit code and the absence of a traceback end to end
+(`python -m harness`, `python -m harness.baseline`, `python -m datasets_gen`): each entry point at least once as
+a subprocess, the other rows through tests/cli_batch.py (one interpreter start for many command lines).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_batch import Command, Finished, run_commands
 
 from harness.argv_guard import check_command_line, guard_argv
 
@@ -277,8 +279,27 @@ def _run(*cmd: str, env: dict | None = None, cwd: Path = REPO) -> subprocess.Com
                           env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 
 
+def _run_table(commands: list[Command], real: set[int], cross_check: bool = False) -> list[Finished]:
+    """Every command's exit status and output: the rows in `real` as real subprocesses, the others through
+    cli_batch (about half a second saved a row: the interpreter and Hydra start once), both at once on the two
+    cores. With `cross_check` the `real` rows go through cli_batch too, and the two must agree to the byte
+    (only for rows that write nothing: the two copies run at the same time)."""
+    batched_rows = [i for i in range(len(commands)) if cross_check or i not in real]
+    with ThreadPoolExecutor(3) as pool:
+        batch = pool.submit(run_commands, [commands[i] for i in batched_rows])
+        procs = dict(zip(real, pool.map(lambda i: _run(commands[i].module, *commands[i].args, env=commands[i].env,
+                                                       cwd=Path(commands[i].cwd)), real), strict=True))
+        batched = dict(zip(batched_rows, batch.result(), strict=True))
+    for i, proc in procs.items():
+        if i in batched:
+            assert (batched[i].returncode, batched[i].stdout, batched[i].stderr) == \
+                (proc.returncode, proc.stdout, proc.stderr), f"cli_batch differs from the real command {commands[i]}"
+        batched[i] = Finished(proc.returncode, proc.stdout, proc.stderr)
+    return [batched[i] for i in range(len(commands))]
+
+
 def test_entry_points_stop_with_one_line_and_write_nothing(tmp_path):
-    """The real commands, two at a time: exit status 2, one line, no traceback, nothing written."""
+    """The real commands: exit status 2, one line, no traceback, nothing written."""
     results = tmp_path / "results"
     before = _ledger(results)
     docs = tmp_path / "docs"
@@ -296,8 +317,9 @@ def test_entry_points_stop_with_one_line_and_write_nothing(tmp_path):
         (("datasets_gen", "input=/nonexistent/docs", f"output={gen_out}"), ("input", "/nonexistent/docs")),
         (("datasets_gen", f"input={docs}", "name=../../escape"), ("name", "plain name")),
     ]
-    with ThreadPoolExecutor(2) as pool:
-        procs = list(pool.map(lambda case: _run(*case[0]), cases))
+    # One real subprocess per entry point; the rest through cli_batch.
+    procs = _run_table([Command(cmd[0], cmd[1:], str(REPO)) for cmd, _ in cases], real={0, 3, 5},
+                       cross_check=True)
     for (cmd, expect), proc in zip(cases, procs, strict=True):
         err = proc.stderr.strip()
         assert proc.returncode == 2, (cmd, proc.stdout, err)
@@ -317,33 +339,57 @@ def test_baseline_help_prints_usage():
     assert "Traceback" not in proc.stderr
 
 
-def test_secrets_from_the_environment_and_the_command_line_reach_no_file(tmp_path):
+SECRETS = {"HF_TOKEN": FAKE_HF_TOKEN, "OPENAI_API_KEY": FAKE_OPENAI_KEY, "WANDB_API_KEY": HEX_KEY}
+SECRETS_TEST = "test_secrets_from_the_environment_and_the_command_line_reach_no_file"
+
+
+def _refuse_then_run_a_cell(root: Path) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    """With secrets in the environment and HOME under `root`: a command line holding a key (refused), then a real
+    cell that logs to W&B offline."""
+    env = {**SECRETS, "HOME": str(root / "home"), "WANDB_MODE": "offline"}
+    refused = _run("harness", *BASE, *JUDGE, f"judge.api_key_env={FAKE_OPENAI_KEY}", "results_dir=~/results",
+                   env=env)
+    ran = _run("harness", "model=tiny_random", "tracker=wandb_offline", "method=base", "eval.num_examples=3",
+               "results_dir=~/results", env=env)
+    return refused, ran
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cell_with_secrets(request, tmp_path_factory):
+    """The secrets test's commands, started as this module's first test starts: the real cell is most of this
+    file's time (its imports alone take seconds), and it runs on the second core while the in-process rows run on
+    this one. Yields their folder and a future of (refused, ran); nothing starts when that test is not selected."""
+    if not any(item.name == SECRETS_TEST for item in request.session.items):
+        yield None
+        return
+    root = tmp_path_factory.mktemp("secrets")
+    with ThreadPoolExecutor(1) as pool:
+        yield root, pool.submit(_refuse_then_run_a_cell, root)
+
+
+def test_secrets_from_the_environment_and_the_command_line_reach_no_file(cell_with_secrets):
     """A real cell with secrets in the environment (and one refused on the command line), then every file it
     wrote is searched: results, Hydra's folders and log, the W&B offline run, the cache. Settings named like
     tokens (eval.max_new_tokens, judge.max_tokens) are recorded as values, not masked."""
-    secrets = {"HF_TOKEN": FAKE_HF_TOKEN, "OPENAI_API_KEY": FAKE_OPENAI_KEY, "WANDB_API_KEY": HEX_KEY}
-    env = {**secrets, "HOME": str(tmp_path / "home"), "WANDB_MODE": "offline"}
-    refused = _run("harness", *BASE, *JUDGE, f"judge.api_key_env={FAKE_OPENAI_KEY}", "results_dir=~/results",
-                   env=env)
+    root, commands = cell_with_secrets
+    refused, ran = commands.result()
     assert refused.returncode == 2
-    ran = _run("harness", "model=tiny_random", "tracker=wandb_offline", "method=base", "eval.num_examples=3",
-               "results_dir=~/results", env=env)
     assert ran.returncode == 0, ran.stderr[-2000:]
-    results = tmp_path / "home" / "results"  # "~" expanded, no literal "~" folder
+    results = root / "home" / "results"  # "~" expanded, no literal "~" folder
     assert not (REPO / "~").exists()
     (record,) = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()]
     assert record["status"] == "completed"
     assert record["config"]["eval"]["max_new_tokens"] == 64
     assert record["config"]["judge"]["max_tokens"] == 1024
-    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    written = [p for p in root.rglob("*") if p.is_file()]
     assert any(p.name == "tunebench.log" for p in written) and any(p.suffix == ".wandb" for p in written)
     assert any(".hydra" in p.parts for p in written)
     for path in written:
         data = path.read_bytes()
-        leaked = [name for name, value in secrets.items() if value.encode() in data]
+        leaked = [name for name, value in SECRETS.items() if value.encode() in data]
         assert not leaked, f"{path} holds {leaked}"
     for output in (refused.stdout + refused.stderr, ran.stdout + ran.stderr):
-        assert not [name for name, value in secrets.items() if value in output]
+        assert not [name for name, value in SECRETS.items() if value in output]
 
 
 def test_results_dir_with_a_tilde_in_a_config_file_is_expanded_for_hydra(tmp_path, monkeypatch):
@@ -402,8 +448,8 @@ def test_a_table_of_refusals_leaves_every_folder_byte_identical(tmp_path):
                               "name=d3"), None), ("eval split", "per label", "nothing was written")),
     ]
     before = _snapshot(work)
-    with ThreadPoolExecutor(2) as pool:
-        procs = list(pool.map(lambda case: _run(*case[0][1], env=case[0][2], cwd=work), table))
+    # The refusal found inside datasets_gen's Hydra run (its run folder made, then removed) as a real subprocess.
+    procs = _run_table([Command(cmd[0], cmd[1:], str(work), env) for (_, cmd, env), _ in table], real={7})
     failures = []
     for ((name, cmd, _), expect), proc in zip(table, procs, strict=True):
         err = proc.stderr.strip()
