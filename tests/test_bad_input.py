@@ -358,8 +358,9 @@ def _refuse_then_run_a_cell(root: Path) -> tuple[subprocess.CompletedProcess, su
 def cell_with_secrets(request, tmp_path_factory):
     """The secrets test's commands, started as this module's first test starts: the real cell is most of this
     file's time (its imports alone take seconds), and it runs on the second core while the in-process rows run on
-    this one. Yields their folder and a future of (refused, ran); nothing starts when that test is not selected."""
-    if not any(item.name == SECRETS_TEST for item in request.session.items):
+    this one. Yields their folder and a future of (refused, ran); None when that test is not selected, or under
+    pytest-xdist (every worker collects every test: each would start its own cell), where the test runs them."""
+    if hasattr(request.config, "workerinput") or not any(item.name == SECRETS_TEST for item in request.session.items):
         yield None
         return
     root = tmp_path_factory.mktemp("secrets")
@@ -367,12 +368,12 @@ def cell_with_secrets(request, tmp_path_factory):
         yield root, pool.submit(_refuse_then_run_a_cell, root)
 
 
-def test_secrets_from_the_environment_and_the_command_line_reach_no_file(cell_with_secrets):
+def test_secrets_from_the_environment_and_the_command_line_reach_no_file(cell_with_secrets, tmp_path):
     """A real cell with secrets in the environment (and one refused on the command line), then every file it
     wrote is searched: results, Hydra's folders and log, the W&B offline run, the cache. Settings named like
     tokens (eval.max_new_tokens, judge.max_tokens) are recorded as values, not masked."""
-    root, commands = cell_with_secrets
-    refused, ran = commands.result()
+    root, started = cell_with_secrets or (tmp_path, None)
+    refused, ran = started.result() if started else _refuse_then_run_a_cell(root)
     assert refused.returncode == 2
     assert ran.returncode == 0, ran.stderr[-2000:]
     results = root / "home" / "results"  # "~" expanded, no literal "~" folder
