@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -46,11 +47,19 @@ class Finished:
 def run_commands(commands: list[Command], jobs: int = 2, timeout: float = 300) -> list[Finished]:
     """Each command's exit status, stdout and stderr, in order; up to `jobs` run at once."""
     request = json.dumps({"jobs": jobs, "commands": [asdict(c) for c in commands]})
-    proc = subprocess.run([sys.executable, __file__], input=request, capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    if proc.returncode != 0:
-        raise RuntimeError(f"cli_batch driver failed (exit {proc.returncode}): {proc.stderr[-3000:]}")
-    return [Finished(**result) for result in json.loads(proc.stdout)]
+    # Its own process group: on a timeout the children it forked go with it.
+    driver = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                              start_new_session=True)
+    try:
+        stdout, stderr = driver.communicate(request, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.communicate()
+        raise
+    if driver.returncode != 0:
+        raise RuntimeError(f"cli_batch driver failed (exit {driver.returncode}): {stderr[-3000:]}")
+    return [Finished(**result) for result in json.loads(stdout)]
 
 
 def _child(command: dict, out: Path, err: Path) -> None:
