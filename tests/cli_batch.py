@@ -1,12 +1,13 @@
 """Many `python -m MODULE ARGS...` command lines for the price of one interpreter start.
 
-A refused command line costs about a second as a subprocess, nearly all of it the interpreter starting and
+A refused command line costs about a second of CPU as a subprocess, half of it the interpreter starting and
 importing Hydra, OmegaConf, numpy: a table of refusals pays that once per row. `run_commands` starts one driver
 process (this file) that imports those libraries once, then forks a child per command line. The child is a
 fresh process in everything a command can touch (its own argv, environment, working folder, file descriptors
 1 and 2, exit status, and no module of the project imported yet), and runs the entry point's `__main__` the way
 `python -m` does (`runpy.run_module(..., run_name="__main__", alter_sys=True)`): what it prints and the status it
-exits with are the command's own. Tests still run each entry point once as a real subprocess too.
+exits with are the command's own. It also reports which packages the command imported (`imported`), so a test
+can say what a refusal must not load. Tests still run each entry point once as a real subprocess too.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class Finished:
     returncode: int
     stdout: str
     stderr: str
+    # Top-level packages the command imported (those the driver had not): () for a real subprocess.
+    imported: tuple[str, ...] = ()
 
 
 def run_commands(commands: list[Command], jobs: int = 2, timeout: float = 300) -> list[Finished]:
@@ -59,12 +62,13 @@ def run_commands(commands: list[Command], jobs: int = 2, timeout: float = 300) -
         raise
     if driver.returncode != 0:
         raise RuntimeError(f"cli_batch driver failed (exit {driver.returncode}): {stderr[-3000:]}")
-    return [Finished(**result) for result in json.loads(stdout)]
+    return [Finished(**{**result, "imported": tuple(result["imported"])}) for result in json.loads(stdout)]
 
 
-def _child(command: dict, out: Path, err: Path) -> None:
+def _child(command: dict, out: Path, err: Path, imported: Path) -> None:
     """In the forked child: become `python -m MODULE ARGS` and never return."""
     code = 1
+    already = {name.partition(".")[0] for name in sys.modules}
     try:
         stdout = os.open(out, os.O_WRONLY)
         stderr = os.open(err, os.O_WRONLY)
@@ -86,6 +90,7 @@ def _child(command: dict, out: Path, err: Path) -> None:
             else:
                 print(stop.code, file=sys.stderr)
                 code = 1
+        imported.write_text(json.dumps(sorted({name.partition(".")[0] for name in sys.modules} - already)))
         import atexit
 
         atexit._run_exitfuncs()  # logging's flush and every handler a command registered, as at interpreter exit
@@ -116,8 +121,8 @@ def _drive(request: dict) -> list[dict]:
     # Not TemporaryDirectory: its clean-up is an atexit hook, which every child would run as it exits.
     tmp = tempfile.mkdtemp(prefix="cli-batch-")
     try:
-        files = [(Path(tmp) / f"{i}.out", Path(tmp) / f"{i}.err") for i in range(len(commands))]
-        for path in (p for pair in files for p in pair):
+        files = [tuple(Path(tmp) / f"{i}.{kind}" for kind in ("out", "err", "imported")) for i in range(len(commands))]
+        for path in (path for paths in files for path in paths):
             path.touch()  # read back even if a child dies before it opens them
         running: dict[int, int] = {}
         pending = list(range(len(commands)))
@@ -125,9 +130,10 @@ def _drive(request: dict) -> list[dict]:
         def reap() -> None:
             pid, status = os.wait()
             i = running.pop(pid)
-            out, err = files[i]
-            results[i] = {"returncode": os.waitstatus_to_exitcode(status),
-                          "stdout": out.read_text(errors="replace"), "stderr": err.read_text(errors="replace")}
+            out, err, imported = files[i]
+            results[i] = {"returncode": os.waitstatus_to_exitcode(status), "stdout": out.read_text(errors="replace"),
+                          "stderr": err.read_text(errors="replace"),
+                          "imported": json.loads(imported.read_text() or "[]")}  # empty: it died before writing
 
         while pending or running:
             if pending and len(running) < jobs:

@@ -31,6 +31,8 @@ FAKE_HF_TOKEN = "hf_" + "LEAK" + "Zy9x" * 6
 HEX_KEY = "0123456789abcdef" * 2 + "01234567"
 ENV_SECRET = "envsecret-" + "q7" * 10
 JUDGE = ("judge=openai", "judge.base_url=http://127.0.0.1:9/v1", "judge.model=m")
+# What a refusal must not wait for: seconds of imports before the one line.
+HEAVY = {"torch", "transformers", "trl", "peft", "sklearn"}
 
 
 def _qa(i: int, prefix: str = "r", question: str | None = None) -> dict:
@@ -294,7 +296,7 @@ def _run_table(commands: list[Command], real: set[int], cross_check: bool = Fals
         if i in batched:
             assert (batched[i].returncode, batched[i].stdout, batched[i].stderr) == \
                 (proc.returncode, proc.stdout, proc.stderr), f"cli_batch differs from the real command {commands[i]}"
-        batched[i] = Finished(proc.returncode, proc.stdout, proc.stderr)
+        batched[i] = Finished(proc.returncode, proc.stdout, proc.stderr, batched[i].imported if i in batched else ())
     return [batched[i] for i in range(len(commands))]
 
 
@@ -327,6 +329,8 @@ def test_entry_points_stop_with_one_line_and_write_nothing(tmp_path):
         assert "Traceback" not in proc.stdout + err
         assert all(word in err for word in expect), (cmd, err)
         assert FAKE_OPENAI_KEY not in proc.stdout + err
+        assert proc.imported, cmd  # every row goes through cli_batch, which says what it imported
+        assert not HEAVY & set(proc.imported), (cmd, "imported before refusing:", sorted(HEAVY & set(proc.imported)))
     assert (results / "runs.jsonl").read_bytes() == before
     assert sorted(p.name for p in results.iterdir()) == ["runs.jsonl"]
     assert not gen_out.exists() and not (REPO / "escape").exists() and not (REPO.parent / "escape").exists()
@@ -457,6 +461,8 @@ def test_a_table_of_refusals_leaves_every_folder_byte_identical(tmp_path):
         if proc.returncode != 2 or len(err.splitlines()) != 1 or "Traceback" in proc.stdout + err \
                 or not all(word in err for word in expect):
             failures.append(f"{name}: exit {proc.returncode}: {err[-500:]}")
+        if HEAVY & set(proc.imported):
+            failures.append(f"{name}: imported {sorted(HEAVY & set(proc.imported))} before refusing")
     assert not failures, "\n".join(failures)
     after = _snapshot(work)
     assert after.keys() == before.keys(), sorted(set(after) ^ set(before))
