@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -49,17 +48,20 @@ class Finished:
 
 def run_commands(commands: list[Command], jobs: int = 2, timeout: float = 300) -> list[Finished]:
     """Each command's exit status, stdout and stderr, in order; up to `jobs` run at once."""
-    request = json.dumps({"jobs": jobs, "commands": [asdict(c) for c in commands]})
-    # Its own process group: on a timeout the children it forked go with it.
-    driver = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                              start_new_session=True)
-    try:
-        stdout, stderr = driver.communicate(request, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.communicate()
-        raise
+    # Made here, not in the driver: it is removed even when a timeout kills the driver. And not
+    # TemporaryDirectory in the driver: its clean-up is an atexit hook, which every forked child would run.
+    with tempfile.TemporaryDirectory(prefix="cli-batch-") as folder:
+        request = json.dumps({"jobs": jobs, "folder": folder, "commands": [asdict(c) for c in commands]})
+        # Its own process group: on a timeout the children it forked go with it.
+        driver = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, cwd=REPO,
+                                  env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+        try:
+            stdout, stderr = driver.communicate(request, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.communicate()
+            raise
     if driver.returncode != 0:
         raise RuntimeError(f"cli_batch driver failed (exit {driver.returncode}): {stderr[-3000:]}")
     return [Finished(**{**result, "imported": tuple(result["imported"])}) for result in json.loads(stdout)]
@@ -116,38 +118,29 @@ def _drive(request: dict) -> list[dict]:
         importlib.import_module(name)
     # fork() copies one thread: a library that started one while importing would leave children a lock held.
     assert threading.active_count() == 1, [t.name for t in threading.enumerate()]
-    commands, jobs = request["commands"], request["jobs"]
+    commands, jobs, folder = request["commands"], request["jobs"], Path(request["folder"])
+    files = [tuple(folder / f"{i}.{kind}" for kind in ("out", "err", "imported")) for i in range(len(commands))]
+    for path in (path for paths in files for path in paths):
+        path.touch()  # read back even if a child dies before it opens them
     results: list[dict | None] = [None] * len(commands)
-    # Not TemporaryDirectory: its clean-up is an atexit hook, which every child would run as it exits.
-    tmp = tempfile.mkdtemp(prefix="cli-batch-")
-    try:
-        files = [tuple(Path(tmp) / f"{i}.{kind}" for kind in ("out", "err", "imported")) for i in range(len(commands))]
-        for path in (path for paths in files for path in paths):
-            path.touch()  # read back even if a child dies before it opens them
-        running: dict[int, int] = {}
-        pending = list(range(len(commands)))
-
-        def reap() -> None:
-            pid, status = os.wait()
-            i = running.pop(pid)
-            out, err, imported = files[i]
-            results[i] = {"returncode": os.waitstatus_to_exitcode(status), "stdout": out.read_text(errors="replace"),
-                          "stderr": err.read_text(errors="replace"),
-                          "imported": json.loads(imported.read_text() or "[]")}  # empty: it died before writing
-
-        while pending or running:
-            if pending and len(running) < jobs:
-                i = pending.pop(0)
-                sys.stdout.flush()
-                sys.stderr.flush()
-                pid = os.fork()
-                if pid == 0:
-                    _child(commands[i], *files[i])
-                running[pid] = i
-            else:
-                reap()
-    finally:
-        shutil.rmtree(tmp)
+    running: dict[int, int] = {}
+    pending = list(range(len(commands)))
+    while pending or running:
+        if pending and len(running) < jobs:
+            i = pending.pop(0)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                _child(commands[i], *files[i])
+            running[pid] = i
+            continue
+        pid, status = os.wait()
+        i = running.pop(pid)
+        out, err, imported = files[i]
+        results[i] = {"returncode": os.waitstatus_to_exitcode(status), "stdout": out.read_text(errors="replace"),
+                      "stderr": err.read_text(errors="replace"),
+                      "imported": json.loads(imported.read_text() or "[]")}  # empty: it died before writing
     return results
 
 
