@@ -33,22 +33,25 @@ def test_an_option_whose_extra_is_missing_is_refused_naming_the_extra(monkeypatc
         check_command_line(["-m", override, "model=tiny_random"])
 
 
+def run_without_optuna(code: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_OPTUNA + code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 def test_hydra_plugin_discovery_is_quiet_without_optuna():
-    code = WITHOUT_OPTUNA + (
+    proc = run_without_optuna(
         "import warnings; warnings.simplefilter('error')\n"
         "from hydra.core.plugins import Plugins\n"
         "from hydra.plugins.sweeper import Sweeper\n"
-        "names = [p.__name__ for p in Plugins.instance().discover(Sweeper)]\n"
-        "print(names)\n"
+        "print([p.__name__ for p in Plugins.instance().discover(Sweeper)])\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
     assert "TunebenchSweeper" in proc.stdout
     assert "incompatible" not in proc.stderr
 
 
 def test_the_sweeper_without_optuna_says_which_extra_it_needs():
-    code = WITHOUT_OPTUNA + (
+    proc = run_without_optuna(
         "from hydra_plugins.tunebench_sweeper.sweeper import TunebenchSweeper\n"
         "from harness.core.config import ConfigError\n"
         "try:\n"
@@ -56,6 +59,4 @@ def test_the_sweeper_without_optuna_says_which_extra_it_needs():
         "except ConfigError as exc:\n"
         "    print('refused:', exc)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
     assert "refused: hydra/sweeper=tunebench: Optuna is not installed; pip install -e '.[search]'" in proc.stdout
