@@ -30,8 +30,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harness.cell.models import build_tiny_random, gguf_safetensors_cache, locate_gguf
 from harness.cell.train import lora_arguments, sft_arguments
-from harness.core.config import RunConfig, resolve_data_dir
-from harness.core.data import prompt_messages, read_qa_file
+from harness.core.config import RunConfig
+from harness.core.data import load_dataset, prompt_messages
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
@@ -82,16 +82,13 @@ def compose_config(overrides: list[str]) -> RunConfig:
 def train_conversations(cfg: RunConfig) -> list[dict]:
     """The train set as conversational prompt/completion rows, formatted by the harness's own
     harness.core.data.prompt_messages exactly as harness.cell.train.instruct_dataset does it (no retrieval context)."""
-    data = cfg.data
-    records = read_qa_file(resolve_data_dir(data) / data.train_file)
-    if data.max_train_examples is not None:
-        records = records[: data.max_train_examples]
+    dataset = load_dataset(cfg.data)  # the train split as the harness reads it, and the label set a prompt lists
     return [
         {
-            "prompt": prompt_messages(record, data, cfg.model),
+            "prompt": prompt_messages(record, cfg.data, cfg.model, labels=dataset.labels),
             "completion": [{"role": "assistant", "content": record.answer}],
         }
-        for record in records
+        for record in dataset.train
     ]
 
 
