@@ -72,10 +72,11 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     cfg = compose_config([f"model={args.model}", f"data={args.data}"])
     model, tokenizer = load_base(cfg, locate_weights(cfg))
-    model = get_peft_model(model, LoraConfig(**lora_arguments(cfg)))
+    lora = lora_arguments(cfg)
+    model = get_peft_model(model, LoraConfig(**lora))
     batch = batch_of(cfg, tokenizer, args.batch_size, args.max_length)
     shape = tuple(batch["input_ids"].shape)
-    print(f"{args.model}, LoRA r={cfg.qlora.r} on {', '.join(lora_arguments(cfg)['target_modules'])}, fp32, "
+    print(f"{args.model}, LoRA r={cfg.qlora.r} on {', '.join(lora['target_modules'])}, fp32, "
           f"batch {shape[0]} x {shape[1]} tokens, {torch.get_num_threads()} threads, torch {torch.__version__}")
 
     compiled = torch.compile(model)

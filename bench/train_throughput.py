@@ -262,10 +262,11 @@ def main() -> None:
         row["processed_per_s"] = common.median(
             [{"v": r["processed"] / r["train_s"]} for r in path_runs if r["processed"] is not None], "v"
         )
+        row["steps_per_s"] = row["steps"] / row["train_s"]
         pad = None if not row["processed"] else 1 - row["tokens"] / row["processed"]
         table[(name, precision)] = row
         print(f"{name:<9} {precision:>4} {fmt(row['steps'], '.0f'):>5} {fmt(row['train_s'], '.2f'):>8} "
-              f"{row['steps'] / row['train_s']:>7.3f} {fmt(row['tokens']):>11} {fmt(row['processed']):>10} "
+              f"{row['steps_per_s']:>7.3f} {fmt(row['tokens']):>11} {fmt(row['processed']):>10} "
               f"{fmt(pad, '.0%'):>7} {fmt(row['tokens_per_s']):>10} {fmt(row['processed_per_s']):>15}")
     print()
     for precision in args.precisions:
@@ -275,7 +276,7 @@ def main() -> None:
     for other in others:
         for name in ("baseline", "harness"):
             a, o = table[(name, first)], table[(name, other)]
-            print(f"{name}: {other}/{first} steps/s x{(o['steps'] / o['train_s']) / (a['steps'] / a['train_s']):.2f}"
+            print(f"{name}: {other}/{first} steps/s x{o['steps_per_s'] / a['steps_per_s']:.2f}"
                   f", processed tokens/s x{fmt(_ratio(o['processed_per_s'], a['processed_per_s']), '.2f')}")
         h, b = table[("harness", other)], table[("baseline", first)]
         print(f"harness {other} / baseline {first} processed tokens/s: "

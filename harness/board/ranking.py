@@ -386,7 +386,7 @@ def pick_cheapest(rows: list[dict], bounds: list[Bound] | dict[str, float], cost
                 reasons.append(f"{bound.key} not measured")
             elif bound.fails(value):
                 op = "<" if bound.spec.higher_is_better else ">"
-                reach = _reaches_bar(row, bound)
+                reach = _interval_across_bar(row, bound)
                 reasons.append(f"{bound.key} {value:.3f} {op} {bound.value:g}"
                                + (f" (its 95% interval {reach} reaches the bar: not shown to fall short)"
                                   if reach else ""))
@@ -409,7 +409,7 @@ def pick_cheapest(rows: list[dict], bounds: list[Bound] | dict[str, float], cost
                else f"the best {quality}")
         verdict.tie_note = f"tie on cost with {others} (their {cost_key} ranges overlap); picked by {how}"
     straddled = [f"{bound.key} {value_of(pick, bound.key):.3f} {interval}" for bound in bounds
-                 if (interval := _crosses_bar(pick, bound))]
+                 if (interval := _interval_across_bar(pick, bound))]
     if straddled:
         verdict.caution = (f"meets {', '.join(b.text() for b in bounds)} on its point estimate, but the 95% "
                            f"interval reaches past the bar ({'; '.join(straddled)}): not shown with confidence; "
@@ -433,19 +433,13 @@ def pick_cheapest(rows: list[dict], bounds: list[Bound] | dict[str, float], cost
     return verdict
 
 
-def _crosses_bar(row: dict, bound: Bound) -> str:
-    """The row's quality interval as text when it meets `bound` on its point estimate but not at its worse end."""
-    low, high = quality_range(row, bound.key) or (None, None)
-    worse = low if bound.spec.higher_is_better else high
-    return f"[{low:.3f}, {high:.3f}]" if worse is not None and bound.fails(worse) else ""
-
-
-def _reaches_bar(row: dict, bound: Bound) -> str:
-    """The row's quality interval as text when it falls short of `bound` on its point estimate but its better end
-    meets it."""
-    low, high = quality_range(row, bound.key) or (None, None)
-    better = high if bound.spec.higher_is_better else low
-    return f"[{low:.3f}, {high:.3f}]" if better is not None and not bound.fails(better) else ""
+def _interval_across_bar(row: dict, bound: Bound) -> str:
+    """The row's quality interval as text when the bar lies inside it (one end meets `bound`, the other does
+    not), else "": a pick that meets the bar, or a row that falls short of it, on its point estimate alone."""
+    interval = quality_range(row, bound.key)
+    if interval is None or bound.fails(interval[0]) == bound.fails(interval[1]):
+        return ""
+    return f"[{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def _among_equal_cost(equal: list[dict], quality: str | None) -> tuple[dict, list[dict], bool]:
