@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from harness.cell.models import LoadedModel, half_dtype, load_model, select_device
-from harness.cell.predict import release_accelerator_memory
+from harness.cell.predict import release_freed_memory
 from harness.core.config import ModelSource, RunConfig, loads_in_4bit, uses_gradient_checkpointing
 
 log = logging.getLogger("harness")
@@ -139,7 +139,7 @@ class BaseKeeper:
         if self._held is not None:
             self._held = None
 
-            release_accelerator_memory()
+            release_freed_memory()
 
 
 def _without_adapter(model):

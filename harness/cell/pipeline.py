@@ -23,7 +23,7 @@ from harness.cell.checkpoints import discard as discard_checkpoints
 from harness.cell.context import CellContext
 from harness.cell.cost import PeakMemory, train_flops_per_token
 from harness.cell.models import LoadedModel, merged_copy_possible, merged_eval_model, select_device
-from harness.cell.predict import PredictResult, release_accelerator_memory, render_prompts
+from harness.cell.predict import PredictResult, release_freed_memory, render_prompts
 from harness.cell.produced import LoadedAs, Produced, Timing
 from harness.cell.pruning import training_watch
 from harness.cell.rag import Retrieved, retrieve_contexts
@@ -265,7 +265,7 @@ def _merge_for_eval(ctx: CellContext, base: BaseInUse, trained: TrainResult, tra
     start = time.perf_counter()
     base.model = trained.model = base.loaded.model = None
     ctx.bases.discard()
-    release_accelerator_memory()
+    release_freed_memory()
     base.model = base.loaded.model = merged_eval_model(ctx.cfg.model, ctx.cfg.hardware, base.loaded,
                                                        trained.adapter_dir)
     reload_s = time.perf_counter() - start

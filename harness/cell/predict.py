@@ -13,6 +13,9 @@ and retries, down to one prompt at a time.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import gc
 import time
 from dataclasses import dataclass, field
@@ -112,7 +115,7 @@ def generate(
 def _after_oom(exc: torch.OutOfMemoryError, batch_size: int, retries: list[dict]) -> int:
     """Half the batch for the next try; at batch 1 there is nothing left to try, so say what was tried."""
     retries.append({"batch_size": batch_size, "error": str(exc).split("\n", 1)[0][:200]})
-    release_accelerator_memory()
+    release_freed_memory()
     if batch_size == 1:
         tried = ", ".join(str(r["batch_size"]) for r in retries)
         raise torch.OutOfMemoryError(f"out of memory generating even one answer at a time (eval.batch_size tried: "
@@ -120,10 +123,28 @@ def _after_oom(exc: torch.OutOfMemoryError, batch_size: int, retries: list[dict]
     return max(1, batch_size // 2)
 
 
-def release_accelerator_memory() -> None:
+def release_freed_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    return_freed_heap()
+
+
+def return_freed_heap() -> None:
+    """glibc keeps the pages of freed tensors in its heap, still counted in the process's RSS, until something
+    trims it; without this a CPU cell's reported peak (and what the next load can use) depends on how fragmented
+    training left the heap. A no-op where the C library has no malloc_trim (musl, macOS)."""
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
 
 
 # Generation-config settings that make greedy decoding something other than "argmax of the logits".

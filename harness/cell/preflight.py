@@ -491,7 +491,9 @@ def merged_copy_bytes(model: ModelConfig, hardware: HardwareConfig, precision: P
     if not precision.on_cuda:
         # On a CPU the checkpoint the copy is read from is memory-mapped, and its pages count in RSS while the
         # 16-bit copy is built from them: 4 bytes a parameter for the fp32 GGUF cache (a hub checkpoint is
-        # usually 2). Measured: smollm2_135m instruct on cpu_qlora peaked at 1.72-1.89 GB RSS.
+        # usually 2). Measured: smollm2_135m instruct on cpu_qlora peaked at 1.41 GB RSS against 1.96 estimated,
+        # once the freed 4-bit model's heap is returned (harness.cell.predict.return_freed_heap); 1.71-2.00 GB
+        # before, depending on how fragmented training had left the heap.
         merged += model.params_b * 1e9 * CHECKPOINT_BYTES_CPU
     return merged
 

@@ -19,7 +19,7 @@ from harness.cell.checks import check_before_load, dataset_lengths, label_shape,
 from harness.cell.context import CellContext
 from harness.cell.cost import usd
 from harness.cell.pipeline import run_pipeline
-from harness.cell.predict import release_accelerator_memory
+from harness.cell.predict import release_freed_memory
 from harness.cell.preflight import MemoryEstimate, PreflightRefusal, preflight
 from harness.cell.provenance import git_sha, library_versions, now
 from harness.cell.pruning import CellPruned
@@ -191,7 +191,7 @@ def _run_claimed(cfg: RunConfig, ledger: Ledger, cell: KeyedCell, bases: BaseKee
         if record.status != INTERRUPTED:  # an interrupted process should stop now, not upload
             adapter_dir = Path(record.adapter_dir) if record.status == COMPLETED and record.adapter_dir else None
             _safely("finish the tracker", tracker.finish, record, rows, adapter_dir)
-        release_accelerator_memory()
+        release_freed_memory()
     return record
 
 

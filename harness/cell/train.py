@@ -18,7 +18,7 @@ from transformers import PrinterCallback, TrainerCallback
 
 from harness.cell.checkpoints import Resumption, interval
 from harness.cell.models import LoadedModel
-from harness.cell.predict import release_accelerator_memory
+from harness.cell.predict import release_freed_memory
 from harness.cell.truncation import count_truncation
 from harness.core.config import ConfigError, RunConfig, uses_gradient_checkpointing
 from harness.core.data import Dataset, prompt_messages
@@ -229,7 +229,7 @@ def run_sft(ctx: TrainContext, train_dataset, args) -> TrainResult:
             model = trainer.model
             del trainer
             model.zero_grad(set_to_none=True)
-            release_accelerator_memory()
+            release_freed_memory()
             model.load_state_dict(initial_adapter, strict=False)  # a retry is a fresh start, not a resumption
             if resumption is not None:
                 resumption.start_over()
