@@ -22,7 +22,15 @@ from harness.cell.preflight import (
     suggest,
     suggestions,
 )
-from harness.core.config import EvalConfig, HardwareConfig, ModelConfig, QLoraConfig, load_option, to_run_config
+from harness.core.config import (
+    Accelerator,
+    EvalConfig,
+    HardwareConfig,
+    ModelConfig,
+    QLoraConfig,
+    load_option,
+    to_run_config,
+)
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -32,7 +40,12 @@ def model(name: str) -> ModelConfig:
 
 
 def hardware(name: str) -> HardwareConfig:
-    return load_option("hardware", name, HardwareConfig)
+    """The preset, with a plain CPU one pinned to fp32: these figures are fp32's, and `auto` would follow the
+    processor the tests run on (bf16 where it has avx512_bf16 or AMX)."""
+    preset = load_option("hardware", name, HardwareConfig)
+    if preset.accelerator == Accelerator.cpu and not preset.cpu_4bit and preset.precision == "auto":
+        return replace(preset, precision="fp32")
+    return preset
 
 
 QLORA = load_option("qlora", "default", QLoraConfig)  # r=16, batch 4, max_length 512, 4-bit nf4 + double quant
