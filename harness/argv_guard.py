@@ -262,9 +262,11 @@ def compose_config(overrides: list[str], conf_dir: Path | None = None):
     a UsageError of one line."""
 
     conf_dir = conf_dir or CONF_DIR
+    overrides = [o for o in overrides if not o.startswith("hydra")]
+    _parse(overrides)  # an unreadable override (e.g. braces the shell unquoted) is one line, from every entry point
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            return compose(config_name="config", overrides=[o for o in overrides if not o.startswith("hydra")])
+            return compose(config_name="config", overrides=overrides)
     except MissingConfigException as exc:
         raise UsageError(_missing_option(exc, conf_dir)) from None
     except (ConfigCompositionException, OmegaConfBaseException) as exc:

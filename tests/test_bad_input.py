@@ -318,6 +318,11 @@ def test_entry_points_stop_with_one_line_and_write_nothing(tmp_path):
         (("datasets_gen", f"output={gen_out}"), ("input", "input=")),
         (("datasets_gen", "input=/nonexistent/docs", f"output={gen_out}"), ("input", "/nonexistent/docs")),
         (("datasets_gen", f"input={docs}", "name=../../escape"), ("name", "plain name")),
+        # braces the shell unquoted: recipe.text_template='{description}' reaches Hydra as {description}
+        (("datasets_gen", f"input={docs}", "recipe.text_template={description}", f"output={gen_out}"),
+         ("cannot read an override", "{description}", "quoting")),
+        (("harness.baseline", "data=departments", "data.name={x}", f"results_dir={results}"),
+         ("cannot read an override", "{x}")),
     ]
     # One real subprocess per entry point; the rest through cli_batch.
     procs = _run_table([Command(cmd[0], cmd[1:], str(REPO)) for cmd, _ in cases], real={0, 3, 5},
