@@ -3,6 +3,7 @@ plain refusals (each of these was a silent inversion or a traceback before)."""
 
 import json
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -261,6 +262,31 @@ def test_settings_only_one_row_has_do_not_count_as_varying():
                 "config": {"baseline": "tfidf_logreg", "eval_examples": 30, "seed": 42}}
     assert varying_settings([llm, other, baseline]) == ["qlora.lr"]
     assert varying_settings([llm, baseline]) == []
+
+
+def test_a_setting_a_row_never_used_neither_varies_nor_shows():
+    """A base row carries the default qlora.lr and eval.max_new_tokens in its config, but trained nothing and (scored
+    on choices) generated nothing: its cells read "-", and a setting only such rows differ in is no column."""
+    from harness.board.terminal import varying_settings
+
+    def with_eval(row, scoring, new_tokens):
+        config = {**row["config"], "eval": {"scoring": scoring, "max_new_tokens": new_tokens}}
+        return {**row, "config": config}
+
+    trained = with_eval(_record("a", "catalog", "smol", "instruct", {"accuracy": 0.7}, 0.1, lr=1e-3), "generate", 8)
+    base = with_eval(_record("b", "catalog", "smol", "base", {"accuracy": 0.4}, 0.1, lr=2e-4), "choices", 64)
+    assert varying_settings([trained, base]) == []
+    other = with_eval(_record("c", "catalog", "smol", "instruct", {"accuracy": 0.6}, 0.1, lr=5e-4), "generate", 16)
+    assert varying_settings([trained, base, other]) == ["qlora.lr", "eval.max_new_tokens"]
+
+    from harness.board.terminal import compact_table
+
+    shown = [trained, other, base]  # compact_table reads a report's rows, body (its length), bounds and sort_by
+    header, body = compact_table(SimpleNamespace(rows=shown, body=shown, bounds=[], sort_by="accuracy"),
+                                 "usd_per_1k_generations")
+    cells = {row[2] + row[0]: dict(zip(header, row, strict=True)) for row in body}
+    assert (cells["base3"]["lr"], cells["base3"]["max_new_tokens"]) == ("-", "-")
+    assert (cells["instruct1"]["lr"], cells["instruct1"]["max_new_tokens"]) == ("0.001", "8")
 
 
 def test_rows_tied_on_the_ranking_metric_come_cheaper_first_whatever_order_they_arrive_in():

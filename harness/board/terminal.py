@@ -25,6 +25,21 @@ NOT_SETTINGS = ("model.", "method.", "data.", "hardware.", "judge.", "tracker.",
                 "eval.scoring", "eval.fewshot")
 
 
+# The qlora keys a row that trains nothing still uses (how its base was loaded, how long a prompt may be); its other
+# qlora keys are defaults it never used, shown as "-" so a base row does not read as trained for 3 epochs.
+UNTRAINED_QLORA_KEYS = ("load_in_4bit", "bnb_4bit_", "max_length")
+
+
+def applies(key: str, flat: dict, row: dict) -> bool:
+    """Whether setting `key` had any effect on `row` (`flat`: its flat config). A row trained when its record
+    counts training steps (the board's slim records keep `train.steps`, not the method's config)."""
+    if key.startswith("qlora.") and not (row.get("train") or {}).get("steps"):
+        return key.removeprefix("qlora.").startswith(UNTRAINED_QLORA_KEYS)
+    if key == "eval.max_new_tokens":  # choice scoring generates nothing
+        return flat.get("eval.scoring") != "choices"
+    return True
+
+
 # Short headings of the cost keys (the column must stay narrow).
 COST_HEADINGS = {"usd_per_1k_generations": "$/1k answers ↓", "usd_total": "$ run ↓", "usd_train": "$ train ↓",
                  "usd_eval": "$ eval ↓"}
@@ -56,7 +71,8 @@ def varying_settings(rows: list[dict]) -> list[str]:
 
     def varies(key: str) -> bool:
         # A setting only some rows have (the TF-IDF baseline has no LoRA keys) tells nothing apart by itself.
-        held = [repr(f[key]) for f in flats if f.get(key) is not None]
+        held = [repr(f[key]) for f, row in zip(flats, rows, strict=True)
+                if f.get(key) is not None and applies(key, f, row)]
         return len(held) > 1 and len(set(held)) > 1
 
     return [k for k in keys if not k.startswith(NOT_SETTINGS) and varies(k)]
@@ -98,7 +114,7 @@ def compact_table(report: BoardReport, cost_key: str) -> tuple[list[str], list[l
     body = []
     for index, row in enumerate(report.rows[:len(report.body)], start=1):
         flat = {**flat_config(row.get("config") or {}), "hardware": row.get("hardware")}
-        values = [_setting_text(flat.get(k)) for k in settings]
+        values = [_setting_text(flat.get(k) if applies(k, flat, row) else None) for k in settings]
         setting_cells = [" ".join(f"{names[k]}={v}" for k, v in zip(settings, values, strict=True))] if joined \
             else values
         body.append([str(index), str(row.get("model")), str(row.get("method")), scoring_text(row), *setting_cells,
