@@ -143,8 +143,12 @@ def _parse(overrides: list[str]):
     try:
         return OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException as exc:
-        raise UsageError(f"cannot read an override: {str(exc).splitlines()[0]}; write key=value, quoting values "
-                         "with spaces, braces or commas ('key=\"a, b\"')") from None
+        raise _unreadable(exc) from None
+
+
+def _unreadable(exc: OverrideParseException) -> UsageError:
+    return UsageError(f"cannot read an override: {str(exc).splitlines()[0]}; write key=value, quoting values "
+                      "with spaces, braces or commas ('key=\"a, b\"')")
 
 
 def _refuse_escaping_job_folder(parsed) -> None:
@@ -262,11 +266,11 @@ def compose_config(overrides: list[str], conf_dir: Path | None = None):
     a UsageError of one line."""
 
     conf_dir = conf_dir or CONF_DIR
-    overrides = [o for o in overrides if not o.startswith("hydra")]
-    _parse(overrides)  # an unreadable override (e.g. braces the shell unquoted) is one line, from every entry point
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            return compose(config_name="config", overrides=overrides)
+            return compose(config_name="config", overrides=[o for o in overrides if not o.startswith("hydra")])
+    except OverrideParseException as exc:  # e.g. braces the shell unquoted: one line, from every entry point
+        raise _unreadable(exc) from None
     except MissingConfigException as exc:
         raise UsageError(_missing_option(exc, conf_dir)) from None
     except (ConfigCompositionException, OmegaConfBaseException) as exc:

@@ -12,7 +12,7 @@ from rich.table import Table
 from harness.board.boards import BoardReport, scoring_text
 from harness.board.compare import CONFIDENCE, Comparison, verdict_of
 from harness.board.ranking import cost_range_text, value_of
-from harness.board.text import ci_of, figure_text, heading, row_label
+from harness.board.text import ci_of, figure_text, heading, row_label, trained
 from harness.core.ledger import COMPLETED
 from harness.core.stats import SAMPLE_MEAN_SUFFIX
 
@@ -31,9 +31,8 @@ UNTRAINED_QLORA_KEYS = ("load_in_4bit", "bnb_4bit_", "max_length")
 
 
 def applies(key: str, flat: dict, row: dict) -> bool:
-    """Whether setting `key` had any effect on `row` (`flat`: its flat config). A row trained when its record
-    counts training steps (the board's slim records keep `train.steps`, not the method's config)."""
-    if key.startswith("qlora.") and not (row.get("train") or {}).get("steps"):
+    """Whether setting `key` had any effect on `row` (`flat`: its flat config)."""
+    if key.startswith("qlora.") and not trained(row):
         return key.removeprefix("qlora.").startswith(UNTRAINED_QLORA_KEYS)
     if key == "eval.max_new_tokens":  # choice scoring generates nothing
         return flat.get("eval.scoring") != "choices"

@@ -10,9 +10,15 @@ from harness.core.stats import SAMPLE_MEAN_SUFFIX
 from harness.metrics.keys import spec_of
 
 
+def trained(row: dict) -> bool:
+    """Whether the row trained (a row that trained nothing, `base`, records an empty `train`): its LoRA settings
+    mean something only then."""
+    return bool(row.get("train"))
+
+
 def row_label(row: dict) -> str:
     qlora = (row.get("config") or {}).get("qlora")
-    tuned = f" r={qlora.get('r')} lr={qlora.get('lr')}" if row.get("train") and isinstance(qlora, dict) else ""
+    tuned = f" r={qlora.get('r')} lr={qlora.get('lr')}" if trained(row) and isinstance(qlora, dict) else ""
     seeds = row.get("seeds") or []
     runs = row.get("runs") or [row.get("run_key")]
     seeded = f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""
@@ -85,21 +91,20 @@ def table_rows(rows: list[dict], metrics: list[str], cost_key: str,
               heading(cost_key), "$ run ↓", "train s ↓", "eval tok/s ↑", "peak GB ↓", "run keys"]
     body = []
     for index, row in enumerate(rows[:limit], start=1):
-        trained = bool(row.get("train"))
         qlora = (row.get("config") or {}).get("qlora")
         body.append([
             str(index),
             str(row.get("model")),
             str(row.get("method")),
             scoring_text(row),
-            str(qlora.get("r", "")) if trained and isinstance(qlora, dict) else "-",
+            str(qlora.get("r", "")) if trained(row) and isinstance(qlora, dict) else "-",
             _seeds_cell(row),
             str(row.get("status")),
             *[_metric_cell(row, name, odd[name]) for name in metrics],
             *([interval_cell(row, ci_metric)] if ci_metric else []),
             cost_text(row, cost_key),
             cost_text(row, "usd_total"),
-            figure_text(row, "train_s", 1) if trained else "-",
+            figure_text(row, "train_s", 1) if trained(row) else "-",
             figure_text(row, "eval_tokens_per_s", 1),
             figure_text(row, "peak_memory_gb", 2),
             ", ".join(str(k) for k in (row.get("runs") or [row.get("run_key")])),
